@@ -1,0 +1,38 @@
+# Set-up and everyday commands. Both `make test` and `make demo` work from a fresh clone with only Python present:
+# they create (or refresh) a virtualenv, install torch first (TORCH_SPEC picks the build), then the package.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?= -n 2 --durations=15
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# Each example runs offline on tiny random models with `--tiny`; every trainer issue adds its example here.
+DEMO_EXAMPLES := examples/tiny_models.py
+
+demo: $(STAMP)
+	@echo "make demo: offline runs on tiny random models (no download): $(DEMO_EXAMPLES)"
+	@set -e; for ex in $(DEMO_EXAMPLES); do \
+		name=$$(basename $$ex .py); \
+		echo ">>> $$ex --tiny --output_dir outputs/demo/$$name"; \
+		HF_HUB_OFFLINE=1 $(BIN)/python $$ex --tiny --output_dir outputs/demo/$$name; \
+	done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info outputs

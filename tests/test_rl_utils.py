@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from trl_ext.trainers.rl_utils import clipped_surrogate_loss, compute_advantages, kl_divergence
+
+
+def test_group_advantages_match_per_group_formula():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 4.0])
+    groups = torch.tensor([0, 1, 0, 1, 0, 1])  # non-contiguous groups
+    adv = compute_advantages(rewards, groups, scale="group", eps=0.0)
+    for g in (0, 1):
+        r = rewards[groups == g]
+        torch.testing.assert_close(adv[groups == g], (r - r.mean()) / r.std())
+
+
+def test_batch_and_none_scaling():
+    rewards = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    groups = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(compute_advantages(rewards, groups, scale="none"), torch.tensor([-0.5, 0.5, -1.5, 1.5]))
+    adv = compute_advantages(rewards, groups, scale="batch", eps=0.0)
+    torch.testing.assert_close(adv, torch.tensor([-0.5, 0.5, -1.5, 1.5]) / rewards.std())
+
+
+def test_nan_rewards_are_masked_not_zeroed():
+    rewards = torch.tensor([1.0, float("nan"), 3.0, 0.0])
+    adv = compute_advantages(rewards, torch.tensor([0, 0, 0, 1]), scale="none")
+    # mean of group 0 ignores the NaN sample (2.0, not 4/3); the NaN sample and the lone sample get 0
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 0.0, 1.0, 0.0]))
+
+
+def test_advantages_reject_bad_input():
+    with pytest.raises(ValueError, match="1-D"):
+        compute_advantages(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="scale"):
+        compute_advantages(torch.zeros(2), scale="grp")
+
+
+def test_clipped_surrogate_against_reference():
+    log_ratio = torch.log(torch.tensor([0.5, 0.9, 1.0, 1.1, 1.5, 0.5, 1.5]))
+    adv = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0])
+    loss, clipped = clipped_surrogate_loss(log_ratio, adv, 0.2, 0.28)
+    ratio = log_ratio.exp()
+    expected = [-min(r * a, min(max(r, 0.8), 1.28) * a) for r, a in zip(ratio.tolist(), adv.tolist())]
+    torch.testing.assert_close(loss, torch.tensor(expected))
+    assert clipped.tolist() == [False, False, False, False, True, True, False]
+
+
+def test_dual_clip_caps_negative_advantage_loss():
+    log_ratio = torch.log(torch.tensor([10.0, 10.0]))
+    adv = torch.tensor([-1.0, 1.0])
+    loss, clipped = clipped_surrogate_loss(log_ratio, adv, 0.2, dual_clip=3.0)
+    torch.testing.assert_close(loss, torch.tensor([3.0, -1.2]))
+    assert clipped.tolist() == [True, True]
+    with pytest.raises(ValueError, match="dual_clip"):
+        clipped_surrogate_loss(log_ratio, adv, 0.2, dual_clip=0.5)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "abs"])
+def test_kl_estimators_are_unbiased_or_match_formula(estimator):
+    # two categorical distributions; sample from p, estimate KL(p || q)
+    p = torch.tensor([0.5, 0.3, 0.2])
+    q = torch.tensor([0.2, 0.3, 0.5])
+    x = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    est = kl_divergence(p.log()[x], q.log()[x], estimator)
+    d = (q.log() - p.log())[x]
+    reference = {"k1": -d, "k2": 0.5 * d**2, "k3": d.exp() - d - 1, "abs": d.abs()}[estimator]
+    torch.testing.assert_close(est, reference)
+    if estimator in ("k1", "k3"):
+        true_kl = float((p * (p / q).log()).sum())
+        assert math.isclose(float(est.mean()), true_kl, rel_tol=0.02)
+
+
+def test_kl_rejects_unknown_estimator():
+    with pytest.raises(ValueError, match="k4"):
+        kl_divergence(torch.zeros(1), torch.zeros(1), "k4")

@@ -1,0 +1,48 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""trl_ext: reinforcement-learning trainers and rewards for Hugging Face TRL that TRL itself does not have."""
+
+from typing import TYPE_CHECKING
+
+from .import_utils import lazy_getattr
+
+
+__version__ = "0.1.0.dev0"
+
+_import_structure = {
+    "hub": ["ModelSources", "resolve_pretrained", "scoped_env"],
+    "models.sedd": ["SEDDConfig", "SEDDModel"],
+    "trainers.discrete_diffusion_sft_config": ["DiscreteDiffusionSFTConfig"],
+    "trainers.discrete_diffusion_sft_trainer": ["DiscreteDiffusionSFTTrainer"],
+    "trainers.discrete_diffusion_ppo_config": ["DiscreteDiffusionPPOConfig"],
+    "trainers.discrete_diffusion_ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
+    "trainers.flow_rtpo_config": ["FlowRTPOConfig"],
+    "trainers.flow_rtpo_trainer": ["FlowRTPOTrainer"],
+    "trainers.tprl_grpo_config": ["TPRLGRPOConfig"],
+    "trainers.tprl_grpo_trainer": ["TPRLGRPOTrainer"],
+}
+
+if TYPE_CHECKING:
+    from .hub import ModelSources, resolve_pretrained, scoped_env
+    from .models.sedd import SEDDConfig, SEDDModel
+    from .trainers.discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
+    from .trainers.discrete_diffusion_ppo_trainer import DiscreteDiffusionPPOTrainer
+    from .trainers.discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig
+    from .trainers.discrete_diffusion_sft_trainer import DiscreteDiffusionSFTTrainer
+    from .trainers.flow_rtpo_config import FlowRTPOConfig
+    from .trainers.flow_rtpo_trainer import FlowRTPOTrainer
+    from .trainers.tprl_grpo_config import TPRLGRPOConfig
+    from .trainers.tprl_grpo_trainer import TPRLGRPOTrainer
+else:
+    __getattr__, __all__ = lazy_getattr(__name__, _import_structure)
