@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 from ..import_utils import lazy_getattr
 
 
-_import_structure: dict[str, list[str]] = {}
+_import_structure = {
+    "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
+}
 
 if TYPE_CHECKING:
-    pass
+    from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)
