@@ -25,9 +25,23 @@ from ..import_utils import lazy_getattr
 
 _import_structure = {
     "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
+    "vision_language": [
+        "build_qwen_vl_processor",
+        "load_qwen_vl_processor",
+        "save_tiny_llava_next",
+        "save_tiny_qwen_vl",
+        "vision_special_token_ids",
+    ],
 }
 
 if TYPE_CHECKING:
     from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
+    from .vision_language import (
+        build_qwen_vl_processor,
+        load_qwen_vl_processor,
+        save_tiny_llava_next,
+        save_tiny_qwen_vl,
+        vision_special_token_ids,
+    )
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)
