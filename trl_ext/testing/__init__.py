@@ -24,6 +24,17 @@ from ..import_utils import lazy_getattr
 
 
 _import_structure = {
+    "diffusion": ["TINY_SD3_MAX_SEQUENCE_LENGTH", "save_tiny_sd3"],
+    "encoders": [
+        "DETOXIFY_ORIGINAL_CLASSES",
+        "TinyDetoxify",
+        "build_tiny_bert_tokenizer",
+        "build_tiny_clip_tokenizer",
+        "build_tiny_t5_tokenizer",
+        "save_tiny_clip",
+        "save_tiny_detoxify",
+        "save_tiny_gtr_t5",
+    ],
     "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
     "vision_language": [
         "build_qwen_vl_processor",
@@ -35,6 +46,17 @@ _import_structure = {
 }
 
 if TYPE_CHECKING:
+    from .diffusion import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
+    from .encoders import (
+        DETOXIFY_ORIGINAL_CLASSES,
+        TinyDetoxify,
+        build_tiny_bert_tokenizer,
+        build_tiny_clip_tokenizer,
+        build_tiny_t5_tokenizer,
+        save_tiny_clip,
+        save_tiny_detoxify,
+        save_tiny_gtr_t5,
+    )
     from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
     from .vision_language import (
         build_qwen_vl_processor,
