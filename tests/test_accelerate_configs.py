@@ -95,5 +95,6 @@ def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path):
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
     from transformers import AutoModelForCausalLM
 
-    initial = torch.cat([p.flatten() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters()]).double()
+    initial = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters()])
+    initial = initial.double()
     assert not torch.allclose(weights[0], initial)
