@@ -1,0 +1,68 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Write every tiny random model family of `trl_ext.testing` to disk, offline, and load each back.
+
+Use it to get local stand-ins for the real checkpoints (for your own tests, or to try an example without a GPU):
+
+```bash
+python examples/tiny_models.py --output_dir tiny_models
+```
+
+`--tiny` is accepted (and ignored) so that `make demo` can run every example the same way.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+import trl_ext.testing as testing
+
+
+@dataclass
+class TinyModelsArguments:
+    output_dir: str = field(default="tiny_models", metadata={"help": "Directory that receives one folder per model."})
+    tiny: bool = field(default=True, metadata={"help": "Accepted for `make demo`; every model here is tiny."})
+
+
+def main(args: TinyModelsArguments) -> None:
+    from diffusers import StableDiffusion3Pipeline
+    from detoxify import Detoxify
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, CLIPModel
+
+    families = {
+        "qwen2": (testing.save_tiny_qwen2, AutoModelForCausalLM.from_pretrained),
+        "qwen2_5_vl": (testing.save_tiny_qwen_vl, AutoModelForImageTextToText.from_pretrained),
+        "llava_next": (testing.save_tiny_llava_next, AutoModelForImageTextToText.from_pretrained),
+        "clip": (testing.save_tiny_clip, CLIPModel.from_pretrained),
+        "gtr_t5": (testing.save_tiny_gtr_t5, SentenceTransformer),
+        "sd3": (testing.save_tiny_sd3, StableDiffusion3Pipeline.from_pretrained),
+    }
+    for name, (save, load) in families.items():
+        start = time.perf_counter()
+        path = save(os.path.join(args.output_dir, name))
+        load(path)
+        print(f"{name:<12} saved and reloaded from {path} in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    tiny = testing.save_tiny_detoxify(os.path.join(args.output_dir, "detoxify"))
+    Detoxify("original", checkpoint=tiny.checkpoint, huggingface_config_path=tiny.huggingface_config_path)
+    print(f"{'detoxify':<12} saved and reloaded from {tiny.checkpoint} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    parser = TrlParser(TinyModelsArguments)
+    (script_args,) = parser.parse_args_and_config()
+    main(script_args)
