@@ -9,40 +9,20 @@ from PIL import Image
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
+from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen2, save_tiny_qwen_vl, vision_special_token_ids
 from trl_ext.trainers.tprl_perturbations import random_patch_blackening
 
 
-COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255)}
-
-
 MAX_COMPLETION_LENGTH = 4
-
-
-def colour_tokens(completion_ids, answer, **kwargs):
-    """Toy perception reward: the fraction of the completion budget spent on byte tokens of the answer's half of the
-    byte vocabulary (0-127 for red, 128-255 for blue); special tokens (EOS) score nothing.
-
-    A policy that ignores the image scores 0.5 on average at best; only one that reads the colour gets to 1.
-    """
-    return [
-        sum((t < 128) == (a == "red") for t in ids if t < 256) / MAX_COMPLETION_LENGTH
-        for ids, a in zip(completion_ids, answer)
-    ]
+colour_tokens = ColourTokenReward(MAX_COMPLETION_LENGTH)
 
 
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
     path = save_tiny_qwen_vl(tmp_path_factory.mktemp("tiny_vl"), variant="qwen2_5_vl")
     processor = load_qwen_vl_processor(path)
-    n = 16
-    dataset = Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]}]] * n,
-            "image": [Image.new("RGB", (56, 56), COLOURS["red" if i % 2 == 0 else "blue"]) for i in range(n)],
-            "answer": ["red" if i % 2 == 0 else "blue" for i in range(n)],
-        }
-    )
+    dataset = colour_question_dataset(16)
     return path, processor, dataset
 
 

@@ -92,13 +92,25 @@ def vision_special_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
 
 
 def _offline_processor_class(processor_class: type) -> type:
-    # ProcessorMixin checks every slot's class; the video processor's class cannot be resolved without torchvision,
-    # so an empty video slot must skip that check.
+    # ProcessorMixin checks and saves every slot; the video processor's class cannot be resolved without torchvision,
+    # so an empty video slot must skip the check, and `save_pretrained` (TRL's `save_model`) must skip the slot.
     class OfflineProcessor(processor_class):
         def check_argument_for_proper_class(self, argument_name, argument):
             if argument is None:
                 return None
             return super().check_argument_for_proper_class(argument_name, argument)
+
+        def save_pretrained(self, save_directory, **kwargs):
+            attributes = type(self).get_attributes
+
+            def present_attributes(cls):
+                return [name for name in attributes() if getattr(self, name, None) is not None]
+
+            type(self).get_attributes = classmethod(present_attributes)
+            try:
+                return super().save_pretrained(save_directory, **kwargs)
+            finally:
+                type(self).get_attributes = attributes
 
     OfflineProcessor.__name__ = processor_class.__name__
     OfflineProcessor.__qualname__ = processor_class.__qualname__
