@@ -1,0 +1,152 @@
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
+from trl_ext.models.flow_sde import FlowSamplingConfig, sample_trajectories, sde_step_with_logprob, trajectory_step_log_prob
+from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
+
+
+PROMPTS = ["a cat", "a dog", "a red car", "the sky"]
+
+
+def brightness(prompts, images, **kwargs):
+    return images.mean(dim=(1, 2, 3)).tolist()
+
+
+@pytest.fixture(scope="module")
+def sd3_path(tmp_path_factory):
+    return save_tiny_sd3(tmp_path_factory.mktemp("sd3"))
+
+
+@pytest.fixture
+def pipeline(sd3_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(sd3_path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+SAMPLING = FlowSamplingConfig(num_inference_steps=4, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH)
+
+
+def test_sde_log_prob_equals_gaussian_density():
+    torch.manual_seed(0)
+    sample, velocity = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    sigma, sigma_next, sigma_max, a = 0.8, 0.6, 0.95, 0.7
+    out = sde_step_with_logprob(velocity, sample, sigma, sigma_next, sigma_max, a, generator=torch.Generator().manual_seed(1))
+    dt = sigma_next - sigma
+    std_dev = a * math.sqrt(sigma / (1 - sigma))
+    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * (1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt
+    density = torch.distributions.Normal(mean, std_dev * math.sqrt(-dt)).log_prob(out.prev_sample)
+    torch.testing.assert_close(out.mean, mean)
+    torch.testing.assert_close(out.log_prob, density.mean(dim=(1, 2, 3)))
+    # at sigma = 1 the std uses the scheduler's second sigma instead of the singular 1 - sigma
+    at_one = sde_step_with_logprob(velocity, sample, 1.0, 0.9, sigma_max, a)
+    torch.testing.assert_close(at_one.std[0].flatten(), torch.tensor([a * math.sqrt(1 / (1 - sigma_max)) * math.sqrt(0.1)]))
+
+
+def test_zero_noise_level_is_the_euler_step(pipeline):
+    scheduler = pipeline.scheduler
+    scheduler.set_timesteps(4)
+    sample, velocity = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    euler = scheduler.step(velocity, scheduler.timesteps[1], sample, return_dict=False)[0]
+    sigmas = scheduler.sigmas
+    out = sde_step_with_logprob(velocity, sample, sigmas[1], sigmas[2], sigmas[1], noise_level=0.0)
+    torch.testing.assert_close(out.prev_sample, euler)
+
+
+def test_recomputed_log_probs_equal_the_rollout(pipeline):
+    trajectory = sample_trajectories(pipeline, PROMPTS, SAMPLING, generator=torch.Generator().manual_seed(0))
+    assert trajectory.images.shape == (4, 3, 32, 32) and trajectory.latents.shape[1] == 5
+    assert trajectory.log_probs.shape == (4, 4)
+    for step in range(4):
+        out = trajectory_step_log_prob(pipeline.transformer, trajectory, step, SAMPLING)
+        torch.testing.assert_close(out.log_prob, trajectory.log_probs[:, step], rtol=0, atol=0)
+    sub = trajectory_step_log_prob(pipeline.transformer, trajectory, 1, SAMPLING, indices=torch.tensor([2, 0]))
+    torch.testing.assert_close(sub.log_prob, trajectory.log_probs[[2, 0], 1], rtol=1e-5, atol=1e-6)
+
+
+def _args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=8, num_generations=4,
+        num_inference_steps=4, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH, lora_rank=4,
+        lora_alpha=8, learning_rate=3e-2, clip_range=0.2, beta=0.0, max_steps=1, disable_tqdm=True,
+        save_strategy="no", seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return FlowRTPOConfig(**values)
+
+
+def test_first_update_is_on_policy_with_kl_and_lora(sd3_path, tmp_path):
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, beta=0.04, num_minibatches=1), PROMPTS)
+    assert all("lora" in name for name, p in trainer.transformer.named_parameters() if p.requires_grad)
+    logs = trainer.training_step()
+    assert logs["ratio"] == pytest.approx(1.0, abs=1e-6) and logs["clip_fraction"] == 0.0
+    assert logs["kl"] == pytest.approx(0.0, abs=1e-10)  # LoRA B starts at 0: policy == reference before the update
+    assert logs["grad_norm"] > 0
+
+
+def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
+    def half_unscored(prompts, images, **kwargs):
+        return [None if i % 2 else float(images[i].mean()) for i in range(len(prompts))]
+
+    trainer = FlowRTPOTrainer(sd3_path, half_unscored, _args(tmp_path), PROMPTS)
+    logs = trainer.training_step()
+    assert logs["unscored_samples"] == 4 and logs["rewards/half_unscored/masked_count"] == 4
+    assert not math.isnan(logs["reward"])
+
+
+def test_learns_to_raise_brightness(sd3_path, tmp_path):
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.1, num_minibatches=2), PROMPTS)
+    history = trainer.train()
+    rewards = [h["reward"] for h in history]
+    start, end, noise = np.mean(rewards[:10]), np.mean(rewards[-10:]), history[0]["reward_std"]
+    print(f"brightness: first 10 steps {start:.4f}, last 10 steps {end:.4f} (within-batch std at start {noise:.4f})")
+    assert end - start > max(0.005, 5 * noise)
+    assert any(h["clip_fraction"] > 0 for h in history)  # off-policy minibatches do get clipped
+
+
+def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
+    args = _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    trainer = FlowRTPOTrainer(sd3_path, brightness, args, PROMPTS)
+    trainer.train()
+    trainer.save_model()
+    assert os.path.isfile(tmp_path / "pytorch_lora_weights.safetensors")
+    card = (tmp_path / "README.md").read_text()
+    assert "Flow-GRPO" in card and "brightness" in card and "2505.05470" in card
+    pipeline.load_lora_weights(str(tmp_path))
+    lora = {n: p for n, p in pipeline.transformer.named_parameters() if "lora" in n}
+    trained = {n: p for n, p in trainer.accelerator.unwrap_model(trainer.transformer).named_parameters() if "lora" in n}
+    assert len(lora) == len(trained) > 0
+    for (_, loaded), (_, saved) in zip(sorted(lora.items()), sorted(trained.items())):
+        torch.testing.assert_close(loaded, saved)
+
+    # resuming from checkpoint-1 and training one more step reproduces checkpoint-2's weights
+    resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", max_steps=2), PROMPTS)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert resumed.global_step == 2
+    for (_, a), (_, b) in zip(
+        sorted((n, p) for n, p in resumed.transformer.named_parameters() if p.requires_grad),
+        sorted((n, p) for n, p in trainer.transformer.named_parameters() if p.requires_grad),
+    ):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_generations": 1}, "num_generations"),
+        ({"per_device_train_batch_size": 6}, "multiple of"),
+        ({"noise_level": 0.0}, "noise_level"),
+        ({"scale_rewards": "prompt"}, "scale_rewards"),
+        ({"timestep_fraction": 0.1}, "at least one step"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)

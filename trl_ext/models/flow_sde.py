@@ -1,0 +1,219 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""The SDE form of flow-matching sampling, with per-step Gaussian log-probabilities (Flow-GRPO).
+
+A rectified-flow model predicts a velocity v_θ(x_t, t) for x_t = (1 − t)·x_0 + t·ε, and diffusers'
+`FlowMatchEulerDiscreteScheduler` integrates the ODE dx = v dt from σ = 1 to 0. Flow-GRPO
+([arXiv 2505.05470](https://huggingface.co/papers/2505.05470)) replaces it by the marginal-preserving SDE
+
+    dx = [v + σ_t²/(2t)·(x + (1 − t)·v)] dt + σ_t dw,    σ_t = a·sqrt(t / (1 − t)),
+
+whose Euler–Maruyama step from σ to σ' (dt = σ' − σ < 0) is Gaussian:
+
+    std  = a·sqrt(σ / (1 − σ))                (at σ = 1 the denominator uses 1 − σ_1)
+    mean = x·(1 + std²/(2σ)·dt) + v·(1 + std²·(1 − σ)/(2σ))·dt
+    x'   = mean + std·sqrt(−dt)·z,            z ~ N(0, I)
+
+and log π(x' | x) is the mean over latent elements of log N(x'; mean, std²·(−dt)). a = `noise_level`; a → 0 gives
+the Euler ODE step. Rollout and recompute share one [`FlowSamplingConfig`], so the recomputed log-probability of a
+recorded transition equals the rollout's exactly (ratio 1 before the first update).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class FlowSamplingConfig:
+    """Settings shared by rollouts and by the recomputation of their log-probabilities (they must never differ)."""
+
+    num_inference_steps: int = field(default=10, metadata={"help": "Denoising steps per rollout."})
+    guidance_scale: float = field(default=4.5, metadata={"help": "Classifier-free guidance scale (<= 1: no CFG)."})
+    noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (0: deterministic ODE sampling)."})
+    height: int = field(default=512, metadata={"help": "Image height in pixels."})
+    width: int = field(default=512, metadata={"help": "Image width in pixels."})
+    max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self.guidance_scale > 1.0
+
+
+@dataclass
+class SDEStepOutput:
+    """One SDE transition: the next latent, its log-probability (B,), and the Gaussian's mean and std."""
+
+    prev_sample: torch.Tensor
+    log_prob: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def sde_step_with_logprob(
+    velocity: torch.Tensor,
+    sample: torch.Tensor,
+    sigma: torch.Tensor | float,
+    sigma_next: torch.Tensor | float,
+    sigma_max: torch.Tensor | float,
+    noise_level: float,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> SDEStepOutput:
+    """Take (or score) one Flow-GRPO SDE step from noise level `sigma` to `sigma_next` (formulas in the module doc).
+
+    Args:
+        velocity (`torch.Tensor`): The model's (CFG-mixed) velocity at `sample`.
+        sample (`torch.Tensor`): x at `sigma`, shape (B, C, H, W).
+        sigma, sigma_next (`float` or `torch.Tensor`): Scheduler sigmas of this step and the next (scalars or (B,)).
+        sigma_max (`float` or `torch.Tensor`): The scheduler's second sigma, used instead of σ when σ = 1.
+        noise_level (`float`): a ≥ 0.
+        prev_sample (`torch.Tensor`, *optional*): A recorded next latent to score; sampled when omitted.
+        generator (`torch.Generator`, *optional*): For the noise when sampling.
+
+    Returns:
+        [`SDEStepOutput`]. With `noise_level=0` the step is Euler's and the log-probability is 0.
+    """
+    velocity, sample = velocity.float(), sample.float()
+    shape = (-1,) + (1,) * (sample.dim() - 1)
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=sample.device).reshape(shape)
+    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32, device=sample.device).reshape(shape)
+    sigma_max = torch.as_tensor(sigma_max, dtype=torch.float32, device=sample.device)
+    dt = sigma_next - sigma
+    std_dev = noise_level * torch.sqrt(sigma / (1 - torch.where(sigma == 1, sigma_max, sigma)))
+    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * (1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt
+    std = std_dev * torch.sqrt(-dt)
+    if noise_level == 0:
+        prev = mean if prev_sample is None else prev_sample.float()
+        return SDEStepOutput(prev, torch.zeros(sample.size(0), device=sample.device), mean, std.expand(sample.size(0), *std.shape[1:]))
+    if prev_sample is None:
+        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        prev_sample = mean + std * noise
+    prev_sample = prev_sample.float()
+    log_prob = -((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    return SDEStepOutput(prev_sample, log_prob.mean(dim=tuple(range(1, sample.dim()))), mean, std)
+
+
+@dataclass
+class FlowTrajectory:
+    """A batch of recorded SDE rollouts.
+
+    Attributes:
+        images (`torch.Tensor`): Decoded images (B, 3, H, W) in [0, 1].
+        latents (`torch.Tensor`): x at every step, (B, T + 1, C, h, w); `latents[:, i + 1]` follows `latents[:, i]`.
+        log_probs (`torch.Tensor`): log π(x_{i+1} | x_i), (B, T).
+        sigmas (`torch.Tensor`): The scheduler's T + 1 sigmas.
+        timesteps (`torch.Tensor`): The scheduler's T timesteps.
+        prompt_embeds, pooled_prompt_embeds (`torch.Tensor`): Conditioning (with the unconditional half first under CFG).
+    """
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    log_probs: torch.Tensor
+    sigmas: torch.Tensor
+    timesteps: torch.Tensor
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+
+
+def encode_prompts(pipeline, prompts: list[str], config: FlowSamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD3 prompt embeddings for `prompts`, with the empty-prompt (unconditional) half first under CFG."""
+    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(
+        prompt=prompts, prompt_2=None, prompt_3=None, device=pipeline.transformer.device,
+        do_classifier_free_guidance=config.do_classifier_free_guidance,
+        max_sequence_length=config.max_sequence_length,
+    )  # fmt: skip
+    if config.do_classifier_free_guidance:
+        embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+    return embeds, pooled
+
+
+def predict_velocity(
+    transformer, latents: torch.Tensor, timestep: torch.Tensor, prompt_embeds, pooled_prompt_embeds, config: FlowSamplingConfig
+) -> torch.Tensor:
+    """The (CFG-mixed) velocity v_θ(x_t, t) of an `SD3Transformer2DModel`."""
+    model_input = torch.cat([latents, latents]) if config.do_classifier_free_guidance else latents
+    timestep = timestep.reshape(-1).expand(model_input.size(0)) if timestep.numel() == 1 else timestep.repeat(model_input.size(0) // timestep.numel())
+    velocity = transformer(
+        hidden_states=model_input.to(transformer.dtype), timestep=timestep, encoder_hidden_states=prompt_embeds,
+        pooled_projections=pooled_prompt_embeds, return_dict=False,
+    )[0]  # fmt: skip
+    if config.do_classifier_free_guidance:
+        unconditional, conditional = velocity.chunk(2)
+        velocity = unconditional + config.guidance_scale * (conditional - unconditional)
+    return velocity
+
+
+@torch.no_grad()
+def sample_trajectories(
+    pipeline, prompts: list[str], config: FlowSamplingConfig, generator: torch.Generator | None = None, transformer=None,
+    show_progress: bool = False,
+) -> FlowTrajectory:
+    """Sample images for `prompts` with the SDE, recording latents, timesteps and per-step log-probabilities.
+
+    Args:
+        pipeline (`StableDiffusion3Pipeline`): Supplies the text encoders, scheduler, VAE and (by default) transformer.
+        prompts (`list[str]`): One prompt per image (repeat a prompt for a group).
+        config ([`FlowSamplingConfig`]): Steps, CFG, noise level, resolution.
+        generator (`torch.Generator`, *optional*): For the initial noise and the SDE noise.
+        transformer (*optional*): The transformer to sample with (e.g. the LoRA-wrapped one); defaults to the
+            pipeline's.
+    """
+    from tqdm.auto import tqdm
+
+    transformer = transformer if transformer is not None else pipeline.transformer
+    device = transformer.device
+    prompt_embeds, pooled = encode_prompts(pipeline, prompts, config)
+    scheduler = pipeline.scheduler
+    scheduler.set_timesteps(config.num_inference_steps, device=device)
+    sigmas, timesteps = scheduler.sigmas.float(), scheduler.timesteps
+    latents = pipeline.prepare_latents(
+        len(prompts), transformer.config.in_channels, config.height, config.width, torch.float32, device, generator
+    )
+    all_latents, log_probs = [latents], []
+    for i in tqdm(range(len(timesteps)), desc="sampling", disable=not show_progress):
+        velocity = predict_velocity(transformer, latents, timesteps[i], prompt_embeds, pooled, config)
+        step = sde_step_with_logprob(velocity, latents, sigmas[i], sigmas[i + 1], sigmas[1], config.noise_level, generator=generator)
+        latents = step.prev_sample
+        all_latents.append(latents)
+        log_probs.append(step.log_prob)
+    vae = pipeline.vae
+    decoded = vae.decode((latents / vae.config.scaling_factor + vae.config.shift_factor).to(vae.dtype), return_dict=False)[0]
+    images = (decoded.float() / 2 + 0.5).clamp(0, 1)
+    return FlowTrajectory(images, torch.stack(all_latents, 1), torch.stack(log_probs, 1), sigmas, timesteps, prompt_embeds, pooled)
+
+
+def trajectory_step_log_prob(
+    transformer, trajectory: FlowTrajectory, step: int, config: FlowSamplingConfig, indices: torch.Tensor | None = None
+) -> SDEStepOutput:
+    """Recompute log π(x_{step+1} | x_step) of recorded transitions under `transformer` (differentiable).
+
+    `indices` selects a sub-batch of the trajectory (for minibatches); the conditioning is sliced to match.
+    """
+    indices = indices if indices is not None else torch.arange(trajectory.latents.size(0))
+    embeds, pooled = trajectory.prompt_embeds, trajectory.pooled_prompt_embeds
+    if config.do_classifier_free_guidance:
+        batch = trajectory.latents.size(0)
+        rows = torch.cat([indices, indices + batch])
+        embeds, pooled = embeds[rows], pooled[rows]
+    else:
+        embeds, pooled = embeds[indices], pooled[indices]
+    latents = trajectory.latents[indices, step]
+    velocity = predict_velocity(transformer, latents, trajectory.timesteps[step], embeds, pooled, config)
+    sigmas = trajectory.sigmas
+    return sde_step_with_logprob(
+        velocity, latents, sigmas[step], sigmas[step + 1], sigmas[1], config.noise_level,
+        prev_sample=trajectory.latents[indices, step + 1],
+    )  # fmt: skip

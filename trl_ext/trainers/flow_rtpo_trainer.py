@@ -1,0 +1,314 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from .flow_rtpo_config import FlowRTPOConfig
+from .rl_utils import clipped_surrogate_loss, compute_advantages
+
+
+logger = logging.get_logger(__name__)
+
+ImageRewardFunc = Callable[..., list[float | None]]
+
+MODEL_CARD_TEMPLATE = """---
+library_name: diffusers
+base_model: {base_model}
+tags:
+- trl_ext
+- flow-grpo
+- lora
+- text-to-image
+---
+
+# {model_name}
+
+LoRA adapter for [{base_model}](https://huggingface.co/{base_model}) trained with `trl_ext.FlowRTPOTrainer`
+(Flow-GRPO: GRPO on the SDE denoising trajectories of a flow-matching model,
+[arXiv 2505.05470](https://huggingface.co/papers/2505.05470)).
+
+- Reward functions: {rewards}
+- Steps trained: {steps}
+
+```python
+from diffusers import StableDiffusion3Pipeline
+
+pipe = StableDiffusion3Pipeline.from_pretrained("{base_model}")
+pipe.load_lora_weights("{model_name}")
+```
+
+## Training configuration
+
+```json
+{config}
+```
+"""
+
+
+class FlowRTPOTrainer:
+    r"""
+    Flow-GRPO for flow-matching text-to-image models (SD3 / SD3.5) with LoRA.
+
+    Each step samples `num_generations` images per prompt with the SDE sampler of [`~trl_ext.models.flow_sde`],
+    recording every latent and per-step log-probability; scores the images with the reward functions; computes group
+    advantages per prompt; and optimises the clipped surrogate on the per-step ratio
+    exp(log π_θ(x_{t+1}|x_t) − log π_old(x_{t+1}|x_t)) plus β·KL to the base model (the same transformer with LoRA
+    disabled). The KL per step is the exact one between the two Gaussian transitions, ‖μ_θ − μ_ref‖²/(2·std²),
+    averaged over latent elements like the log-probabilities.
+
+    Args:
+        pipeline (`str` or `StableDiffusion3Pipeline`):
+            A pipeline or its path / Hub id (loaded with `StableDiffusion3Pipeline.from_pretrained`).
+        reward_funcs (callable or list of callables):
+            Image rewards `fn(prompts: list[str], images: torch.Tensor, **columns) -> list[float | None]`; `images`
+            is a float tensor (B, 3, H, W) in [0, 1] and `columns` are the dataset's other columns. `None` marks a
+            sample without reward: it gets no advantage and its count is logged, never a zero reward.
+        args ([`FlowRTPOConfig`]):
+            Configuration.
+        train_dataset (`datasets.Dataset` or `list[str]`):
+            Prompts (a `prompt` column).
+    """
+
+    _name = "Flow-GRPO"
+
+    def __init__(
+        self,
+        pipeline,
+        reward_funcs: ImageRewardFunc | list[ImageRewardFunc],
+        args: FlowRTPOConfig,
+        train_dataset: Dataset | list[str],
+    ):
+        from diffusers import StableDiffusion3Pipeline
+        from peft import LoraConfig
+
+        self.args = args
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            cpu=args.use_cpu,
+            log_with=[r for r in args.report_to if r != "none"] or None,
+        )
+        if isinstance(pipeline, str):
+            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline)
+        self.pipeline = pipeline.to(self.accelerator.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
+            if module is not None:
+                module.requires_grad_(False)
+        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        if isinstance(train_dataset, list):
+            train_dataset = Dataset.from_dict({"prompt": train_dataset})
+        if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
+            raise ValueError("train_dataset must have a non-empty 'prompt' column.")
+        self.train_dataset = train_dataset
+        self.sampling = FlowSamplingConfig(
+            num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+            noise_level=args.noise_level, height=args.resolution, width=args.resolution,
+            max_sequence_length=args.max_sequence_length,
+        )  # fmt: skip
+
+        transformer = pipeline.transformer
+        transformer.requires_grad_(False)
+        transformer.add_adapter(
+            LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, init_lora_weights="gaussian",
+                       target_modules=args.lora_target_modules)
+        )  # fmt: skip
+        transformer.eval()  # no dropout: rollouts and recomputation must see the same function
+        self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
+        if self.accelerator.is_main_process and self.accelerator.log_with:
+            self.accelerator.init_trackers("flow_rtpo", config=args.to_dict())
+        self.global_step = 0
+        self.log_history: list[dict[str, float]] = []
+        self._rng = random.Random(args.seed)
+        self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
+
+    # Rollouts and rewards
+
+    def _sample_prompts(self) -> tuple[list[str], dict[str, list]]:
+        num_prompts = self.args.per_device_train_batch_size // self.args.num_generations
+        rows = [self._rng.randrange(len(self.train_dataset)) for _ in range(num_prompts)]
+        examples = self.train_dataset.select(rows)
+        repeat = lambda values: [v for v in values for _ in range(self.args.num_generations)]  # noqa: E731
+        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
+        return repeat(examples["prompt"]), columns
+
+    def _compute_rewards(self, prompts: list[str], images: torch.Tensor, columns: dict[str, list]) -> torch.Tensor:
+        """(N, F) rewards per function, NaN where a function returned None."""
+        rewards = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
+        for j, func in enumerate(self.reward_funcs):
+            values = func(prompts=prompts, images=images, **columns)
+            if len(values) != len(prompts):
+                raise ValueError(f"Reward function {self.reward_func_names[j]} returned {len(values)} values for {len(prompts)} images.")
+            rewards[:, j] = torch.tensor([float("nan") if v is None else float(v) for v in values])
+        return rewards
+
+    # Training
+
+    def _kl_to_reference(self, trajectory: FlowTrajectory, step: int, indices: torch.Tensor, mean, std) -> torch.Tensor:
+        model = self.accelerator.unwrap_model(self.transformer)
+        with torch.no_grad():
+            model.disable_adapters()
+            try:
+                reference = trajectory_step_log_prob(model, trajectory, step, self.sampling, indices)
+            finally:
+                model.enable_adapters()
+        return ((mean - reference.mean) ** 2 / (2 * std**2)).mean(dim=tuple(range(1, mean.dim())))
+
+    def training_step(self) -> dict[str, float]:
+        """Sample one rollout batch, score it, and make `num_minibatches` clipped policy-gradient updates."""
+        args = self.args
+        prompts, columns = self._sample_prompts()
+        with torch.no_grad():
+            trajectory = sample_trajectories(
+                self.pipeline, prompts, self.sampling, generator=self._generator,
+                transformer=self.accelerator.unwrap_model(self.transformer),
+            )  # fmt: skip
+        rewards_per_func = self._compute_rewards(prompts, trajectory.images, columns)
+        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        rewards[unscored] = float("nan")
+        _, group_ids = torch.unique(torch.tensor([hash(p) for p in prompts]), return_inverse=True)
+        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(-args.adv_clip_max, args.adv_clip_max)
+
+        num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
+        permutation = torch.randperm(len(prompts), generator=self._generator)
+        metrics = defaultdict(list)
+        for minibatch in permutation.chunk(args.num_minibatches):
+            keep = minibatch[~unscored[minibatch]]
+            if keep.numel() == 0:
+                continue
+            with self.accelerator.accumulate(self.transformer):
+                for step in range(num_train_steps):
+                    out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, keep)
+                    log_ratio = out.log_prob - trajectory.log_probs[keep, step]
+                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[keep], args.clip_range)
+                    loss = policy_loss.mean()
+                    if args.beta > 0:
+                        kl = self._kl_to_reference(trajectory, step, keep, out.mean, out.std)
+                        loss = loss + args.beta * kl.mean()
+                        metrics["kl"].append(kl.mean().item())
+                    self.accelerator.backward(loss / num_train_steps)
+                    metrics["ratio"].append(log_ratio.exp().mean().item())
+                    metrics["clip_fraction"].append(clipped.float().mean().item())
+                    metrics["loss"].append(loss.item())
+                if self.accelerator.sync_gradients:
+                    metrics["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.trainable_params, args.max_grad_norm)))
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+
+        logs = {name: sum(values) / len(values) for name, values in metrics.items()}
+        logs["reward"] = torch.nanmean(rewards).item()
+        logs["reward_std"] = rewards[~torch.isnan(rewards)].std().item() if int((~torch.isnan(rewards)).sum()) > 1 else 0.0
+        for j, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, j]
+            logs[f"rewards/{name}/mean"] = torch.nanmean(column).item()
+            logs[f"rewards/{name}/masked_count"] = int(torch.isnan(column).sum())
+        logs["unscored_samples"] = int(unscored.sum())
+        return logs
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict[str, float]]:
+        """Run `max_steps` training steps (resuming from a checkpoint directory written by this trainer)."""
+        if resume_from_checkpoint is not None:
+            self._load_checkpoint(resume_from_checkpoint)
+        args = self.args
+        progress = tqdm(range(self.global_step, args.max_steps), desc="Flow-GRPO", disable=args.disable_tqdm)
+        for _ in progress:
+            logs = self.training_step()
+            self.global_step += 1
+            logs["step"] = self.global_step
+            self.log_history.append(logs)
+            if self.global_step % max(1, int(args.logging_steps)) == 0:
+                self.log(logs)
+            if args.save_strategy != "no" and args.save_steps and self.global_step % int(args.save_steps) == 0:
+                self._save_checkpoint()
+        self.accelerator.end_training()
+        return self.log_history
+
+    def log(self, logs: dict[str, float]) -> None:
+        """Send metrics to the trackers of `report_to` and the logger."""
+        self.accelerator.log(logs, step=self.global_step)
+        logger.info(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()}))
+
+    # Saving and loading
+
+    def _save_checkpoint(self) -> str:
+        directory = os.path.join(self.args.output_dir, f"checkpoint-{self.global_step}")
+        self.accelerator.save_state(directory)
+        if self.accelerator.is_main_process:
+            state = {"global_step": self.global_step, "rng": self._rng.getstate(), "generator": self._generator.get_state().tolist()}
+            with open(os.path.join(directory, "trainer_state.json"), "w") as f:
+                json.dump(state, f)
+        return directory
+
+    def _load_checkpoint(self, directory: str) -> None:
+        self.accelerator.load_state(directory)
+        with open(os.path.join(directory, "trainer_state.json")) as f:
+            state = json.load(f)
+        self.global_step = state["global_step"]
+        self._rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["rng"]))
+        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a model card."""
+        from diffusers import StableDiffusion3Pipeline
+        from peft import get_peft_model_state_dict
+
+        output_dir = output_dir or self.args.output_dir
+        if not self.accelerator.is_main_process:
+            return
+        lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
+        StableDiffusion3Pipeline.save_lora_weights(output_dir, transformer_lora_layers=lora)
+        self.create_model_card(output_dir)
+
+    def create_model_card(self, output_dir: str) -> None:
+        """Write `README.md`: method, paper, base model, reward functions and configuration."""
+        base_model = self.pipeline.config._name_or_path or "stabilityai/stable-diffusion-3.5-medium"
+        config = {k: v for k, v in self.args.to_dict().items() if k in FlowRTPOConfig.__dataclass_fields__}
+        card = MODEL_CARD_TEMPLATE.format(
+            base_model=base_model, model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
+            rewards=", ".join(self.reward_func_names), steps=self.global_step,
+            config=json.dumps({k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}, indent=2, default=str),
+        )  # fmt: skip
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(card)
+
+    def push_to_hub(self, commit_message: str = "Flow-GRPO LoRA") -> str:
+        """Save the LoRA and model card to `output_dir` and upload them to `hub_model_id`."""
+        from huggingface_hub import create_repo, upload_folder
+
+        if not self.args.hub_model_id:
+            raise ValueError("push_to_hub needs args.hub_model_id.")
+        self.save_model()
+        create_repo(self.args.hub_model_id, exist_ok=True, token=self.args.hub_token)
+        return upload_folder(
+            repo_id=self.args.hub_model_id, folder_path=self.args.output_dir, commit_message=commit_message,
+            token=self.args.hub_token, allow_patterns=["pytorch_lora_weights.safetensors", "README.md"],
+        )  # fmt: skip
