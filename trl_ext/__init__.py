@@ -22,6 +22,7 @@ __version__ = "0.1.0.dev0"
 
 _import_structure = {
     "hub": ["ModelSources", "resolve_pretrained", "scoped_env"],
+    "models.sedd": ["SEDDConfig", "SEDDModel"],
     "trainers.discrete_diffusion_sft_config": ["DiscreteDiffusionSFTConfig"],
     "trainers.discrete_diffusion_sft_trainer": ["DiscreteDiffusionSFTTrainer"],
     "trainers.discrete_diffusion_ppo_config": ["DiscreteDiffusionPPOConfig"],
@@ -34,6 +35,7 @@ _import_structure = {
 
 if TYPE_CHECKING:
     from .hub import ModelSources, resolve_pretrained, scoped_env
+    from .models.sedd import SEDDConfig, SEDDModel
     from .trainers.discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
     from .trainers.discrete_diffusion_ppo_trainer import DiscreteDiffusionPPOTrainer
     from .trainers.discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig

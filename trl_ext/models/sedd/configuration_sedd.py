@@ -1,0 +1,85 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SEDDConfig:
+    """Configuration of a SEDD (score-entropy discrete diffusion) DiT, as in `louaaron/sedd-small|medium`.
+
+    The published checkpoints store the whole Hydra run config as `config.json`; [`SEDDConfig.from_hydra`] reads the
+    fields a model needs from it and [`SEDDConfig.to_hydra`] writes the same layout back, so our checkpoints load in
+    the reference code too.
+
+    Args:
+        tokens (`int`): Vocabulary size of the tokenizer (GPT-2: 50257). The absorbing graph adds a mask token.
+        hidden_size, cond_dim, n_blocks, n_heads (`int`): DiT sizes (small: 768, 128, 12, 12).
+        length (`int`): Maximum sequence length (rotary tables are built on the fly).
+        dropout (`float`): Dropout inside the blocks (active only in train mode).
+        scale_by_sigma (`bool`): Subtract log(e^σ̄ − 1) + log(V − 1) from the output (absorbing graph only).
+        graph_type (`str`): `"absorb"` (the published models) or `"uniform"`.
+        noise_type (`str`): `"loglinear"` (absorb) or `"geometric"`.
+    """
+
+    tokens: int = 50257
+    hidden_size: int = 768
+    cond_dim: int = 128
+    n_blocks: int = 12
+    n_heads: int = 12
+    length: int = 1024
+    dropout: float = 0.1
+    scale_by_sigma: bool = True
+    graph_type: str = "absorb"
+    noise_type: str = "loglinear"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.graph_type not in ("absorb", "uniform"):
+            raise ValueError(f"graph_type must be 'absorb' or 'uniform', got {self.graph_type!r}.")
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads}).")
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of model outputs: the tokens, plus the mask token for the absorbing graph."""
+        return self.tokens + (1 if self.graph_type == "absorb" else 0)
+
+    @property
+    def mask_index(self) -> int:
+        return self.tokens
+
+    @classmethod
+    def from_hydra(cls, config: dict[str, Any]) -> "SEDDConfig":
+        """Read the flat Hydra `config.json` of the published checkpoints (keys `tokens`, `graph`, `noise`, `model`)."""
+        try:
+            model = config["model"]
+            return cls(
+                tokens=config["tokens"], hidden_size=model["hidden_size"], cond_dim=model["cond_dim"],
+                n_blocks=model["n_blocks"], n_heads=model["n_heads"], length=model["length"],
+                dropout=model.get("dropout", 0.1), scale_by_sigma=model.get("scale_by_sigma", True),
+                graph_type=config["graph"]["type"], noise_type=config["noise"]["type"],
+                extra={k: v for k, v in config.items() if k not in ("tokens", "graph", "noise", "model")},
+            )  # fmt: skip
+        except KeyError as error:
+            raise ValueError(f"Not a SEDD config.json: missing key {error}.") from error
+
+    def to_hydra(self) -> dict[str, Any]:
+        """The published `config.json` layout."""
+        values = asdict(self)
+        extra = values.pop("extra")
+        model = {k: values[k] for k in ("hidden_size", "cond_dim", "n_blocks", "n_heads", "length", "dropout", "scale_by_sigma")}
+        model["name"] = "trl_ext_sedd"
+        model["type"] = "ddit"
+        return {**extra, "tokens": self.tokens, "graph": {"type": self.graph_type}, "noise": {"type": self.noise_type}, "model": model}
