@@ -13,22 +13,16 @@
 # limitations under the License.
 import json
 import os
-import random
 from collections import defaultdict
 from collections.abc import Callable
 
 import torch
-from accelerate import Accelerator
 from datasets import Dataset
-from tqdm.auto import tqdm
-from transformers.utils import logging
 
 from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from .base_trainer import RLLoopTrainer
 from .flow_rtpo_config import FlowRTPOConfig
 from .rl_utils import clipped_surrogate_loss, compute_advantages
-
-
-logger = logging.get_logger(__name__)
 
 ImageRewardFunc = Callable[..., list[float | None]]
 
@@ -66,7 +60,7 @@ pipe.load_lora_weights("{model_name}")
 """
 
 
-class FlowRTPOTrainer:
+class FlowRTPOTrainer(RLLoopTrainer):
     r"""
     Flow-GRPO for flow-matching text-to-image models (SD3 / SD3.5) with LoRA.
 
@@ -102,13 +96,7 @@ class FlowRTPOTrainer:
         from diffusers import StableDiffusion3Pipeline
         from peft import LoraConfig
 
-        self.args = args
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
-            cpu=args.use_cpu,
-            log_with=[r for r in args.report_to if r != "none"] or None,
-        )
+        super().__init__(args)
         if isinstance(pipeline, str):
             pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline)
         self.pipeline = pipeline.to(self.accelerator.device)
@@ -143,12 +131,6 @@ class FlowRTPOTrainer:
         self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
         self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
-        if self.accelerator.is_main_process and self.accelerator.log_with:
-            self.accelerator.init_trackers("flow_rtpo", config=args.to_dict())
-        self.global_step = 0
-        self.log_history: list[dict[str, float]] = []
-        self._rng = random.Random(args.seed)
-        self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
 
     # Rollouts and rewards
 
@@ -234,48 +216,6 @@ class FlowRTPOTrainer:
         logs["unscored_samples"] = int(unscored.sum())
         return logs
 
-    def train(self, resume_from_checkpoint: str | None = None) -> list[dict[str, float]]:
-        """Run `max_steps` training steps (resuming from a checkpoint directory written by this trainer)."""
-        if resume_from_checkpoint is not None:
-            self._load_checkpoint(resume_from_checkpoint)
-        args = self.args
-        progress = tqdm(range(self.global_step, args.max_steps), desc="Flow-GRPO", disable=args.disable_tqdm)
-        for _ in progress:
-            logs = self.training_step()
-            self.global_step += 1
-            logs["step"] = self.global_step
-            self.log_history.append(logs)
-            if self.global_step % max(1, int(args.logging_steps)) == 0:
-                self.log(logs)
-            if args.save_strategy != "no" and args.save_steps and self.global_step % int(args.save_steps) == 0:
-                self._save_checkpoint()
-        self.accelerator.end_training()
-        return self.log_history
-
-    def log(self, logs: dict[str, float]) -> None:
-        """Send metrics to the trackers of `report_to` and the logger."""
-        self.accelerator.log(logs, step=self.global_step)
-        logger.info(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()}))
-
-    # Saving and loading
-
-    def _save_checkpoint(self) -> str:
-        directory = os.path.join(self.args.output_dir, f"checkpoint-{self.global_step}")
-        self.accelerator.save_state(directory)
-        if self.accelerator.is_main_process:
-            state = {"global_step": self.global_step, "rng": self._rng.getstate(), "generator": self._generator.get_state().tolist()}
-            with open(os.path.join(directory, "trainer_state.json"), "w") as f:
-                json.dump(state, f)
-        return directory
-
-    def _load_checkpoint(self, directory: str) -> None:
-        self.accelerator.load_state(directory)
-        with open(os.path.join(directory, "trainer_state.json")) as f:
-            state = json.load(f)
-        self.global_step = state["global_step"]
-        self._rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["rng"]))
-        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a model card."""
         from diffusers import StableDiffusion3Pipeline
@@ -299,16 +239,3 @@ class FlowRTPOTrainer:
         )  # fmt: skip
         with open(os.path.join(output_dir, "README.md"), "w") as f:
             f.write(card)
-
-    def push_to_hub(self, commit_message: str = "Flow-GRPO LoRA") -> str:
-        """Save the LoRA and model card to `output_dir` and upload them to `hub_model_id`."""
-        from huggingface_hub import create_repo, upload_folder
-
-        if not self.args.hub_model_id:
-            raise ValueError("push_to_hub needs args.hub_model_id.")
-        self.save_model()
-        create_repo(self.args.hub_model_id, exist_ok=True, token=self.args.hub_token)
-        return upload_folder(
-            repo_id=self.args.hub_model_id, folder_path=self.args.output_dir, commit_message=commit_message,
-            token=self.args.hub_token, allow_patterns=["pytorch_lora_weights.safetensors", "README.md"],
-        )  # fmt: skip

@@ -1,0 +1,112 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A minimal training loop for trainers whose models are not transformers models (SD3 transformers, SEDD).
+
+`transformers.Trainer` and TRL's base trainer assume a `PreTrainedModel` (`model.config.model_type`, generation,
+data collators); RL trainers for diffusion models own their rollout loop instead. [`RLLoopTrainer`] holds what they
+share: the accelerator (mixed precision, gradient accumulation, `report_to` trackers), the step loop with a progress
+bar, metric logging, and checkpoint save / resume.
+"""
+
+import json
+import os
+import random
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import TrainingArguments
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+
+class RLLoopTrainer:
+    """Base class: subclasses implement `training_step() -> dict[str, float]` and `save_model(output_dir)`."""
+
+    _name = "RL"
+
+    def __init__(self, args: TrainingArguments):
+        self.args = args
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            cpu=args.use_cpu,
+            log_with=[r for r in args.report_to if r != "none"] or None,
+        )
+        self.global_step = 0
+        self.log_history: list[dict[str, float]] = []
+        self._rng = random.Random(args.seed)
+        self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
+
+    def training_step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def train(self, resume_from_checkpoint: str | None = None) -> list[dict[str, float]]:
+        """Run `max_steps` training steps, resuming from a `checkpoint-*` directory written by this trainer."""
+        if self.accelerator.is_main_process and self.accelerator.log_with and self.global_step == 0:
+            self.accelerator.init_trackers(self._name.lower().replace(" ", "_"), config=self.args.to_dict())
+        if resume_from_checkpoint is not None:
+            self._load_checkpoint(resume_from_checkpoint)
+        args = self.args
+        for _ in tqdm(range(self.global_step, args.max_steps), desc=self._name, disable=args.disable_tqdm):
+            logs = self.training_step()
+            self.global_step += 1
+            logs["step"] = self.global_step
+            self.log_history.append(logs)
+            if self.global_step % max(1, int(args.logging_steps)) == 0:
+                self.log(logs)
+            if args.save_strategy != "no" and args.save_steps and self.global_step % int(args.save_steps) == 0:
+                self._save_checkpoint()
+        self.accelerator.end_training()
+        return self.log_history
+
+    def log(self, logs: dict[str, float]) -> None:
+        """Send metrics to the trackers of `report_to` and to the logger."""
+        self.accelerator.log(logs, step=self.global_step)
+        logger.info(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()}))
+
+    def _save_checkpoint(self) -> str:
+        directory = os.path.join(self.args.output_dir, f"checkpoint-{self.global_step}")
+        self.accelerator.save_state(directory)
+        if self.accelerator.is_main_process:
+            state = {"global_step": self.global_step, "rng": self._rng.getstate(), "generator": self._generator.get_state().tolist()}
+            with open(os.path.join(directory, "trainer_state.json"), "w") as f:
+                json.dump(state, f)
+        return directory
+
+    def _load_checkpoint(self, directory: str) -> None:
+        self.accelerator.load_state(directory)
+        with open(os.path.join(directory, "trainer_state.json")) as f:
+            state = json.load(f)
+        self.global_step = state["global_step"]
+        self._rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["rng"]))
+        self._generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+    def push_to_hub(self, commit_message: str | None = None) -> str:
+        """Save the model and its card to `output_dir` and upload the folder to `hub_model_id`."""
+        from huggingface_hub import create_repo, upload_folder
+
+        if not self.args.hub_model_id:
+            raise ValueError("push_to_hub needs args.hub_model_id.")
+        self.save_model()
+        create_repo(self.args.hub_model_id, exist_ok=True, token=self.args.hub_token)
+        return upload_folder(
+            repo_id=self.args.hub_model_id, folder_path=self.args.output_dir, token=self.args.hub_token,
+            commit_message=commit_message or f"{self._name} model", ignore_patterns=["checkpoint-*", "checkpoint-*/*"],
+        )  # fmt: skip
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        raise NotImplementedError
