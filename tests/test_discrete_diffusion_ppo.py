@@ -1,0 +1,99 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer, SEDDModel
+from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
+
+
+PROMPTS = Dataset.from_dict({"prompt": ["x=", "y=", "z=", "w="]})
+
+
+def letter_a_frequency(prompts, completions, **kwargs):
+    """Toy reward: the fraction of characters of the completion that are "a"."""
+    return [c.count("a") / max(len(c), 1) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def sedd_path(tmp_path_factory, tokenizer):
+    return save_tiny_sedd(tmp_path_factory.mktemp("sedd"), tokens=len(tokenizer))
+
+
+def _args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=16, num_generations=4,
+        max_prompt_length=4, generation_length=12, sampling_steps=8, num_sigma_samples=2, learning_rate=3e-3,
+        max_steps=1, ppo_epochs=1, num_minibatches=1, disable_tqdm=True, save_strategy="no", seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return DiscreteDiffusionPPOConfig(**values)
+
+
+def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, tmp_path):
+    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, kl_beta=0.1), PROMPTS, tokenizer)
+    logs = trainer.training_step()
+    assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0
+    assert logs["kl"] == 0.0 and logs["grad_norm"] > 0
+    assert logs["elbo_nll"] == pytest.approx(logs["old_elbo_nll"])
+
+
+def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
+    args = _args(tmp_path, max_steps=30, ppo_epochs=2, num_minibatches=2)
+    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
+    history = trainer.train()
+    rewards = [h["reward"] for h in history]
+    start, end = np.mean(rewards[:5]), np.mean(rewards[-5:])
+    print(f"letter-a frequency: first 5 steps {start:.3f}, last 5 steps {end:.3f}")
+    assert start < 0.1 and end > 0.5
+    assert any(h["clip_fraction"] > 0 for h in history) and all(h["ratio"] > 0 for h in history)
+
+
+def test_lora_trains_only_adapters_and_saves_a_merged_model(sedd_path, tokenizer, tmp_path):
+    args = _args(tmp_path, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8, kl_beta=0.05, learning_rate=1e-2)
+    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    history = trainer.train()
+    assert history[0]["kl"] == 0.0  # reference = LoRA disabled = the initial policy
+    assert all(torch.equal(p, base_before[n]) for n, p in trainer.model.named_parameters() if not p.requires_grad)
+    trainer.save_model()
+    merged = SEDDModel.from_pretrained(str(tmp_path))
+    assert "2310.16834" in open(os.path.join(tmp_path, "README.md")).read()
+    x, sigma = torch.randint(0, len(tokenizer), (1, 16)), torch.tensor([0.5])
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(x, sigma), trainer.model(x, sigma), rtol=1e-4, atol=1e-4)
+
+
+def test_resume_from_checkpoint_reproduces_training(sedd_path, tokenizer, tmp_path):
+    trainer = DiscreteDiffusionPPOTrainer(
+        sedd_path, letter_a_frequency, _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1), PROMPTS, tokenizer
+    )
+    trainer.train()
+    resumed = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path / "r", max_steps=2), PROMPTS, tokenizer)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert resumed.global_step == 2
+    for a, b in zip(resumed.model.parameters(), trainer.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_inputs_raise_clear_errors(sedd_path, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="multiple of"):
+        _args(tmp_path, per_device_train_batch_size=6)
+    with pytest.raises(ValueError, match="predictor"):
+        _args(tmp_path, predictor="ddim")
+    with pytest.raises(ValueError, match="'prompt' column"):
+        DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path), Dataset.from_dict({"text": ["a"]}), tokenizer)
+    small = save_tiny_sedd(tmp_path / "small", tokens=100)
+    with pytest.raises(ValueError, match="tokenizer has"):
+        DiscreteDiffusionPPOTrainer(small, letter_a_frequency, _args(tmp_path), PROMPTS, tokenizer)
+    with pytest.raises(ValueError, match="reward_weights"):
+        DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, reward_weights=[1.0, 2.0]), PROMPTS, tokenizer)

@@ -1,0 +1,257 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+import copy
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+from datasets import Dataset
+
+from ..models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
+from .base_trainer import RLLoopTrainer
+from .discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
+from .rl_utils import clipped_surrogate_loss, compute_advantages, kl_divergence
+
+
+RewardFunc = Callable[..., list[float | None]]
+
+MODEL_CARD_TEMPLATE = """---
+library_name: trl_ext
+base_model: {base_model}
+tags:
+- trl_ext
+- sedd
+- discrete-diffusion
+- ppo
+---
+
+# {model_name}
+
+A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion](https://huggingface.co/papers/2310.16834))
+fine-tuned from `{base_model}` with `trl_ext.DiscreteDiffusionPPOTrainer`: PPO whose sequence log-likelihood is a
+{num_sigma_samples}-sample ELBO estimate evaluated on common random numbers.
+
+- Reward functions: {rewards}
+- Steps trained: {steps}
+
+```python
+from trl_ext import SEDDModel
+
+model = SEDDModel.from_pretrained("{model_name}")
+```
+
+## Training configuration
+
+```json
+{config}
+```
+"""
+
+
+class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
+    r"""
+    PPO for SEDD discrete diffusion language models.
+
+    Rollouts come from the SEDD sampler conditioned on each prompt (the prompt positions are fixed, inpainting-style).
+    The policy's log-likelihood of a completion is the negative of its DWDSE bound, estimated with K noise draws that
+    are drawn once per rollout and reused for the old policy, every PPO epoch and the reference (common random
+    numbers; with independent draws the log-ratio's noise is hundreds of nats and every sample is clipped).
+
+    Args:
+        model (`str` or [`SEDDModel`]): The policy, or a path / `trl_ext.hub` key / Hub id.
+        reward_funcs (callable or list of callables): TRL-convention rewards
+            `fn(prompts, completions, **columns) -> list[float | None]` (`None` masks a sample).
+        args ([`DiscreteDiffusionPPOConfig`]): Configuration.
+        train_dataset (`datasets.Dataset`): A `prompt` column (text) and any columns the rewards read.
+        processing_class (tokenizer): Encodes prompts and decodes completions (GPT-2's for the published models);
+            its `eos_token_id` pads prompts on the left.
+        ref_model ([`SEDDModel`], *optional*): The reference for `kl_beta > 0`; defaults to a frozen copy of the
+            initial policy (or the policy with LoRA disabled when `use_peft`).
+    """
+
+    _name = "SEDD-PPO"
+
+    def __init__(
+        self,
+        model: str | SEDDModel,
+        reward_funcs: RewardFunc | list[RewardFunc],
+        args: DiscreteDiffusionPPOConfig,
+        train_dataset: Dataset,
+        processing_class,
+        ref_model: SEDDModel | None = None,
+    ):
+        super().__init__(args)
+        model = SEDDModel.from_pretrained(model) if isinstance(model, str) else model
+        if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
+            raise ValueError("train_dataset must have a non-empty 'prompt' column.")
+        if processing_class.eos_token_id is None:
+            raise ValueError("processing_class needs an eos_token_id (it pads the prompts).")
+        if len(processing_class) > model.config.tokens:
+            raise ValueError(f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}.")
+        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self.train_dataset = train_dataset
+        self.processing_class = processing_class
+        self.noise = get_noise(model.config.noise_type)
+        self.base_model_name = getattr(model, "name_or_path", None) or "SEDD"
+
+        if args.use_peft:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules))
+        elif args.kl_beta > 0 and ref_model is None:
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
+        self.ref_model = ref_model
+        model.eval()  # no dropout: the ELBO of old and new policy must differ only through the weights
+        self.trainable_params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+
+    @property
+    def policy(self) -> SEDDModel:
+        """The unwrapped SEDD model (the base model under LoRA)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if self.args.use_peft else model
+
+    def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (N, P + G) with each prompt's last `max_prompt_length` tokens right-aligned before the response,
+        EOS padding on the left, and the mask of fixed (prompt) positions."""
+        args, eos = self.args, self.processing_class.eos_token_id
+        total = args.max_prompt_length + args.generation_length
+        ids = torch.full((len(prompts), total), eos, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-args.max_prompt_length :]
+            ids[row, args.max_prompt_length - len(tokens) : args.max_prompt_length] = torch.tensor(tokens, dtype=torch.long)
+        prompt_mask = torch.zeros_like(ids, dtype=torch.bool)
+        prompt_mask[:, : args.max_prompt_length] = True
+        return ids, prompt_mask
+
+    def _decode(self, sequences: torch.Tensor) -> list[str]:
+        """Decode the response positions, stopping at the first EOS."""
+        texts = []
+        for ids in sequences[:, self.args.max_prompt_length :].tolist():
+            if self.processing_class.eos_token_id in ids:
+                ids = ids[: ids.index(self.processing_class.eos_token_id)]
+            texts.append(self.processing_class.decode(ids, skip_special_tokens=True))
+        return texts
+
+    def _rewards(self, prompts: list[str], completions: list[str], columns: dict[str, list]) -> torch.Tensor:
+        rewards = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
+        for j, func in enumerate(self.reward_funcs):
+            values = func(prompts=prompts, completions=completions, **columns)
+            if len(values) != len(prompts):
+                raise ValueError(f"Reward function {self.reward_func_names[j]} returned {len(values)} values for {len(prompts)} completions.")
+            rewards[:, j] = torch.tensor([float("nan") if v is None else float(v) for v in values])
+        return rewards
+
+    def _reference_nll(self, sequences, prompt_mask, draws) -> torch.Tensor:
+        if self.ref_model is not None:
+            return elbo(self.ref_model, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
+            return elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
+
+    def training_step(self) -> dict[str, float]:
+        """One rollout batch and its PPO epochs."""
+        args, device = self.args, self.accelerator.device
+        num_prompts = args.per_device_train_batch_size // args.num_generations
+        examples = self.train_dataset.select([self._rng.randrange(len(self.train_dataset)) for _ in range(num_prompts)])
+        repeat = lambda values: [v for v in values for _ in range(args.num_generations)]  # noqa: E731
+        prompts = repeat(examples["prompt"])
+        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
+        prompt_ids, prompt_mask = self._encode_prompts(prompts)
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        sequences = generate(
+            self.policy, self.noise, len(prompts), prompt_ids.size(1), steps=args.sampling_steps,
+            predictor=args.predictor, prompt_ids=prompt_ids, prompt_mask=prompt_mask, generator=self._generator,
+            show_progress=False,
+        )  # fmt: skip
+        completions = self._decode(sequences)
+        rewards_per_func = self._rewards(prompts, completions, columns)
+        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        rewards[unscored] = float("nan")
+        group_ids = torch.arange(len(prompts)) // args.num_generations
+        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
+
+        draws = sample_elbo_draws(
+            len(prompts), sequences.size(1), args.num_sigma_samples, args.elbo_estimator, generator=self._generator,
+            device=device,
+        )  # fmt: skip
+        with torch.no_grad():
+            old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
+            ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.kl_beta > 0 else None
+        normalizer = float(args.generation_length) if args.ratio_normalization == "token" else 1.0
+
+        metrics = defaultdict(list)
+        keep = torch.nonzero(~unscored).squeeze(-1)
+        for _ in range(args.ppo_epochs):
+            order = keep[torch.randperm(keep.numel(), generator=self._generator)]
+            for minibatch in order.chunk(args.num_minibatches):
+                with self.accelerator.accumulate(self.model):
+                    sub_draws = type(draws)(t=draws.t[:, minibatch], u=draws.u[:, minibatch])
+                    nll = elbo(self.policy, sequences[minibatch], self.noise, prompt_mask=prompt_mask[minibatch], draws=sub_draws)
+                    log_ratio = (old_nll[minibatch] - nll) / normalizer
+                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.ppo_clip)
+                    loss = policy_loss.mean()
+                    if ref_nll is not None:
+                        kl = kl_divergence(-nll / normalizer, -ref_nll[minibatch] / normalizer, "k3")
+                        loss = loss + args.kl_beta * kl.mean()
+                        metrics["kl"].append(kl.mean().item())
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        metrics["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.trainable_params, args.max_grad_norm)))
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                metrics["loss"].append(loss.item())
+                metrics["ratio"].append(log_ratio.exp().mean().item())
+                metrics["clip_fraction"].append(clipped.float().mean().item())
+                metrics["elbo_nll"].append(nll.mean().item())
+
+        logs = {name: sum(values) / len(values) for name, values in metrics.items()}
+        valid = ~torch.isnan(rewards)
+        logs["reward"] = rewards[valid].mean().item() if valid.any() else float("nan")
+        logs["reward_std"] = rewards[valid].std().item() if int(valid.sum()) > 1 else 0.0
+        for j, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, j]
+            logs[f"rewards/{name}/mean"] = torch.nanmean(column).item()
+            logs[f"rewards/{name}/std"] = column[~torch.isnan(column)].std().item() if int((~torch.isnan(column)).sum()) > 1 else 0.0
+        logs["old_elbo_nll"] = old_nll.mean().item()
+        logs["unscored_samples"] = int(unscored.sum())
+        return logs
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
+        output_dir = output_dir or self.args.output_dir
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        if self.args.use_peft:
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(output_dir)
+        config = {k: v for k, v in self.args.to_dict().items() if k in DiscreteDiffusionPPOConfig.__dataclass_fields__}
+        card = MODEL_CARD_TEMPLATE.format(
+            base_model=self.base_model_name, model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
+            num_sigma_samples=self.args.num_sigma_samples, rewards=", ".join(self.reward_func_names), steps=self.global_step,
+            config=json.dumps({k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}, indent=2, default=str),
+        )  # fmt: skip
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(card)
