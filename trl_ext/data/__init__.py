@@ -19,10 +19,12 @@ from ..import_utils import lazy_getattr
 
 
 _import_structure = {
+    "latex": ["extract_latex", "generate_latex_corpus", "latex_from_rows", "load_s1k_latex"],
     "colour_shapes": ["COLOURS", "colour_question_dataset", "ColourTokenReward", "colour_accuracy_reward"],
 }
 
 if TYPE_CHECKING:
+    from .latex import extract_latex, generate_latex_corpus, latex_from_rows, load_s1k_latex
     from .colour_shapes import COLOURS, ColourTokenReward, colour_accuracy_reward, colour_question_dataset
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from trl_ext import DiscreteDiffusionSFTConfig, DiscreteDiffusionSFTTrainer, SEDDModel
+from trl_ext.data import extract_latex, generate_latex_corpus, latex_from_rows
+from trl_ext.rewards import LaTeXReward
+from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
+
+
+def test_extract_latex_from_solution_text():
+    text = r"We get $x^2+1$, costing $5, then $$\frac{a}{b}$$ and \[ \sum_{i=1}^n i \] and \(y\), also \begin{align} a &= b \end{align}."
+    assert extract_latex(text) == ["x^2+1", r"\frac{a}{b}", r"\sum_{i=1}^n i", "a &= b"]
+    rows = [{"question": "Q1", "solution": r"So $a+b=c$."}, {"question": "Q2", "solution": "No math here."}]
+    dataset = latex_from_rows(rows)
+    assert dataset["prompt"] == ["Q1"] and dataset["text"] == ["a+b=c"]
+
+
+def test_generated_corpus_is_deterministic_and_scores_as_valid_latex():
+    corpus = generate_latex_corpus(40, seed=1)
+    assert corpus["text"] == generate_latex_corpus(40, seed=1)["text"]
+    reward = LaTeXReward(weights={"explore": 0.0})
+    scores = reward(None, corpus["text"])
+    assert min(reward.last_components["valid"]) == 1.0 and min(reward.last_components["balance"]) == 1.0
+    assert np.mean(scores) > 3.5
+
+
+def test_sft_lowers_the_score_entropy_loss(tmp_path):
+    tokenizer = build_tiny_tokenizer()
+    model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "sedd", tokens=len(tokenizer), hidden_size=64))
+    args = DiscreteDiffusionSFTConfig(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=8, block_size=64,
+        learning_rate=3e-3, max_steps=60, disable_tqdm=True, save_strategy="no", seed=0,
+    )  # fmt: skip
+    trainer = DiscreteDiffusionSFTTrainer(model, args, generate_latex_corpus(200), tokenizer)
+    history = trainer.train()
+    losses = [h["loss"] for h in history]
+    print(f"SFT loss per token: first 10 steps {np.mean(losses[:10]):.3f}, last 10 {np.mean(losses[-10:]):.3f}")
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    trainer.save_model()
+    assert SEDDModel.from_pretrained(str(tmp_path / "out")).config.tokens == len(tokenizer)
+    with pytest.raises(ValueError, match="no 'content' column"):
+        DiscreteDiffusionSFTTrainer(
+            model, DiscreteDiffusionSFTConfig(output_dir=str(tmp_path), use_cpu=True, dataset_text_field="content"),
+            Dataset.from_dict({"text": ["a"]}), tokenizer,
+        )  # fmt: skip

@@ -1,0 +1,39 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class DiscreteDiffusionSFTConfig(TrainingArguments):
+    r"""
+    Configuration class for [`DiscreteDiffusionSFTTrainer`]: score-entropy fine-tuning of a SEDD model on text.
+
+    The text column is tokenized, an EOS is appended to each document, and the stream is cut into blocks of
+    `block_size` tokens (SEDD's pretraining format). Each step draws `per_device_train_batch_size` blocks and
+    minimises the one-sample DWDSE (SEDD's own training loss). Training uses the [`~transformers.TrainingArguments`]
+    fields `learning_rate`, `max_steps`, `gradient_accumulation_steps`, `max_grad_norm`, `logging_steps`,
+    `save_steps`, `seed`, `report_to`, `push_to_hub` and `hub_model_id`.
+    """
+
+    dataset_text_field: str = field(default="text", metadata={"help": "Column holding the training text."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (SEDD: 3e-4)."})
+    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.block_size < 2:
+            raise ValueError(f"block_size must be >= 2, got {self.block_size}.")
