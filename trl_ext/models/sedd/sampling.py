@@ -33,18 +33,14 @@ from tqdm.auto import tqdm
 from .noise import GeometricNoise, LogLinearNoise
 
 
-def masked_row_log_scores(model, x: torch.Tensor, sigma: torch.Tensor, chunk_size: int = 256):
-    """Log-scores over the tokens (mask column dropped) at the masked positions of `x`: (rows, cols, (N, V − 1))."""
+def masked_row_log_scores(model, x: torch.Tensor, sigma: torch.Tensor, chunk_size: int = 128):
+    """Yield (rows, cols, log-scores (n, V − 1)) for chunks of the masked positions of `x` (mask column dropped)."""
     mask_index = model.config.mask_index
     hidden, c = model.trunk(x, sigma)
     rows, cols = (x == mask_index).nonzero(as_tuple=True)
-    chunks = [
-        model.head(hidden[rows[i : i + chunk_size], cols[i : i + chunk_size]], c[rows[i : i + chunk_size]],
-                   x[rows[i : i + chunk_size], cols[i : i + chunk_size]], sigma[rows[i : i + chunk_size]])[:, :mask_index]
-        for i in range(0, rows.numel(), chunk_size)
-    ]  # fmt: skip
-    scores = torch.cat(chunks) if chunks else hidden.new_zeros(0, mask_index)
-    return rows, cols, scores
+    for start in range(0, rows.numel(), chunk_size):
+        r, k = rows[start : start + chunk_size], cols[start : start + chunk_size]
+        yield r, k, model.head(hidden[r, k], c[r], x[r, k], sigma[r])[:, :mask_index]
 
 
 def transition_probabilities(log_scores: torch.Tensor, kappa: torch.Tensor | float) -> torch.Tensor:
@@ -105,14 +101,21 @@ def generate(
             kappa = (t - t_next) * noise.rate_noise(t)
         else:
             kappa = -torch.expm1(-(sigma - noise.total_noise(t_next)))
-        rows, cols, log_scores = masked_row_log_scores(model, x, sigma.expand(batch_size).to(device))
-        if rows.numel() == 0:
+        if not (x == mask_index).any():
             break
-        probabilities = transition_probabilities(log_scores, kappa.to(device))
-        x[rows, cols] = _categorical(probabilities, generator, mask_index)
-    rows, cols, log_scores = masked_row_log_scores(model, x, noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device))
-    if rows.numel():
-        x[rows, cols] = _categorical(torch.softmax(log_scores, dim=-1), generator)
+        updates = [
+            (rows, cols, _categorical(transition_probabilities(log_scores, kappa.to(device)), generator, mask_index))
+            for rows, cols, log_scores in masked_row_log_scores(model, x, sigma.expand(batch_size).to(device))
+        ]
+        for rows, cols, tokens in updates:
+            x[rows, cols] = tokens
+    final_sigma = noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device)
+    updates = [
+        (rows, cols, _categorical(torch.softmax(log_scores, dim=-1), generator))
+        for rows, cols, log_scores in masked_row_log_scores(model, x, final_sigma)
+    ]
+    for rows, cols, tokens in updates:
+        x[rows, cols] = tokens
     return x
 
 
