@@ -3,7 +3,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2 --durations=15
+# Serial on purpose: the learning tests are tuned for torch using both cores; two xdist workers oversubscribe them.
+PYTEST_ARGS ?= --durations=15
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
