@@ -9,7 +9,6 @@ Targets: ratio_on <= 1.35 (one extra no-grad forward; on-policy TPRL needs two),
 import argparse
 import json
 import tempfile
-import time
 
 import torch
 from trl import GRPOConfig, GRPOTrainer

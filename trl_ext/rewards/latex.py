@@ -37,7 +37,7 @@ keyword stuffing > 25 × `$$` (tested).
 import re
 from collections import deque
 
-from pylatexenc.latexwalker import LatexMacroNode, LatexWalker, LatexWalkerError, get_default_latex_context_db
+from pylatexenc.latexwalker import LatexWalker, LatexWalkerError, get_default_latex_context_db
 
 
 KNOWN_MACROS = frozenset(

@@ -95,8 +95,13 @@ def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen2C
     return Qwen2Config(**values)
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: str | os.PathLike) -> str:
+def save_with_tokenizer(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> str:
+    """Set the generation config's special ids from `tokenizer`, then save model and tokenizer to `path`."""
     path = os.fspath(path)
+    if model.can_generate():
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.bos_token_id = None
     # GRPOTrainer(beta > 0) rebuilds the reference model from `config._name_or_path`: make it the saved directory.
     model.config._name_or_path = path
     model.save_pretrained(path)
@@ -122,10 +127,7 @@ def save_tiny_qwen2(path: str | os.PathLike, seed: int = 0, **config_overrides) 
     tokenizer = build_tiny_tokenizer()
     model = Qwen2ForCausalLM(tiny_qwen2_config(tokenizer, **config_overrides))
     init_tiny_weights(model, seed)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    return _save(model, tokenizer, path)
+    return save_with_tokenizer(model, tokenizer, path)
 
 
 def save_tiny_qwen2_reward_model(path: str | os.PathLike, seed: int = 0, **config_overrides) -> str:
@@ -138,4 +140,4 @@ def save_tiny_qwen2_reward_model(path: str | os.PathLike, seed: int = 0, **confi
     tokenizer = build_tiny_tokenizer()
     model = Qwen2ForSequenceClassification(tiny_qwen2_config(tokenizer, num_labels=1, **config_overrides))
     init_tiny_weights(model, seed)
-    return _save(model, tokenizer, path)
+    return save_with_tokenizer(model, tokenizer, path)

@@ -44,7 +44,7 @@ from transformers import (
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .text import VISION_SPECIAL_TOKENS, build_tiny_tokenizer, init_tiny_weights
+from .text import VISION_SPECIAL_TOKENS, build_tiny_tokenizer, init_tiny_weights, save_with_tokenizer
 
 
 QwenVLVariant = Literal["qwen2_vl", "qwen2_5_vl"]
@@ -187,14 +187,8 @@ def save_tiny_qwen_vl(path: str | os.PathLike, variant: QwenVLVariant = "qwen2_5
     )
     model = model_class(config)
     init_tiny_weights(model, seed)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    model.config._name_or_path = path
-    model.save_pretrained(path)
-    processor = build_qwen_vl_processor(tokenizer, variant)
-    tokenizer.save_pretrained(path)
-    processor.image_processor.save_pretrained(path)
+    save_with_tokenizer(model, tokenizer, path)
+    build_qwen_vl_processor(tokenizer, variant).image_processor.save_pretrained(path)
     with open(os.path.join(path, _VARIANT_FILE), "w") as f:
         json.dump({"variant": variant}, f)
     return path
@@ -255,11 +249,7 @@ def save_tiny_llava_next(path: str | os.PathLike, seed: int = 0) -> str:
     )
     model = LlavaNextForConditionalGeneration(config)
     init_tiny_weights(model, seed)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    model.config._name_or_path = path
-    model.save_pretrained(path)
+    save_with_tokenizer(model, tokenizer, path)
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints
     )

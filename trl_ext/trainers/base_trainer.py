@@ -22,6 +22,7 @@ bar, metric logging, and checkpoint save / resume.
 import json
 import os
 import random
+from collections.abc import Callable
 
 import torch
 from accelerate import Accelerator
@@ -34,7 +35,11 @@ logger = logging.get_logger(__name__)
 
 
 class RLLoopTrainer:
-    """Base class: subclasses implement `training_step() -> dict[str, float]` and `save_model(output_dir)`."""
+    """Base class: subclasses implement `training_step() -> dict[str, float]` and `save_model(output_dir)`.
+
+    It also holds the reward plumbing the RL subclasses share: TRL-convention reward functions with weights, where
+    `None` marks a sample without reward (NaN here: masked from advantages, counted in the logs, never zeroed).
+    """
 
     _name = "RL"
 
@@ -53,6 +58,68 @@ class RLLoopTrainer:
 
     def training_step(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def _set_reward_funcs(self, reward_funcs: Callable | list[Callable], reward_weights: list[float] | None) -> None:
+        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        weights = reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+
+    def _sample_prompts(self, dataset, num_generations: int) -> tuple[list[str], dict[str, list]]:
+        """Draw `per_device_train_batch_size / num_generations` rows, each repeated `num_generations` times (a group)."""
+        num_prompts = self.args.per_device_train_batch_size // num_generations
+        examples = dataset.select([self._rng.randrange(len(dataset)) for _ in range(num_prompts)])
+
+        def repeat(values: list) -> list:
+            return [value for value in values for _ in range(num_generations)]
+
+        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
+        return repeat(examples["prompt"]), columns
+
+    def _score(self, prompts: list, columns: dict[str, list], **outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Call every reward function as `fn(prompts=..., **outputs, **columns)`.
+
+        Returns the (N, F) rewards per function (NaN where a function returned None), the weighted sum (N,) (NaN where
+        every function returned None) and that "unscored" mask (N,).
+        """
+        rewards_per_func = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
+        for j, func in enumerate(self.reward_funcs):
+            values = func(prompts=prompts, **outputs, **columns)
+            if len(values) != len(prompts):
+                raise ValueError(f"Reward function {self.reward_func_names[j]} returned {len(values)} values for {len(prompts)} samples.")
+            rewards_per_func[:, j] = torch.tensor([float("nan") if v is None else float(v) for v in values])
+        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        rewards[unscored] = float("nan")
+        return rewards_per_func, rewards, unscored
+
+    def _reward_logs(self, rewards_per_func: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+        """Mean and std of the total reward and of each function, and the count of masked (None) samples."""
+
+        def stats(values: torch.Tensor) -> tuple[float, float]:
+            values = values[~torch.isnan(values)]
+            return (values.mean().item() if values.numel() else float("nan"), values.std().item() if values.numel() > 1 else 0.0)
+
+        logs = dict(zip(("reward", "reward_std"), stats(rewards)))
+        for j, name in enumerate(self.reward_func_names):
+            logs[f"rewards/{name}/mean"], logs[f"rewards/{name}/std"] = stats(rewards_per_func[:, j])
+            logs[f"rewards/{name}/masked_count"] = int(torch.isnan(rewards_per_func[:, j]).sum())
+        logs["unscored_samples"] = int(torch.isnan(rewards).sum())
+        return logs
+
+    def _write_model_card(self, output_dir: str, template: str, **fields) -> None:
+        """Fill `template` (fields plus `model_name`, `rewards`, `steps`, `config`) and write `output_dir/README.md`."""
+        config = {k: v for k, v in self.args.to_dict().items() if k in type(self.args).__dataclass_fields__}
+        config = {k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}
+        card = template.format(
+            model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
+            rewards=", ".join(getattr(self, "reward_func_names", [])), steps=self.global_step,
+            config=json.dumps(config, indent=2, default=str), **fields,
+        )  # fmt: skip
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(card)
 
     def train(self, resume_from_checkpoint: str | None = None) -> list[dict[str, float]]:
         """Run `max_steps` training steps, resuming from a `checkpoint-*` directory written by this trainer."""

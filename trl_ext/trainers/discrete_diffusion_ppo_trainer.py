@@ -12,8 +12,6 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 import copy
-import json
-import os
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -101,12 +99,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             raise ValueError("processing_class needs an eos_token_id (it pads the prompts).")
         if len(processing_class) > model.config.tokens:
             raise ValueError(f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}.")
-        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
-        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
-        if len(weights) != len(self.reward_funcs):
-            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
-        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self._set_reward_funcs(reward_funcs, args.reward_weights)
         self.train_dataset = train_dataset
         self.processing_class = processing_class
         self.noise = get_noise(model.config.noise_type)
@@ -154,15 +147,6 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             texts.append(self.processing_class.decode(ids, skip_special_tokens=True))
         return texts
 
-    def _rewards(self, prompts: list[str], completions: list[str], columns: dict[str, list]) -> torch.Tensor:
-        rewards = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
-        for j, func in enumerate(self.reward_funcs):
-            values = func(prompts=prompts, completions=completions, **columns)
-            if len(values) != len(prompts):
-                raise ValueError(f"Reward function {self.reward_func_names[j]} returned {len(values)} values for {len(prompts)} completions.")
-            rewards[:, j] = torch.tensor([float("nan") if v is None else float(v) for v in values])
-        return rewards
-
     def _reference_nll(self, sequences, prompt_mask, draws) -> torch.Tensor:
         if self.ref_model is not None:
             return elbo(self.ref_model, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
@@ -172,11 +156,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """One rollout batch and its PPO epochs."""
         args, device = self.args, self.accelerator.device
-        num_prompts = args.per_device_train_batch_size // args.num_generations
-        examples = self.train_dataset.select([self._rng.randrange(len(self.train_dataset)) for _ in range(num_prompts)])
-        repeat = lambda values: [v for v in values for _ in range(args.num_generations)]  # noqa: E731
-        prompts = repeat(examples["prompt"])
-        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
+        prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
         prompt_ids, prompt_mask = self._encode_prompts(prompts)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         sequences = generate(
@@ -184,11 +164,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             predictor=args.predictor, prompt_ids=prompt_ids, prompt_mask=prompt_mask, generator=self._generator,
             show_progress=False,
         )  # fmt: skip
-        completions = self._decode(sequences)
-        rewards_per_func = self._rewards(prompts, completions, columns)
-        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
-        unscored = torch.isnan(rewards_per_func).all(dim=1)
-        rewards[unscored] = float("nan")
+        rewards_per_func, rewards, unscored = self._score(prompts, columns, completions=self._decode(sequences))
         group_ids = torch.arange(len(prompts)) // args.num_generations
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
@@ -227,16 +203,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
                 metrics["elbo_nll"].append(nll.mean().item())
 
         logs = {name: sum(values) / len(values) for name, values in metrics.items()}
-        valid = ~torch.isnan(rewards)
-        logs["reward"] = rewards[valid].mean().item() if valid.any() else float("nan")
-        logs["reward_std"] = rewards[valid].std().item() if int(valid.sum()) > 1 else 0.0
-        for j, name in enumerate(self.reward_func_names):
-            column = rewards_per_func[:, j]
-            logs[f"rewards/{name}/mean"] = torch.nanmean(column).item()
-            logs[f"rewards/{name}/std"] = column[~torch.isnan(column)].std().item() if int((~torch.isnan(column)).sum()) > 1 else 0.0
         logs["old_elbo_nll"] = old_nll.mean().item()
-        logs["unscored_samples"] = int(unscored.sum())
-        return logs
+        return {**logs, **self._reward_logs(rewards_per_func, rewards)}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
@@ -247,11 +215,6 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         if self.args.use_peft:
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(output_dir)
-        config = {k: v for k, v in self.args.to_dict().items() if k in DiscreteDiffusionPPOConfig.__dataclass_fields__}
-        card = MODEL_CARD_TEMPLATE.format(
-            base_model=self.base_model_name, model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
-            num_sigma_samples=self.args.num_sigma_samples, rewards=", ".join(self.reward_func_names), steps=self.global_step,
-            config=json.dumps({k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}, indent=2, default=str),
-        )  # fmt: skip
-        with open(os.path.join(output_dir, "README.md"), "w") as f:
-            f.write(card)
+        self._write_model_card(
+            output_dir, MODEL_CARD_TEMPLATE, base_model=self.base_model_name, num_sigma_samples=self.args.num_sigma_samples
+        )

@@ -11,8 +11,6 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-import json
-import os
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -104,12 +102,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
             if module is not None:
                 module.requires_grad_(False)
-        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
-        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
-        if len(weights) != len(self.reward_funcs):
-            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
-        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self._set_reward_funcs(reward_funcs, args.reward_weights)
         if isinstance(train_dataset, list):
             train_dataset = Dataset.from_dict({"prompt": train_dataset})
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
@@ -132,26 +125,6 @@ class FlowRTPOTrainer(RLLoopTrainer):
         optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
         self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
 
-    # Rollouts and rewards
-
-    def _sample_prompts(self) -> tuple[list[str], dict[str, list]]:
-        num_prompts = self.args.per_device_train_batch_size // self.args.num_generations
-        rows = [self._rng.randrange(len(self.train_dataset)) for _ in range(num_prompts)]
-        examples = self.train_dataset.select(rows)
-        repeat = lambda values: [v for v in values for _ in range(self.args.num_generations)]  # noqa: E731
-        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
-        return repeat(examples["prompt"]), columns
-
-    def _compute_rewards(self, prompts: list[str], images: torch.Tensor, columns: dict[str, list]) -> torch.Tensor:
-        """(N, F) rewards per function, NaN where a function returned None."""
-        rewards = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
-        for j, func in enumerate(self.reward_funcs):
-            values = func(prompts=prompts, images=images, **columns)
-            if len(values) != len(prompts):
-                raise ValueError(f"Reward function {self.reward_func_names[j]} returned {len(values)} values for {len(prompts)} images.")
-            rewards[:, j] = torch.tensor([float("nan") if v is None else float(v) for v in values])
-        return rewards
-
     # Training
 
     def _kl_to_reference(self, trajectory: FlowTrajectory, step: int, indices: torch.Tensor, mean, std) -> torch.Tensor:
@@ -167,16 +140,13 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """Sample one rollout batch, score it, and make `num_minibatches` clipped policy-gradient updates."""
         args = self.args
-        prompts, columns = self._sample_prompts()
+        prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
         with torch.no_grad():
             trajectory = sample_trajectories(
                 self.pipeline, prompts, self.sampling, generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
             )  # fmt: skip
-        rewards_per_func = self._compute_rewards(prompts, trajectory.images, columns)
-        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
-        unscored = torch.isnan(rewards_per_func).all(dim=1)
-        rewards[unscored] = float("nan")
+        rewards_per_func, rewards, unscored = self._score(prompts, columns, images=trajectory.images)
         _, group_ids = torch.unique(torch.tensor([hash(p) for p in prompts]), return_inverse=True)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(-args.adv_clip_max, args.adv_clip_max)
 
@@ -207,14 +177,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 self.optimizer.zero_grad()
 
         logs = {name: sum(values) / len(values) for name, values in metrics.items()}
-        logs["reward"] = torch.nanmean(rewards).item()
-        logs["reward_std"] = rewards[~torch.isnan(rewards)].std().item() if int((~torch.isnan(rewards)).sum()) > 1 else 0.0
-        for j, name in enumerate(self.reward_func_names):
-            column = rewards_per_func[:, j]
-            logs[f"rewards/{name}/mean"] = torch.nanmean(column).item()
-            logs[f"rewards/{name}/masked_count"] = int(torch.isnan(column).sum())
-        logs["unscored_samples"] = int(unscored.sum())
-        return logs
+        return {**logs, **self._reward_logs(rewards_per_func, rewards)}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a model card."""
@@ -231,11 +194,4 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
         base_model = self.pipeline.config._name_or_path or "stabilityai/stable-diffusion-3.5-medium"
-        config = {k: v for k, v in self.args.to_dict().items() if k in FlowRTPOConfig.__dataclass_fields__}
-        card = MODEL_CARD_TEMPLATE.format(
-            base_model=base_model, model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
-            rewards=", ".join(self.reward_func_names), steps=self.global_step,
-            config=json.dumps({k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}, indent=2, default=str),
-        )  # fmt: skip
-        with open(os.path.join(output_dir, "README.md"), "w") as f:
-            f.write(card)
+        self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=base_model)
