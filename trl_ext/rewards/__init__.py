@@ -18,9 +18,22 @@ from typing import TYPE_CHECKING
 from ..import_utils import lazy_getattr
 
 
-_import_structure = {"latex": ["LaTeXReward"]}
+_import_structure = {
+    "latex": ["LaTeXReward"],
+    "red_teaming": [
+        "CLIPScoreReward", "FlowRTPOReward", "SemanticSimilarityReward", "ToxicityReward", "VLMContinuation", "cvar_reward",
+    ],
+}  # fmt: skip
 
 if TYPE_CHECKING:
     from .latex import LaTeXReward
+    from .red_teaming import (
+        CLIPScoreReward,
+        FlowRTPOReward,
+        SemanticSimilarityReward,
+        ToxicityReward,
+        VLMContinuation,
+        cvar_reward,
+    )
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)
