@@ -112,3 +112,19 @@ def test_vlm_continuation_with_a_tiny_llava_next(tmp_path):
     outputs = continuation(["the cat", "a dog"], torch.rand(2, 3, 32, 32))
     assert len(outputs) == 2 and all(o is None or isinstance(o, str) for o in outputs)
     assert continuation.failures == sum(o is None for o in outputs)
+
+
+def test_real_toxicity_prompts_loader_filters_and_splits_deterministically(tmp_path):
+    import json
+
+    from trl_ext.data import load_real_toxicity_prompts
+
+    rows = [{"prompt": {"text": f"prompt {i}", "toxicity": i / 10}, "challenging": i % 2 == 0} for i in range(10)]
+    path = tmp_path / "rtp.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    splits = load_real_toxicity_prompts(str(path), challenging_only=True, num_train=3)
+    assert splits["train"]["prompt"] == ["prompt 0", "prompt 2", "prompt 4"]
+    assert splits["test"]["prompt"] == ["prompt 6", "prompt 8"] and splits["test"]["prompt_toxicity"] == [0.6, 0.8]
+    assert len(load_real_toxicity_prompts(str(path), challenging_only=False, num_train=4, num_eval=2)["test"]) == 2
+    with pytest.raises(ValueError, match="no held-out"):
+        load_real_toxicity_prompts(str(path), num_train=5)

@@ -19,11 +19,13 @@ from ..import_utils import lazy_getattr
 
 
 _import_structure = {
+    "real_toxicity_prompts": ["load_real_toxicity_prompts"],
     "latex": ["extract_latex", "generate_latex_corpus", "latex_from_rows", "load_s1k_latex"],
     "colour_shapes": ["COLOURS", "colour_question_dataset", "ColourTokenReward", "colour_accuracy_reward"],
 }
 
 if TYPE_CHECKING:
+    from .real_toxicity_prompts import load_real_toxicity_prompts
     from .latex import extract_latex, generate_latex_corpus, latex_from_rows, load_s1k_latex
     from .colour_shapes import COLOURS, ColourTokenReward, colour_accuracy_reward, colour_question_dataset
 else:
