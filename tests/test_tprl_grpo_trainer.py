@@ -230,3 +230,26 @@ def test_trl_hooks_we_rely_on_are_unchanged():
     )
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "rewards_per_func = self._calculate_rewards(" in source and '"advantages": advantages' in source
+
+
+def test_remax_subtracts_the_greedy_completions_reward(vlm, tmp_path):
+    path, processor, dataset = vlm
+    calls = []
+
+    def recording_reward(completions, completion_ids, answer, **kwargs):
+        values = colour_tokens(completions=completions, completion_ids=completion_ids, answer=answer)
+        calls.append(values)
+        return values
+
+    args = _args(TPRLGRPOConfig, tmp_path, processor, advantage_estimator="remax")
+    trainer = TPRLGRPOTrainer(model=path, reward_funcs=recording_reward, args=args, train_dataset=dataset, processing_class=processor)
+    trainer.model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    output = trainer._generate_and_score_completions(batch)
+    sampled, greedy = torch.tensor(calls[0]), torch.tensor(calls[1])
+    # one greedy generation per run of identical examples (a prompt group, or several identical groups)
+    runs = torch.tensor([0] + [int(a["answer"] != b["answer"]) for a, b in zip(batch, batch[1:])]).cumsum(0)
+    assert len(sampled) == 8 and len(greedy) == int(runs[-1]) + 1 <= 2
+    expected = sampled - greedy[runs]
+    torch.testing.assert_close(output["advantages"][:, 0], expected)
+    assert (output["advantages"] == output["advantages"][:, :1]).all()  # sequence-level advantage on every token

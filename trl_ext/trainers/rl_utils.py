@@ -278,6 +278,12 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (grouped - baseline).view(-1)
 
 
+def remax_advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor) -> torch.Tensor:
+    """ReMax (Li et al. 2023, arXiv 2310.10505): each sampled completion's reward minus the reward of the greedy
+    completion of the same prompt, A_i = R_i − R_greedy(prompt_i); NaN rewards give advantage 0."""
+    return torch.nan_to_num(rewards.float() - greedy_rewards.float(), nan=0.0)
+
+
 def reinforce_plus_plus_advantages(
     token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, eps: float = 1e-8
 ) -> torch.Tensor:

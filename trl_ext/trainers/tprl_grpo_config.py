@@ -38,6 +38,7 @@ class TPRLGRPOConfig(GRPOConfig):
     | `use_entropy_penalty`, `entropy_penalty_coef` | `entropy_coef` with a **negative** value: the seed's "entropy penalty" adds coef·(−mean log p), which *lowers* entropy; TRL's `entropy_coef` > 0 is a bonus that raises it, so a penalty is `entropy_coef < 0` |
     | `adv_estimator: grpo` / `rloo` | `advantage_estimator="grpo"` (TRL's own group normalisation, `scale_rewards`) / `"rloo"` |
     | `adv_estimator: reinforce_plus_plus` | `advantage_estimator="reinforce_plus_plus"` |
+    | `adv_estimator: remax` | `advantage_estimator="remax"` (one extra greedy generation per prompt) |
     | `use_vppo_on_entropy`, `top_p_entropy_tokens` | `enable_entropy_filtering`, `top_p_entropy_tokens` (per response; TRL's `top_entropy_quantile` is one batch-wide quantile) |
     | `use_vppo_on_perception`, `top_p_perception_tokens` | `enable_perception_filtering`, `top_p_perception_tokens` |
     | `use_advantage_shaping`, `advantage_scaling_min` | `enable_trajectory_reweighting`, `trajectory_scaling_min` |
@@ -147,8 +148,9 @@ class TPRLGRPOConfig(GRPOConfig):
     advantage_estimator: str = field(
         default="grpo",
         metadata={
-            "help": "'grpo' (TRL's group normalisation with `scale_rewards`), 'rloo' (leave-one-out baseline) or "
-            "'reinforce_plus_plus' (return-to-go whitened over the batch's tokens)."
+            "help": "'grpo' (TRL's group normalisation with `scale_rewards`), 'rloo' (leave-one-out baseline), "
+            "'reinforce_plus_plus' (return-to-go whitened over the batch's tokens) or 'remax' (reward minus the "
+            "reward of a greedy completion of the same prompt: one extra greedy generation per prompt)."
         },
     )
     reinforce_gamma: float = field(default=1.0, metadata={"help": "Discount of 'reinforce_plus_plus' returns."})
@@ -172,7 +174,7 @@ class TPRLGRPOConfig(GRPOConfig):
             "kl_penalty": ("loss", "reward"),
             "kl_estimator": ("k1", "k2", "k3", "abs"),
             "kl_controller": ("fixed", "adaptive"),
-            "advantage_estimator": ("grpo", "rloo", "reinforce_plus_plus"),
+            "advantage_estimator": ("grpo", "rloo", "reinforce_plus_plus", "remax"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -195,6 +197,8 @@ class TPRLGRPOConfig(GRPOConfig):
             raise ValueError("kl_penalty='reward' and kl_controller='adaptive' need a reference model: set beta > 0.")
         if self.advantage_estimator == "reinforce_plus_plus" and self.loss_type in ("cispo", "sapo", "vespo"):
             raise ValueError(f"advantage_estimator='reinforce_plus_plus' is not supported with loss_type={self.loss_type!r}.")
+        if self.advantage_estimator == "remax" and self.use_vllm:
+            raise ValueError("advantage_estimator='remax' generates its greedy baseline with transformers: set use_vllm=False.")
         if self.online_filtering:
             if self.filter_reward is None:
                 raise ValueError("online_filtering needs filter_reward: the name of the reward function to filter on.")

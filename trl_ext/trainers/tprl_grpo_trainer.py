@@ -11,12 +11,14 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+import copy
 import textwrap
 from typing import Any
 
 import numpy as np
 import torch
 from trl import GRPOTrainer
+from trl.data_utils import prepare_multimodal_messages
 
 from .rl_utils import (
     AdaptiveKLController,
@@ -26,6 +28,7 @@ from .rl_utils import (
     kl_divergence,
     outcome_token_rewards,
     reinforce_plus_plus_advantages,
+    remax_advantages,
     rloo_advantages,
     sampled_token_dependency,
     top_k_per_row_mask,
@@ -177,7 +180,8 @@ class TPRLGRPOTrainer(GRPOTrainer):
             kl_penalty = None
 
         if self._recomputes_advantages:
-            advantages = self._recompute_advantages(output, mask, kl_penalty)
+            greedy = self._greedy_rewards(inputs) if config.advantage_estimator == "remax" else None
+            advantages = self._recompute_advantages(output, mask, kl_penalty, greedy)
         else:
             advantages = sequence_advantages[:, None].expand_as(mask)
 
@@ -288,7 +292,42 @@ class TPRLGRPOTrainer(GRPOTrainer):
             ).logits[:, :-1]
         return (logits.float() / self.temperature).log_softmax(-1)
 
-    def _recompute_advantages(self, output, mask: torch.Tensor, kl_penalty: torch.Tensor | None) -> torch.Tensor:
+    @torch.no_grad()
+    def _greedy_rewards(self, inputs: list[dict[str, Any]]) -> torch.Tensor:
+        """ReMax's baseline: the weighted reward of a greedy completion of each row's prompt (gathered, (N,)).
+
+        On one process, consecutive rows of the same example (a prompt group) share one greedy generation; with several
+        processes every row gets its own, so that all processes gather the same number of rewards.
+        """
+        if self.accelerator.num_processes > 1:
+            firsts = list(range(len(inputs)))
+        else:
+            firsts = [i for i, example in enumerate(inputs) if i == 0 or (example is not inputs[i - 1] and example != inputs[i - 1])]
+        unique = [inputs[i] for i in firsts]
+        prompts = [example["prompt"] for example in unique]
+        images = self._images(unique) if ("image" in unique[0] or "images" in unique[0]) else []
+        if images:
+            per_example = [example.get("images") or ([example["image"]] if example.get("image") is not None else []) for example in unique]
+            prompts = [prepare_multimodal_messages(prompt, images=image_list) for prompt, image_list in zip(prompts, per_example)]
+        sampling_config = self.generation_config
+        self.generation_config = copy.deepcopy(sampling_config)
+        self.generation_config.do_sample = False
+        for name in ("temperature", "top_p", "top_k", "min_p"):
+            setattr(self.generation_config, name, None)
+        try:
+            _, completion_ids, _, completions, _, _, _, _ = self._generate(prompts)
+        finally:
+            self.generation_config = sampling_config
+        rewards_per_func = GRPOTrainer._calculate_rewards(self, unique, prompts, completions, completion_ids)
+        local = rewards_per_func[self.accelerator.process_index * len(unique) : (self.accelerator.process_index + 1) * len(unique)]
+        greedy = (local * self.reward_weights.to(local.device)).nansum(dim=1)
+        row_to_unique = torch.tensor([sum(1 for f in firsts if f <= i) - 1 for i in range(len(inputs))])
+        self._metrics["train"]["tprl/greedy_reward_mean"].append(greedy.mean().item())
+        return self.accelerator.gather(greedy[row_to_unique.to(greedy.device)])
+
+    def _recompute_advantages(
+        self, output, mask: torch.Tensor, kl_penalty: torch.Tensor | None, greedy_rewards: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Advantages (B, T) from the gathered rewards, for the estimators and filters TRL does not have.
 
         `kl_penalty` (B, T) is β·KL_t of the local completions (`kl_penalty="reward"`): each completion's reward
@@ -316,6 +355,9 @@ class TPRLGRPOTrainer(GRPOTrainer):
             advantages = advantages[:, None].expand_as(mask)
         elif config.advantage_estimator == "rloo":
             advantages = torch.nan_to_num(rloo_advantages(rewards, group_size), nan=0.0)[process_slice]
+            advantages = advantages[:, None].expand_as(mask)
+        elif config.advantage_estimator == "remax":
+            advantages = remax_advantages(rewards, greedy_rewards.to(rewards.device))[process_slice]
             advantages = advantages[:, None].expand_as(mask)
         else:  # reinforce_plus_plus: per-token returns, whitened over the local batch as in EasyR1
             token_rewards = outcome_token_rewards(torch.nan_to_num(rewards[process_slice], nan=0.0), mask)
