@@ -156,3 +156,39 @@ def test_strict_loading_lists_missing_and_unexpected_keys(tmp_path):
     torch.save(state, os.path.join(path, "pytorch_model.bin"))
     with pytest.raises(ValueError, match=r"missing keys \['blocks.0.attn_qkv.weight'\], unexpected keys \['blocks.0.attn_q.weight'\]"):
         SEDDModel.from_pretrained(path)
+
+
+def test_uniform_score_entropy_vanishes_at_the_true_ratios_and_is_positive_elsewhere():
+    from trl_ext.models.sedd.likelihood import uniform_score_entropy
+
+    vocab, sigma = 6, torch.tensor([0.3, 1.2])
+    x0, x_t = torch.tensor([2, 4]), torch.tensor([2, 1])  # row 0 unchanged, row 1 noised
+    e = torch.exp(-sigma)
+    a, b = e + (1 - e) / vocab, (1 - e) / vocab
+    true_ratios = torch.ones(2, vocab)
+    true_ratios[0] = b[0] / a[0]
+    true_ratios[1, 4] = a[1] / b[1]
+    true_ratios[0, 2] = true_ratios[1, 1] = 1.0  # the current token: log-score 0
+    zero = uniform_score_entropy(true_ratios.log(), sigma, x_t, x0, vocab)
+    torch.testing.assert_close(zero, torch.zeros(2), atol=1e-6, rtol=0)
+    torch.manual_seed(0)
+    noisy = true_ratios.log() + torch.randn(2, vocab)
+    noisy.scatter_(-1, x_t[:, None], 0.0)
+    assert (uniform_score_entropy(noisy, sigma, x_t, x0, vocab) > 0).all()
+
+
+def test_uniform_graph_trains_and_samples(tmp_path):
+    from trl_ext.models.sedd import GeometricNoise
+
+    model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "uniform", tokens=50, graph_type="uniform", noise_type="geometric"))
+    noise = GeometricNoise()
+    x0 = torch.randint(0, 50, (2, 16))
+    value = elbo(model, x0, noise, 2)
+    value.sum().backward()
+    assert (value > 0).all() and model.output_layer.linear.weight.grad.abs().sum() > 0
+    prompt_mask = torch.zeros(2, 16, dtype=torch.bool)
+    prompt_mask[:, :3] = True
+    out = generate(model, noise, 2, 16, steps=4, predictor="euler", prompt_ids=x0, prompt_mask=prompt_mask, show_progress=False)
+    assert out.max() < 50 and torch.equal(out[:, :3], x0[:, :3])
+    with pytest.raises(NotImplementedError, match="Euler"):
+        generate(model, noise, 1, 4, predictor="analytic", show_progress=False)

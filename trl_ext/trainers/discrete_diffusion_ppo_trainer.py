@@ -168,9 +168,10 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         group_ids = torch.arange(len(prompts)) // args.num_generations
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
+        uniform_vocab = None if self.policy.config.graph_type == "absorb" else self.policy.config.vocab_size
         draws = sample_elbo_draws(
             len(prompts), sequences.size(1), args.num_sigma_samples, args.elbo_estimator, generator=self._generator,
-            device=device,
+            device=device, vocab_size=uniform_vocab,
         )  # fmt: skip
         with torch.no_grad():
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
@@ -183,7 +184,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             order = keep[torch.randperm(keep.numel(), generator=self._generator)]
             for minibatch in order.chunk(args.num_minibatches):
                 with self.accelerator.accumulate(self.model):
-                    sub_draws = type(draws)(t=draws.t[:, minibatch], u=draws.u[:, minibatch])
+                    sub_draws = draws.select(minibatch)
                     nll = elbo(self.policy, sequences[minibatch], self.noise, prompt_mask=prompt_mask[minibatch], draws=sub_draws)
                     log_ratio = (old_nll[minibatch] - nll) / normalizer
                     policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.ppo_clip)

@@ -42,10 +42,16 @@ from .noise import GeometricNoise, LogLinearNoise
 
 @dataclass
 class ElboDraws:
-    """K noise draws per sequence: times `t` (K, B) in [ε, 1] and mask uniforms `u` (K, B, L)."""
+    """K noise draws per sequence: times `t` (K, B) in [ε, 1], uniforms `u` (K, B, L) deciding which positions are
+    noised, and, for the uniform graph, the replacement tokens `tokens` (K, B, L)."""
 
     t: torch.Tensor
     u: torch.Tensor
+    tokens: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> "ElboDraws":
+        """The draws of a subset of the sequences (for minibatches)."""
+        return ElboDraws(self.t[:, index], self.u[:, index], None if self.tokens is None else self.tokens[:, index])
 
     @property
     def num_samples(self) -> int:
@@ -60,8 +66,12 @@ def sample_elbo_draws(
     sampling_eps: float = 1e-3,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    vocab_size: int | None = None,
 ) -> ElboDraws:
-    """Draw the (t, u) pairs of K Monte Carlo samples for a batch; keep them to evaluate other models on the same draws."""
+    """Draw the (t, u) pairs of K Monte Carlo samples for a batch; keep them to evaluate other models on the same draws.
+
+    Pass `vocab_size` for the uniform graph: it also draws the uniform replacement tokens.
+    """
     if estimator not in ("iid", "antithetic"):
         raise ValueError(f"estimator must be 'iid' or 'antithetic', got {estimator!r}")
     t = torch.rand(num_samples, batch_size, generator=generator)
@@ -72,7 +82,8 @@ def sample_elbo_draws(
         t = (strata + t) / num_samples
         u[1::2] = 1.0 - u[0 : num_samples - num_samples % 2 : 2]
     t = sampling_eps + (1 - sampling_eps) * t
-    return ElboDraws(t=t.to(device), u=u.to(device))
+    tokens = None if vocab_size is None else torch.randint(vocab_size, u.shape, generator=generator).to(device)
+    return ElboDraws(t=t.to(device), u=u.to(device), tokens=tokens)
 
 
 def absorbing_score_entropy(log_scores: torch.Tensor, sigma: torch.Tensor, x0: torch.Tensor, mask_index: int) -> torch.Tensor:
@@ -82,6 +93,33 @@ def absorbing_score_entropy(log_scores: torch.Tensor, sigma: torch.Tensor, x0: t
     positive = torch.logsumexp(log_scores[:, :mask_index], dim=-1).exp()  # the mask token is the last column: a view
     negative = r * log_scores.gather(-1, x0[:, None]).squeeze(-1)
     return positive - negative + r * (r.log() - 1)
+
+
+def uniform_score_entropy(
+    log_scores: torch.Tensor, sigma: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, vocab_size: int
+) -> torch.Tensor:
+    """SE of the uniform graph (rate 1/V between any two tokens), for every position (N rows of (N, V) log-scores).
+
+    With e = e^{−σ̄}, a = e + (1 − e)/V = p(x_t = x0 | x0) and b = (1 − e)/V = p(x_t = y ≠ x0 | x0), the target ratios
+    r_y = p(y | x0)/p(x_t | x0) are b/a for every y ≠ x_t when x_t = x0, and otherwise 1, except r_{x0} = a/b; then
+    SE = (1/V)·Σ_{y ≠ x_t} [s_y − r_y·log s_y + r_y(log r_y − 1)] ≥ 0, zero iff s = r.
+    """
+    sigma = sigma.float()
+    e = torch.exp(-sigma)
+    a, b = e + (1 - e) / vocab_size, -torch.expm1(-sigma) / vocab_size
+    current = log_scores.gather(-1, x_t[:, None]).squeeze(-1)
+    clean_log = log_scores.gather(-1, x0[:, None]).squeeze(-1)
+    positive = log_scores.exp().sum(-1) - current.exp()
+    total_log = log_scores.sum(-1) - current
+    same = x_t == x0
+    ratio_same, ratio_x0 = b / a, a / b
+
+    def k(r: torch.Tensor) -> torch.Tensor:
+        return torch.xlogy(r, r) - r
+
+    negative = torch.where(same, ratio_same * total_log, total_log + (ratio_x0 - 1) * clean_log)
+    constant = torch.where(same, (vocab_size - 1) * k(ratio_same), -(vocab_size - 2) + k(ratio_x0))
+    return (positive - negative + constant) / vocab_size
 
 
 def dwdse(
@@ -100,26 +138,34 @@ def dwdse(
     Returns:
         `torch.Tensor` of shape (B,).
     """
-    if model.config.graph_type != "absorb":
-        raise NotImplementedError("dwdse is implemented for the absorbing graph (the published SEDD models).")
     num_samples, (batch, length) = draws.num_samples, x0.shape
+    absorb = model.config.graph_type == "absorb"
     mask_index = model.config.mask_index
     x0_flat = x0.repeat(num_samples, 1)
     t = draws.t.reshape(-1).to(x0.device)
     sigma, dsigma = noise.total_noise(t), noise.rate_noise(t)
-    masked = draws.u.reshape(num_samples * batch, length).to(x0.device) < -torch.expm1(-sigma)[:, None]
-    if prompt_mask is not None:
-        masked = masked & ~prompt_mask.bool().repeat(num_samples, 1)
-    x_t = torch.where(masked, torch.full_like(x0_flat, mask_index), x0_flat)
+    noised = draws.u.reshape(num_samples * batch, length).to(x0.device) < -torch.expm1(-sigma)[:, None]
+    response = torch.ones_like(noised) if prompt_mask is None else ~prompt_mask.bool().repeat(num_samples, 1)
+    noised = noised & response
+    if absorb:
+        x_t = torch.where(noised, torch.full_like(x0_flat, mask_index), x0_flat)
+        scored = noised  # only masked positions contribute
+    else:
+        if draws.tokens is None:
+            raise ValueError("The uniform graph needs draws with replacement tokens: sample_elbo_draws(..., vocab_size=V).")
+        x_t = torch.where(noised, draws.tokens.reshape(num_samples * batch, length).to(x0.device), x0_flat)
+        scored = response  # every position can move under the uniform graph
     hidden, c = model.trunk(x_t, sigma)
-    rows, cols = masked.nonzero(as_tuple=True)
+    rows, cols = scored.nonzero(as_tuple=True)
     per_row = []
     for start in range(0, rows.numel(), chunk_size):
         r, k = rows[start : start + chunk_size], cols[start : start + chunk_size]
 
         def chunk_loss(h, cond, r=r, k=k):
             log_scores = model.head(h, cond, x_t[r, k], sigma[r])
-            return absorbing_score_entropy(log_scores, sigma[r], x0_flat[r, k], mask_index)
+            if absorb:
+                return absorbing_score_entropy(log_scores, sigma[r], x0_flat[r, k], mask_index)
+            return uniform_score_entropy(log_scores, sigma[r], x_t[r, k], x0_flat[r, k], model.config.vocab_size)
 
         args = (hidden[rows[start : start + chunk_size], cols[start : start + chunk_size]], c[r])
         per_row.append(checkpoint(chunk_loss, *args, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(*args))
@@ -141,7 +187,10 @@ def elbo(
 ) -> torch.Tensor:
     """The bound on −log p_θ(x_0) (B,), estimated with `num_sigma_samples` noise draws (or the given `draws`)."""
     if draws is None:
-        draws = sample_elbo_draws(x0.size(0), x0.size(1), num_sigma_samples, estimator, generator=generator, device=x0.device)
+        draws = sample_elbo_draws(
+            x0.size(0), x0.size(1), num_sigma_samples, estimator, generator=generator, device=x0.device,
+            vocab_size=None if model.config.graph_type == "absorb" else model.config.vocab_size,
+        )  # fmt: skip
     return dwdse(model, x0, noise, draws, prompt_mask)
 
 
@@ -150,5 +199,6 @@ def score_entropy_loss(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SEDD's training loss: the one-sample (t ~ U(ε, 1)) DWDSE per sequence (B,)."""
-    draws = sample_elbo_draws(x0.size(0), x0.size(1), 1, "iid", generator=generator, device=x0.device)
+    vocab_size = None if model.config.graph_type == "absorb" else model.config.vocab_size
+    draws = sample_elbo_draws(x0.size(0), x0.size(1), 1, "iid", generator=generator, device=x0.device, vocab_size=vocab_size)
     return dwdse(model, x0, noise, draws, prompt_mask)

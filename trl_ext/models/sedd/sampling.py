@@ -83,8 +83,10 @@ def generate(
     """
     if predictor not in ("analytic", "euler"):
         raise ValueError(f"predictor must be 'analytic' or 'euler', got {predictor!r}")
-    if model.config.graph_type != "absorb":
-        raise NotImplementedError("generate() implements the absorbing graph (the published SEDD models).")
+    if model.config.graph_type == "uniform":
+        if predictor != "euler":
+            raise NotImplementedError("For the uniform graph generate() implements the Euler predictor only.")
+        return _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress)
     if (prompt_ids is None) != (prompt_mask is None):
         raise ValueError("prompt_ids and prompt_mask go together.")
     device, mask_index = model.device, model.config.mask_index
@@ -125,3 +127,33 @@ def _categorical(probabilities: torch.Tensor, generator: torch.Generator | None,
     if stay_index is not None:
         samples = torch.where(samples == probabilities.size(-1) - 1, torch.full_like(samples, stay_index), samples)
     return samples
+
+
+def _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress):
+    """Euler sampling for the uniform graph: from uniform noise, each free position moves to y ≠ x with probability
+    κ·s_y/V (κ = Δt·σ̄'(t)) and stays otherwise. Every position can move, so the output layer runs on all of them."""
+    device, vocab = model.device, model.config.vocab_size
+    x = torch.randint(vocab, (batch_size, length), generator=generator).to(device)
+    fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
+    if prompt_ids is not None:
+        fixed = prompt_mask.bool().to(device)
+        x = torch.where(fixed, prompt_ids.to(device), x)
+    rows, cols = (~fixed).nonzero(as_tuple=True)
+    times = torch.linspace(1.0, eps, steps + 1)
+    for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):
+        t, t_next = times[i], times[i + 1]
+        sigma = noise.total_noise(t).expand(batch_size).to(device)
+        kappa = ((t - t_next) * noise.rate_noise(t) / vocab).to(device)
+        hidden, c = model.trunk(x, sigma)
+        new = x.clone()
+        for start in range(0, rows.numel(), 128):
+            r, k = rows[start : start + 128], cols[start : start + 128]
+            log_scores = model.head(hidden[r, k], c[r], x[r, k], sigma[r])
+            move = (kappa * log_scores.exp()).scatter(-1, x[r, k][:, None], 0.0)
+            total = move.sum(-1, keepdim=True)
+            move = move * torch.where(total > 1, 1.0 / total, torch.ones_like(total))
+            stay = (1 - move.sum(-1)).clamp(min=0)
+            probabilities = move.scatter(-1, x[r, k][:, None], stay[:, None])
+            new[r, k] = _categorical(probabilities, generator)
+        x = new
+    return x
