@@ -39,6 +39,7 @@ def test_sft_lowers_the_score_entropy_loss(tmp_path):
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     trainer.save_model()
     assert SEDDModel.from_pretrained(str(tmp_path / "out")).config.tokens == len(tokenizer)
+    assert "DiscreteDiffusionSFTTrainer" in (tmp_path / "out" / "README.md").read_text()
     with pytest.raises(ValueError, match="no 'content' column"):
         DiscreteDiffusionSFTTrainer(
             model, DiscreteDiffusionSFTConfig(output_dir=str(tmp_path), use_cpu=True, dataset_text_field="content"),

@@ -19,6 +19,34 @@ from .base_trainer import RLLoopTrainer
 from .discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig
 
 
+MODEL_CARD_TEMPLATE = """---
+library_name: trl_ext
+tags:
+- trl_ext
+- sedd
+- discrete-diffusion
+- sft
+---
+
+# {model_name}
+
+A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion](https://huggingface.co/papers/2310.16834))
+fine-tuned with `trl_ext.DiscreteDiffusionSFTTrainer` (score-entropy loss) for {steps} steps.
+
+```python
+from trl_ext import SEDDModel
+
+model = SEDDModel.from_pretrained("{model_name}")
+```
+
+## Training configuration
+
+```json
+{config}
+```
+"""
+
+
 class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
     r"""
     Score-entropy fine-tuning (SFT) of a SEDD model ([arXiv 2310.16834](https://huggingface.co/papers/2310.16834)).
@@ -67,6 +95,8 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         return {"loss": loss.item(), "grad_norm": float(grad_norm)}
 
     def save_model(self, output_dir: str | None = None) -> None:
-        """Save the model in the SEDD checkpoint layout."""
+        """Save the model in the SEDD checkpoint layout, with a model card."""
+        output_dir = output_dir or self.args.output_dir
         if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+            self._write_model_card(output_dir, MODEL_CARD_TEMPLATE)
