@@ -150,3 +150,31 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
 def test_config_rejects_bad_values(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         _args(tmp_path, **overrides)
+
+
+def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
+    from trl_ext.models.prompt_editor import PromptEditorPolicy
+
+    def encode(prompts):
+        return torch.stack([torch.randn(16, generator=torch.Generator().manual_seed(len(p))) for p in prompts])
+
+    def decode(embeddings):  # stands in for vec2text
+        return [f"a cat {'bright' if e[0] > 0 else 'dark'}" for e in embeddings]
+
+    editor = PromptEditorPolicy(encode, decode, 16, hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
+    before = [p.detach().clone() for p in editor.parameters()]
+    args = _args(tmp_path, max_steps=2, num_edits_per_prompt=2, editor_learning_rate=1e-2)
+    seen = []
+
+    def brightness_with_original(prompts, images, original_prompt, **kwargs):
+        seen.append((list(prompts), list(original_prompt)))
+        return brightness(prompts, images)
+
+    trainer = FlowRTPOTrainer(sd3_path, brightness_with_original, args, PROMPTS, prompt_editor=editor)
+    history = trainer.train()
+    assert history[0]["editor/ratio"] == pytest.approx(1.0) and "editor/radius" in history[0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, editor.parameters()))
+    edited, originals = seen[0]
+    assert all(p.startswith("a cat ") for p in edited) and len(set(originals)) <= 2 and len(edited) == 8
+    with pytest.raises(ValueError, match="num_edits_per_prompt"):
+        FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, num_edits_per_prompt=3), PROMPTS, prompt_editor=editor)

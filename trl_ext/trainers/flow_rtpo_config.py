@@ -62,6 +62,11 @@ class FlowRTPOConfig(TrainingArguments):
     )
     num_minibatches: int = field(default=1, metadata={"help": "Optimizer updates per rollout batch."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    num_edits_per_prompt: int = field(
+        default=2, metadata={"help": "With a prompt editor: edits sampled per original prompt (Flow-RTPO: 2)."}
+    )
+    editor_learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate of the prompt editor."})
+    editor_clip_range: float = field(default=0.2, metadata={"help": "PPO clipping range of the editor's ratio."})
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
@@ -82,6 +87,8 @@ class FlowRTPOConfig(TrainingArguments):
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})."
             )
+        if self.num_edits_per_prompt < 1:
+            raise ValueError(f"num_edits_per_prompt must be >= 1, got {self.num_edits_per_prompt}.")
         if self.per_device_train_batch_size % self.num_minibatches:
             raise ValueError("per_device_train_batch_size must be a multiple of num_minibatches.")
         if not 0.0 < self.timestep_fraction <= 1.0:

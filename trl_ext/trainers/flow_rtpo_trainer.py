@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from datasets import Dataset
 
+from ..models.prompt_editor import PromptEditorPolicy, PromptEdits
 from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
 from .base_trainer import RLLoopTrainer
 from .flow_rtpo_config import FlowRTPOConfig
@@ -90,6 +91,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         reward_funcs: ImageRewardFunc | list[ImageRewardFunc],
         args: FlowRTPOConfig,
         train_dataset: Dataset | list[str],
+        prompt_editor: PromptEditorPolicy | None = None,
     ):
         from diffusers import StableDiffusion3Pipeline
         from peft import LoraConfig
@@ -124,6 +126,15 @@ class FlowRTPOTrainer(RLLoopTrainer):
         self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
         self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
+        self.prompt_editor = prompt_editor
+        if prompt_editor is not None:
+            if args.per_device_train_batch_size % (args.num_generations * args.num_edits_per_prompt):
+                raise ValueError(
+                    "With a prompt editor, per_device_train_batch_size must be a multiple of "
+                    "num_generations * num_edits_per_prompt (images per original prompt)."
+                )
+            editor_optimizer = torch.optim.AdamW(prompt_editor.parameters(), lr=args.editor_learning_rate)
+            self.prompt_editor, self.editor_optimizer = self.accelerator.prepare(prompt_editor, editor_optimizer)
 
     # Training
 
@@ -140,14 +151,24 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """Sample one rollout batch, score it, and make `num_minibatches` clipped policy-gradient updates."""
         args = self.args
-        prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
+        if self.prompt_editor is None:
+            prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
+            edits = None
+        else:  # Flow-RTPO: k edits per original prompt, num_generations images per edit; groups = original prompts
+            originals, columns = self._sample_prompts(self.train_dataset, args.num_generations * args.num_edits_per_prompt)
+            edit_rows = list(range(0, len(originals), args.num_generations))
+            edits = self.accelerator.unwrap_model(self.prompt_editor).sample([originals[i] for i in edit_rows])
+            prompts = [edited for edited in edits.edited for _ in range(args.num_generations)]
+            columns = {**columns, "original_prompt": originals}
         with torch.no_grad():
             trajectory = sample_trajectories(
                 self.pipeline, prompts, self.sampling, generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
             )  # fmt: skip
         rewards_per_func, rewards, unscored = self._score(prompts, columns, images=trajectory.images)
-        _, group_ids = torch.unique(torch.tensor([hash(p) for p in prompts]), return_inverse=True)
+        # per-prompt statistics as Flow-GRPO's stat tracker: one group per (original) prompt string
+        group_keys = prompts if edits is None else columns["original_prompt"]
+        _, group_ids = torch.unique(torch.tensor([hash(key) for key in group_keys]), return_inverse=True)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(-args.adv_clip_max, args.adv_clip_max)
 
         num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
@@ -177,7 +198,30 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 self.optimizer.zero_grad()
 
         logs = {name: sum(values) / len(values) for name, values in metrics.items()}
+        if edits is not None:
+            logs.update(self._editor_step(edits, rewards))
         return {**logs, **self._reward_logs(rewards_per_func, rewards)}
+
+    def _editor_step(self, edits: PromptEdits, rewards: torch.Tensor) -> dict[str, float]:
+        """One clipped policy-gradient update of the prompt editor on log N(δ; μ, σ), with the group advantages of
+        the edits (reward of an edit: mean reward of its images minus its semantic penalty)."""
+        args = self.args
+        edit_rewards = torch.nanmean(rewards.view(-1, args.num_generations), dim=1) - edits.semantic_penalty.cpu()
+        groups = torch.arange(len(edit_rewards)) // args.num_edits_per_prompt
+        advantages = compute_advantages(edit_rewards, groups, scale=args.scale_rewards).to(edits.deltas.device)
+        editor = self.accelerator.unwrap_model(self.prompt_editor)
+        log_ratio = editor.log_prob(edits.embeddings, edits.deltas) - edits.log_probs.detach()
+        loss, clipped = clipped_surrogate_loss(log_ratio, advantages, args.editor_clip_range)
+        self.editor_optimizer.zero_grad()
+        self.accelerator.backward(loss.mean())
+        self.editor_optimizer.step()
+        within_group = torch.nan_to_num(rewards.view(-1, args.num_generations * args.num_edits_per_prompt).var(dim=1)).mean()
+        return {
+            "editor/loss": loss.mean().item(), "editor/ratio": log_ratio.exp().mean().item(),
+            "editor/clip_fraction": clipped.float().mean().item(), "editor/reward": torch.nanmean(edit_rewards).item(),
+            "editor/semantic_penalty": edits.semantic_penalty.mean().item(),
+            "editor/radius": editor.update_radius(within_group.item()),
+        }  # fmt: skip
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a model card."""
