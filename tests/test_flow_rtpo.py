@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
-from trl_ext.models.flow_sde import FlowSamplingConfig, sample_trajectories, sde_step_with_logprob, trajectory_step_log_prob
+from trl_ext.models.flow_sde import (
+    FlowSamplingConfig,
+    sample_trajectories,
+    sde_step_with_logprob,
+    trajectory_step_log_prob,
+)
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
 
 

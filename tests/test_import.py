@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_import_is_light_and_lazy():
     code = (
@@ -17,9 +19,5 @@ def test_public_names_resolve_lazily():
     import trl_ext
 
     assert trl_ext.resolve_pretrained.__module__ == "trl_ext.hub"
-    try:
-        trl_ext.NotAName
-    except AttributeError as error:
-        assert "NotAName" in str(error)
-    else:
-        raise AssertionError("unknown attribute did not raise")
+    with pytest.raises(AttributeError, match="NotAName"):
+        _ = trl_ext.NotAName

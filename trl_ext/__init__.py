@@ -22,7 +22,9 @@ __version__ = "0.1.0.dev0"
 
 _import_structure = {
     "hub": ["ModelSources", "resolve_pretrained", "scoped_env"],
+    "models.prompt_editor": ["PromptEditorPolicy"],
     "models.sedd": ["SEDDConfig", "SEDDModel"],
+    "models.vec2text_inversion": ["Vec2TextInverter"],
     "trainers.discrete_diffusion_sft_config": ["DiscreteDiffusionSFTConfig"],
     "trainers.discrete_diffusion_sft_trainer": ["DiscreteDiffusionSFTTrainer"],
     "trainers.discrete_diffusion_ppo_config": ["DiscreteDiffusionPPOConfig"],
@@ -35,7 +37,9 @@ _import_structure = {
 
 if TYPE_CHECKING:
     from .hub import ModelSources, resolve_pretrained, scoped_env
+    from .models.prompt_editor import PromptEditorPolicy
     from .models.sedd import SEDDConfig, SEDDModel
+    from .models.vec2text_inversion import Vec2TextInverter
     from .trainers.discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
     from .trainers.discrete_diffusion_ppo_trainer import DiscreteDiffusionPPOTrainer
     from .trainers.discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig

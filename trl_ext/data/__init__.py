@@ -25,8 +25,8 @@ _import_structure = {
 }
 
 if TYPE_CHECKING:
-    from .real_toxicity_prompts import load_real_toxicity_prompts
-    from .latex import extract_latex, generate_latex_corpus, latex_from_rows, load_s1k_latex
     from .colour_shapes import COLOURS, ColourTokenReward, colour_accuracy_reward, colour_question_dataset
+    from .latex import extract_latex, generate_latex_corpus, latex_from_rows, load_s1k_latex
+    from .real_toxicity_prompts import load_real_toxicity_prompts
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

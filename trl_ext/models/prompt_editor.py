@@ -13,14 +13,17 @@
 # limitations under the License.
 r"""The prompt editor of Flow-RTPO: a Gaussian policy over edits of a prompt's sentence embedding.
 
-For a prompt p with GTR-T5 embedding e = normalize(GTR(p)) ∈ ℝ^D:
+For a prompt p with GTR-T5 embedding e = GTR(p) ∈ ℝ^D and its direction ê = e/‖e‖:
 
-    μ̃ = s · MLP(e)                                                  (s = `perturbation_scale`)
+    μ̃ = s · MLP(ê)                                                  (s = `perturbation_scale`)
     μ = μ̃ · min(1, ε_t/‖μ̃‖) · (0.1 + 0.9·exp(−‖μ̃‖/ε_t))            (proximity projection)
     ε_t = ε_min + γ · σ_R² / (σ_R² + c)                               (adaptive radius; σ_R² the mean within-group
                                                                        reward variance, smoothed by `update_radius`)
-    δ ~ N(μ, diag(σ²)),   log π(δ | e) = Σ_d log N(δ_d; μ_d, σ_d)      (σ = exp(learned log σ))
-    e' = normalize(e + δ),   p' = decode(e')                          (vec2text's GTR corrector in Flow-RTPO)
+    δ ~ N(μ, diag(σ²)),   log π(δ | ê) = Σ_d log N(δ_d; μ_d, σ_d)      (σ = exp(learned log σ))
+    e' = ‖e‖ · normalize(ê + δ),   p' = decode(e')                    (vec2text's GTR inverter in Flow-RTPO)
+
+The edit acts on the unit sphere (so the radius ε is scale-free) and e' keeps the norm of e, which keeps it in the
+distribution of embeddings the decoder was trained to invert (vec2text inverts unnormalised mean-pooled GTR states).
     penalty = α · max(0, τ − sim(p, p'))                              (SBERT cosine; subtracted from the reward)
 
 The policy is trained by policy gradient on log π(δ | e) with the same group advantages as the image generator. The
@@ -42,7 +45,7 @@ class PromptEdits:
 
     original: list[str]
     edited: list[str]
-    embeddings: torch.Tensor
+    embeddings: torch.Tensor  # the directions ê, (N, D)
     deltas: torch.Tensor
     log_probs: torch.Tensor
     semantic_penalty: torch.Tensor
@@ -52,9 +55,10 @@ class PromptEditorPolicy(nn.Module):
     """Gaussian edit policy on sentence embeddings (formulas in the module docstring).
 
     Args:
-        encode (`Callable[[list[str]], torch.Tensor]`): Prompt → embedding (D,) per prompt, e.g. a GTR-T5
-            `SentenceTransformer(...).encode(..., convert_to_tensor=True)`; normalised here.
-        decode (`Callable[[torch.Tensor], list[str]]`): Edited embedding → text (vec2text inversion in Flow-RTPO).
+        encode (`Callable[[list[str]], torch.Tensor]`): Prompts → (N, D) embeddings, e.g.
+            [`~trl_ext.models.vec2text_inversion.Vec2TextInverter.encode`].
+        decode (`Callable[[torch.Tensor], list[str]]`): Edited embeddings → texts, e.g.
+            [`~trl_ext.models.vec2text_inversion.Vec2TextInverter.decode`].
         embedding_dim (`int`): D (768 for GTR-T5-base).
         similarity (`Callable[[list[str], list[str]], torch.Tensor]`, *optional*): SBERT cosine of original and edited
             prompts, for the semantic penalty (e.g. `SemanticSimilarityReward(...).similarity`); no penalty without it.
@@ -111,10 +115,12 @@ class PromptEditorPolicy(nn.Module):
     def sample(self, prompts: list[str]) -> PromptEdits:
         """Sample one edit per prompt (repeat a prompt for several edits)."""
         with torch.no_grad():
-            embeddings = nn.functional.normalize(self.encode(list(prompts)).float(), dim=-1).to(self.log_std.device)
+            raw = self.encode(list(prompts)).float().to(self.log_std.device)
+        norms = raw.norm(dim=-1, keepdim=True)
+        embeddings = raw / norms.clamp(min=1e-12)
         distribution = self.distribution(embeddings)
         deltas = distribution.sample()
-        edited = self.decode(nn.functional.normalize(embeddings + deltas, dim=-1))
+        edited = self.decode(norms * nn.functional.normalize(embeddings + deltas, dim=-1))
         if self.similarity is not None:
             penalty = self.alpha * (self.tau - self.similarity(list(prompts), edited).to(deltas.device)).clamp(min=0)
         else:

@@ -35,6 +35,7 @@ _import_structure = {
         "save_tiny_detoxify",
         "save_tiny_gtr_t5",
     ],
+    "inversion": ["TinyVec2Text", "save_tiny_vec2text"],
     "sedd": ["save_tiny_sedd"],
     "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
     "vision_language": [
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         save_tiny_detoxify,
         save_tiny_gtr_t5,
     )
+    from .inversion import TinyVec2Text, save_tiny_vec2text
     from .sedd import save_tiny_sedd
     from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
     from .vision_language import (

@@ -49,8 +49,12 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0) -> 
     Returns:
         `str`: `path`.
     """
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from diffusers import StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     path = os.fspath(path)
     clip_tokenizer = build_tiny_clip_tokenizer(model_max_length=16)

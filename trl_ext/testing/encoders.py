@@ -105,11 +105,12 @@ def save_tiny_clip(path: str | os.PathLike, seed: int = 0) -> str:
     return path
 
 
-def save_tiny_gtr_t5(path: str | os.PathLike, seed: int = 0) -> str:
+def save_tiny_gtr_t5(path: str | os.PathLike, seed: int = 0, hidden_size: int = 32) -> str:
     """Build a tiny GTR-like sentence encoder (like `sentence-transformers/gtr-t5-base`) and save it to `path`.
 
     The modules are those of GTR: a `T5EncoderModel` transformer, mean pooling, a bias-free dense projection and L2
-    normalisation. Load with `sentence_transformers.SentenceTransformer(path)`.
+    normalisation. Load with `sentence_transformers.SentenceTransformer(path)`; the directory's root also holds the
+    `T5EncoderModel` (as vec2text loads it). `hidden_size` is the embedding dimension (vec2text's corrector needs 768).
 
     Returns:
         `str`: `path`.
@@ -120,7 +121,7 @@ def save_tiny_gtr_t5(path: str | os.PathLike, seed: int = 0) -> str:
     path = os.fspath(path)
     tokenizer = build_tiny_t5_tokenizer()
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        vocab_size=len(tokenizer), d_model=hidden_size, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
     )
     encoder = T5EncoderModel(config)

@@ -17,11 +17,12 @@ from collections.abc import Callable
 import torch
 from datasets import Dataset
 
-from ..models.prompt_editor import PromptEditorPolicy, PromptEdits
 from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from ..models.prompt_editor import PromptEditorPolicy, PromptEdits
 from .base_trainer import RLLoopTrainer
 from .flow_rtpo_config import FlowRTPOConfig
 from .rl_utils import clipped_surrogate_loss, compute_advantages
+
 
 ImageRewardFunc = Callable[..., list[float | None]]
 
