@@ -38,8 +38,8 @@ class TinyModelsArguments:
 
 
 def main(args: TinyModelsArguments) -> None:
-    from diffusers import StableDiffusion3Pipeline
     from detoxify import Detoxify
+    from diffusers import StableDiffusion3Pipeline
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, CLIPModel
 
