@@ -4,6 +4,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from peft import get_peft_model_state_dict
+from safetensors.torch import load_file
 
 from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
 from trl_ext.models.flow_sde import (
@@ -142,6 +144,42 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
         torch.testing.assert_close(a, b)
 
 
+def test_ema_of_the_lora_weights_is_saved_checkpointed_and_swapped_back(sd3_path, tmp_path):
+    decay = 0.5
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=3, ema_decay=decay, save_strategy="steps", save_steps=3), PROMPTS)
+    live = []
+    for _ in range(3):
+        trainer.training_step()
+        trainer.global_step += 1
+        live.append([p.detach().clone() for p in trainer.trainable_params])
+    # diffusers' EMAModel: the n-th update uses d_n = min(decay, n / (9 + n)) for n >= 2 (the first copies the weights)
+    expected = live[0]
+    for n, weights in enumerate(live[1:], start=2):
+        d = min(decay, n / (9 + n))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights)]
+    assert any((e - w).abs().max() > 1e-6 for e, w in zip(expected, live[-1]))  # the average differs from the weights
+    with trainer.ema_weights():
+        for p, e in zip(trainer.trainable_params, expected):
+            torch.testing.assert_close(p.detach(), e)
+    for p, w in zip(trainer.trainable_params, live[-1]):  # live weights are back after the block
+        torch.testing.assert_close(p.detach(), w, rtol=0, atol=0)
+
+    trainer.save_model()
+    saved = load_file(str(tmp_path / "pytorch_lora_weights.safetensors"))
+    with trainer.ema_weights():
+        ema_state = get_peft_model_state_dict(trainer.accelerator.unwrap_model(trainer.transformer))
+    assert len(saved) == len(ema_state) > 0
+    for value, reference in zip(sorted(saved.items()), sorted(ema_state.items())):
+        torch.testing.assert_close(value[1], reference[1])
+
+    checkpoint = trainer._save_checkpoint()
+    resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", ema_decay=decay), PROMPTS)
+    resumed._load_checkpoint(checkpoint)
+    assert resumed.ema.optimization_step == 3
+    for a, b in zip(resumed.ema.shadow_params, expected):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -150,6 +188,7 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
         ({"noise_level": 0.0}, "noise_level"),
         ({"scale_rewards": "prompt"}, "scale_rewards"),
         ({"timestep_fraction": 0.1}, "at least one step"),
+        ({"ema_decay": 1.0}, "ema_decay"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):

@@ -31,7 +31,8 @@ class FlowRTPOConfig(TrainingArguments):
     Parameters of sampling (shared by rollouts and by the recomputation of their log-probabilities):
     `num_inference_steps`, `guidance_scale`, `noise_level`, `resolution`, `max_sequence_length`. Of the objective:
     `num_generations`, `scale_rewards`, `adv_clip_max`, `clip_range`, `beta`, `timestep_fraction`, `num_minibatches`,
-    `reward_weights`. Of LoRA: `lora_rank`, `lora_alpha`, `lora_target_modules`. Training uses the
+    `reward_weights`. Of LoRA: `lora_rank`, `lora_alpha`, `lora_target_modules`, and its moving average `ema_decay`,
+    `ema_update_interval`. Training uses the
     [`~transformers.TrainingArguments`] fields `learning_rate`, `max_steps`, `gradient_accumulation_steps`,
     `max_grad_norm`, `logging_steps`, `save_steps`, `seed`, `report_to`, `push_to_hub`, `hub_model_id` and
     `bf16`/`fp16` (mixed precision through accelerate).
@@ -74,6 +75,17 @@ class FlowRTPOConfig(TrainingArguments):
                                  "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"],
         metadata={"help": "Modules of the SD3 transformer that receive LoRA adapters (Flow-GRPO's list)."},
     )  # fmt: skip
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Decay of an exponential moving average of the LoRA weights (diffusers' `EMAModel`, whose decay "
+            "warms up as min(ema_decay, (1 + n)/(10 + n))). The EMA weights are what `save_model` writes and what "
+            "`ema_weights()` swaps in for evaluation; rollouts always use the live weights. 0 disables it (Flow-GRPO: 0.9)."
+        },
+    )
+    ema_update_interval: int = field(
+        default=1, metadata={"help": "Training steps (rollout batches) between EMA updates (Flow-GRPO: every 8 updates)."}
+    )
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (Flow-GRPO: 3e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
@@ -97,5 +109,9 @@ class FlowRTPOConfig(TrainingArguments):
             raise ValueError("num_inference_steps * timestep_fraction must leave at least one step to train on.")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {self.scale_rewards!r}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if self.ema_update_interval < 1:
+            raise ValueError(f"ema_update_interval must be >= 1, got {self.ema_update_interval}.")
         if self.noise_level <= 0:
             raise ValueError("noise_level must be > 0: the ODE sampler (noise_level=0) has no log-probabilities.")

@@ -11,8 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from datasets import Dataset
@@ -127,6 +128,12 @@ class FlowRTPOTrainer(RLLoopTrainer):
         self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
         self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
+        self.ema = None
+        if args.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.trainable_params, decay=args.ema_decay)
+            self.accelerator.register_for_checkpointing(self.ema)
         self.prompt_editor = prompt_editor
         if prompt_editor is not None:
             if args.per_device_train_batch_size % (args.num_generations * args.num_edits_per_prompt):
@@ -198,6 +205,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 self.optimizer.step()
                 self.optimizer.zero_grad()
 
+        if self.ema is not None and (self.global_step + 1) % args.ema_update_interval == 0:
+            self.ema.step(self.trainable_params)
         logs = {name: sum(values) / len(values) for name, values in metrics.items()}
         if edits is not None:
             logs.update(self._editor_step(edits, rewards))
@@ -224,15 +233,30 @@ class FlowRTPOTrainer(RLLoopTrainer):
             "editor/radius": editor.update_radius(within_group.item()),
         }  # fmt: skip
 
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Within the block the LoRA holds its moving-average weights (with `ema_decay > 0`; otherwise no change)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.trainable_params)
+        self.ema.copy_to(self.trainable_params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.trainable_params)
+
     def save_model(self, output_dir: str | None = None) -> None:
-        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a model card."""
+        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a
+        model card. With `ema_decay > 0` the saved weights are the moving average."""
         from diffusers import StableDiffusion3Pipeline
         from peft import get_peft_model_state_dict
 
         output_dir = output_dir or self.args.output_dir
         if not self.accelerator.is_main_process:
             return
-        lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
+        with self.ema_weights():
+            lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
         StableDiffusion3Pipeline.save_lora_weights(output_dir, transformer_lora_layers=lora)
         self.create_model_card(output_dir)
 
