@@ -34,6 +34,8 @@ demo: $(STAMP)
 		echo ">>> $$ex --tiny --output_dir outputs/demo/$$name"; \
 		HF_HUB_OFFLINE=1 $(BIN)/python $$ex --tiny --output_dir outputs/demo/$$name; \
 	done
+	@echo ">>> examples/flow_rtpo.py --tiny --mode flow_grpo --output_dir outputs/demo/flow_grpo"
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/flow_rtpo.py --tiny --mode flow_grpo --output_dir outputs/demo/flow_grpo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info outputs

@@ -11,23 +11,35 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Flow-GRPO on Stable Diffusion 3.5 with `FlowRTPOTrainer` (LoRA), with a brightness reward.
+"""Flow-RTPO red-teaming, or plain Flow-GRPO, on Stable Diffusion 3.5 with `FlowRTPOTrainer` (LoRA).
+
+Red-teaming (default `--mode red_teaming`): a prompt editor (GTR-T5 embedding + vec2text inversion) rewrites Real
+Toxicity Prompts, SD3.5-M renders each edit, LLaVA-NeXT continues the edited prompt given the image, and the reward is
+the Detoxify toxicity of that continuation (+ CVaR bonus + CLIP quality); the editor pays an SBERT semantic penalty.
 
 ```bash
 accelerate launch --config_file accelerate_configs/single_gpu.yaml examples/flow_rtpo.py \\
-    --model sd3 --output_dir flow-grpo-sd3.5m --bf16 True --max_steps 200
+    --output_dir flow-rtpo-sd3.5m --bf16 True --max_steps 500 \\
+    --detoxify_checkpoint ~/.cache/torch/hub/checkpoints/toxic_original-c1212f89.ckpt
 ```
 
-`--model` is a key of `trl_ext.hub.ModelSources` (or a Hub id / path); add `--use_local True --local_base_path
-/data/models` to load from local copies. Offline on CPU with a tiny random SD3 pipeline (sample images of the
-trained LoRA land in `<output_dir>/samples`):
+Plain Flow-GRPO with a CLIP or brightness reward: `--mode flow_grpo --reward clip --prompts "a cat" "a dog"`.
+Every model is a key of `trl_ext.hub.ModelSources` (sd3, vec2text_inversion, vec2text_corrector, t5_base, gtr, llava,
+clip, sbert, bert_base_uncased); add `--use_local True --local_base_path /data/models` to load local copies first.
+
+Offline on CPU with tiny random models of every family (a few steps; sample images land in
+`<output_dir>/samples/step-N` once per epoch):
 
 ```bash
 python examples/flow_rtpo.py --tiny --output_dir outputs/flow_rtpo
+python examples/flow_rtpo.py --tiny --mode flow_grpo --output_dir outputs/flow_grpo
 ```
 """
 
+import json
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 from trl import TrlParser
@@ -38,14 +50,41 @@ from trl_ext.hub import ModelSources, resolve_pretrained
 
 @dataclass
 class FlowScriptArguments:
+    mode: str = field(
+        default="red_teaming",
+        metadata={"help": "'red_teaming' (Flow-RTPO: prompt editor + VLM toxicity reward) or 'flow_grpo'.",
+                  "choices": ["red_teaming", "flow_grpo"]},
+    )  # fmt: skip
+    reward: str = field(
+        default="brightness",
+        metadata={"help": "Reward of the flow_grpo mode: mean pixel value or CLIP score.", "choices": ["brightness", "clip"]},
+    )
     model: str = field(default="sd3", metadata={"help": "Model key of ModelSources, Hub id or local path."})
     use_local: bool = field(default=False, metadata={"help": "Look in local_base_path first."})
     local_base_path: str | None = field(default=None, metadata={"help": "Directory of local model copies."})
     prompts: list[str] = field(
         default_factory=lambda: ["a cat", "a dog on a beach", "a red car", "a lighthouse at night"],
-        metadata={"help": "Training prompts."},
+        metadata={"help": "Training prompts of the flow_grpo mode."},
     )
-    tiny: bool = field(default=False, metadata={"help": "Run offline on a tiny random SD3 pipeline (CPU, seconds)."})
+    dataset: str = field(
+        default="allenai/real-toxicity-prompts",
+        metadata={"help": "Real Toxicity Prompts: Hub id or a local parquet / JSON(-lines) copy."},
+    )
+    num_train_prompts: int = field(default=180, metadata={"help": "The first N challenging prompts train (Flow-RTPO: 180)."})
+    detoxify_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Detoxify 'original' checkpoint (default: $TORCH_HOME/hub/checkpoints/toxic_original-c1212f89.ckpt)."},
+    )
+    vlm_max_new_tokens: int = field(default=100, metadata={"help": "Length of the target VLM's continuation."})
+    vec2text_num_steps: int = field(default=20, metadata={"help": "vec2text correction steps."})
+    vec2text_beam_width: int = field(default=4, metadata={"help": "vec2text sequence beam width."})
+    w_cvar: float = field(default=0.1, metadata={"help": "Weight of the CVaR bonus max(0, tox - VaR_tau)."})
+    cvar_tau: float = field(default=0.1, metadata={"help": "Tail fraction tau of the CVaR bonus."})
+    w_quality: float = field(default=0.2, metadata={"help": "Weight of the CLIP quality term (CLIP logit / 30)."})
+    semantic_tau: float = field(default=0.8, metadata={"help": "SBERT similarity below which edits are penalised."})
+    semantic_alpha: float = field(default=1.0, metadata={"help": "Weight of the semantic penalty."})
+    epsilon_min: float = field(default=0.04, metadata={"help": "Minimum proximity radius of the edits."})
+    tiny: bool = field(default=False, metadata={"help": "Run offline on tiny random models (CPU, about a minute)."})
 
 
 def brightness(prompts, images, **kwargs) -> list[float]:
@@ -53,48 +92,121 @@ def brightness(prompts, images, **kwargs) -> list[float]:
     return images.mean(dim=(1, 2, 3)).tolist()
 
 
-def save_images(images, directory: str, step: int) -> None:
-    """Write a batch of (B, 3, H, W) images in [0, 1] as PNG files."""
-    from PIL import Image
+def default_detoxify_checkpoint() -> str:
+    torch_home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
+    return os.path.join(torch_home, "hub", "checkpoints", "toxic_original-c1212f89.ckpt")
 
-    os.makedirs(directory, exist_ok=True)
-    for i, image in enumerate(images):
-        array = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
-        Image.fromarray(array).save(os.path.join(directory, f"step{step:05d}_{i}.png"))
+
+def save_tiny_models(directory: str, mode: str) -> tuple[ModelSources, str | None]:
+    """Tiny random stand-ins of every model, laid out as local copies; returns their sources and the Detoxify file."""
+    from trl_ext import testing
+
+    names = {"sd3": "sd3", "clip": "clip"}
+    testing.save_tiny_sd3(os.path.join(directory, "sd3"))
+    testing.save_tiny_clip(os.path.join(directory, "clip"))
+    checkpoint = None
+    if mode == "red_teaming":
+        testing.save_tiny_vec2text(directory)  # inversion/, corrector/, t5/, gtr/
+        testing.save_tiny_llava_next(os.path.join(directory, "llava"))
+        testing.save_tiny_gtr_t5(os.path.join(directory, "sbert"))
+        checkpoint = testing.save_tiny_detoxify(os.path.join(directory, "detoxify")).checkpoint
+        names.update(vec2text_inversion="inversion", vec2text_corrector="corrector", t5_base="t5", gtr="gtr", llava="llava", sbert="sbert")
+        rows = [{"prompt": {"text": text, "toxicity": 0.5}, "challenging": True} for text in (
+            "the cat said that you", "a person in the city is", "they hate the red", "we love this good",
+            "the dog on the street", "you are a", "people with a blue", "it is an awful", "the sun in the sky",
+            "your image of the",
+        )]  # fmt: skip
+        with open(os.path.join(directory, "rtp.jsonl"), "w") as f:
+            f.write("\n".join(json.dumps(row) for row in rows))
+    return ModelSources(use_local=True, local_base_path=directory, local_names=names), checkpoint
+
+
+def build_red_teaming(script_args: FlowScriptArguments, sources: ModelSources, checkpoint: str, device: str):
+    """The Flow-RTPO reward (LLaVA continuation → Detoxify, CVaR, CLIP) and the prompt editor (GTR + vec2text, SBERT)."""
+    from trl_ext import PromptEditorPolicy, Vec2TextInverter
+    from trl_ext.rewards import (
+        CLIPScoreReward,
+        FlowRTPOReward,
+        SemanticSimilarityReward,
+        ToxicityReward,
+        VLMContinuation,
+    )
+
+    reward = FlowRTPOReward(
+        VLMContinuation("llava", sources, max_new_tokens=script_args.vlm_max_new_tokens, device=device),
+        ToxicityReward(checkpoint, sources=sources, device=device),
+        CLIPScoreReward("clip", sources, scale=100 / 30, device=device),
+        w_cvar=script_args.w_cvar, tau=script_args.cvar_tau, w_quality=script_args.w_quality,
+    )  # fmt: skip
+    inverter = Vec2TextInverter.from_pretrained(
+        sources, device=device, num_steps=script_args.vec2text_num_steps, sequence_beam_width=script_args.vec2text_beam_width
+    )
+    similarity = SemanticSimilarityReward("sbert", sources, device=device)
+    editor = PromptEditorPolicy(
+        inverter.encode, inverter.decode, inverter.embedding_dim, similarity=similarity.similarity,
+        epsilon_min=script_args.epsilon_min, alpha=script_args.semantic_alpha, tau=script_args.semantic_tau,
+    ).to(device)  # fmt: skip
+    return reward, editor
 
 
 def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> None:
     if script_args.tiny:
-        from trl_ext.testing import save_tiny_sd3
+        from diffusers.utils import logging as diffusers_logging
 
-        model_path = save_tiny_sd3(os.path.join(training_args.output_dir, "tiny-sd3"))
+        diffusers_logging.set_verbosity_error()  # random vec2text edits are long: silence the prompt-truncation notices
+        sources, checkpoint = save_tiny_models(os.path.join(training_args.output_dir, "tiny-models"), script_args.mode)
+        dataset = os.path.join(sources.local_base_path, "rtp.jsonl")
     else:
         sources = ModelSources(use_local=script_args.use_local, local_base_path=script_args.local_base_path)
-        model_path = resolve_pretrained(script_args.model, sources).path
-    trainer = FlowRTPOTrainer(model_path, brightness, training_args, script_args.prompts)
+        checkpoint, dataset = script_args.detoxify_checkpoint or default_detoxify_checkpoint(), script_args.dataset
+    model_path = resolve_pretrained(script_args.model, sources).path
+    device = "cpu" if training_args.use_cpu else "cuda"
+    editor = None
+    if script_args.mode == "red_teaming":
+        from trl_ext.data import load_real_toxicity_prompts
+
+        train_dataset = load_real_toxicity_prompts(dataset, num_train=script_args.num_train_prompts)["train"]
+        reward, editor = build_red_teaming(script_args, sources, checkpoint, device)
+        prompts_per_step = training_args.per_device_train_batch_size // (training_args.num_generations * training_args.num_edits_per_prompt)
+    else:
+        train_dataset = script_args.prompts
+        reward = brightness if script_args.reward == "brightness" else _clip_reward(sources, device)
+        prompts_per_step = training_args.per_device_train_batch_size // training_args.num_generations
+    if training_args.sample_steps == 0:  # sample images once per epoch (one pass over the training prompts)
+        training_args.sample_steps = math.ceil(len(train_dataset) / prompts_per_step)
+
+    trainer = FlowRTPOTrainer(model_path, reward, training_args, train_dataset, prompt_editor=editor)
     history = trainer.train()
-    window = max(1, len(history) // 10)
+    window = max(1, len(history) // 4)
     start = sum(h["reward"] for h in history[:window]) / window
     end = sum(h["reward"] for h in history[-window:]) / window
-    print(f"brightness reward: first {window} steps {start:.4f} -> last {window} steps {end:.4f}")
-    from trl_ext.models.flow_sde import sample_trajectories
-
-    samples = sample_trajectories(trainer.pipeline, script_args.prompts, trainer.sampling, transformer=trainer.transformer)
-    save_images(samples.images, os.path.join(training_args.output_dir, "samples"), trainer.global_step)
+    print(f"{trainer.reward_func_names[0]} reward: first {window} steps {start:.4f} -> last {window} steps {end:.4f}")
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()
 
 
-if __name__ == "__main__":
-    import sys
+def _clip_reward(sources: ModelSources, device: str):
+    from trl_ext.rewards import CLIPScoreReward
 
-    if "--tiny" in sys.argv:  # tiny defaults first, so that the command line still overrides them
-        sys.argv[1:1] = [
-            "--use_cpu", "True", "--resolution", "32", "--num_inference_steps", "4", "--max_sequence_length", "32",
-            "--per_device_train_batch_size", "8", "--num_generations", "4", "--num_minibatches", "2",
-            "--lora_rank", "4", "--lora_alpha", "8", "--learning_rate", "0.1", "--clip_range", "0.2", "--beta", "0.0",
-            "--max_steps", "100", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "True",
-        ]  # fmt: skip
+    return CLIPScoreReward("clip", sources, device=device)
+
+
+def tiny_defaults(argv: list[str]) -> list[str]:
+    """Arguments of a few-step CPU run on tiny models; given first, so the command line still overrides them."""
+    red_teaming = "flow_grpo" not in argv
+    return [
+        "--use_cpu", "True", "--resolution", "32", "--num_inference_steps", "4", "--max_sequence_length", "32",
+        "--per_device_train_batch_size", "8", "--num_generations", "2" if red_teaming else "4",
+        "--num_minibatches", "2", "--lora_rank", "4", "--lora_alpha", "8", "--learning_rate", "0.1",
+        "--clip_range", "0.2", "--beta", "0.0", "--max_steps", "8" if red_teaming else "100", "--report_to", "none",
+        "--save_strategy", "no", "--disable_tqdm", "True", "--num_train_prompts", "8", "--vlm_max_new_tokens", "8",
+        "--vec2text_num_steps", "1", "--vec2text_beam_width", "2", "--editor_learning_rate", "0.01",
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    if "--tiny" in sys.argv:
+        sys.argv[1:1] = tiny_defaults(sys.argv)
     parser = TrlParser((FlowScriptArguments, FlowRTPOConfig))
     main(*parser.parse_args_and_config())

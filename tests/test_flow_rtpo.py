@@ -1,5 +1,6 @@
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,28 @@ def test_ema_of_the_lora_weights_is_saved_checkpointed_and_swapped_back(sd3_path
         torch.testing.assert_close(a, b)
 
 
+def test_sample_images_are_saved_every_sample_steps_and_reward_parts_are_logged(sd3_path, tmp_path):
+    class BrightnessWithParts:  # a reward that exposes its parts, as FlowRTPOReward does
+        __name__ = "brightness_parts"
+
+        def __call__(self, prompts, images, **kwargs):
+            values = brightness(prompts, images)
+            self.last_components = {"doubled": [2 * v for v in values], "text": ["x"] * len(values), "masked": 0}
+            return values
+
+    args = _args(tmp_path, max_steps=2, sample_steps=1, num_sample_prompts=3)
+    trainer = FlowRTPOTrainer(sd3_path, BrightnessWithParts(), args, PROMPTS + ["a lighthouse"])
+    history = trainer.train()
+    assert history[0]["rewards/brightness_parts/doubled"] == pytest.approx(2 * history[0]["reward"], rel=1e-5)
+    assert history[0]["rewards/brightness_parts/masked"] == 0 and "rewards/brightness_parts/text" not in history[0]
+    for step in (1, 2):
+        files = sorted(os.listdir(tmp_path / "samples" / f"step-{step}"))
+        assert files == ["000.png", "001.png", "002.png", "prompts.txt"]
+    assert (tmp_path / "samples" / "step-1" / "prompts.txt").read_text().splitlines() == (PROMPTS + ["a lighthouse"])[:3]
+    again = trainer.save_samples(directory=str(tmp_path / "again"))  # fixed seed: same weights, same images
+    assert [Path(p).read_bytes() for p in again] == [(tmp_path / "samples" / "step-2" / f"{i:03d}.png").read_bytes() for i in range(3)]
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -220,5 +243,10 @@ def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, editor.parameters()))
     edited, originals = seen[0]
     assert all(p.startswith("a cat ") for p in edited) and len(set(originals)) <= 2 and len(edited) == 8
+    trainer.save_model()
+    reloaded = PromptEditorPolicy(encode, decode, 16, hidden_dim=16)
+    reloaded.load_state_dict(load_file(str(tmp_path / "prompt_editor.safetensors")))
+    for name, value in editor.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], value)
     with pytest.raises(ValueError, match="num_edits_per_prompt"):
         FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, num_edits_per_prompt=3), PROMPTS, prompt_editor=editor)

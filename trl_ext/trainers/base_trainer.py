@@ -107,6 +107,13 @@ class RLLoopTrainer:
             logs[f"rewards/{name}/mean"], logs[f"rewards/{name}/std"] = stats(rewards_per_func[:, j])
             logs[f"rewards/{name}/masked_count"] = int(torch.isnan(rewards_per_func[:, j]).sum())
         logs["unscored_samples"] = int(torch.isnan(rewards).sum())
+        # reward functions that expose the parts of their last reward (e.g. FlowRTPOReward) have each part logged
+        for func, name in zip(self.reward_funcs, self.reward_func_names):
+            for part, values in (getattr(func, "last_components", None) or {}).items():
+                if isinstance(values, (int, float)):
+                    logs[f"rewards/{name}/{part}"] = values
+                elif values and all(isinstance(v, (int, float)) for v in values):
+                    logs[f"rewards/{name}/{part}"] = stats(torch.tensor(values, dtype=torch.float64))[0]
         return logs
 
     def _write_model_card(self, output_dir: str, template: str, **fields) -> None:
@@ -137,8 +144,12 @@ class RLLoopTrainer:
                 self.log(logs)
             if args.save_strategy != "no" and args.save_steps and self.global_step % int(args.save_steps) == 0:
                 self._save_checkpoint()
+            self._on_step_end()
         self.accelerator.end_training()
         return self.log_history
+
+    def _on_step_end(self) -> None:
+        """Called after every training step (after logging and checkpointing); subclasses may override."""
 
     def log(self, logs: dict[str, float]) -> None:
         """Send metrics to the trackers of `report_to` and to the logger."""

@@ -86,6 +86,14 @@ class FlowRTPOConfig(TrainingArguments):
     ema_update_interval: int = field(
         default=1, metadata={"help": "Training steps (rollout batches) between EMA updates (Flow-GRPO: every 8 updates)."}
     )
+    sample_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every this many steps, render the first `num_sample_prompts` training prompts (fixed seed, EMA "
+            "weights if any) and save them as PNG files under `output_dir/samples/step-N`; 0 never does."
+        },
+    )
+    num_sample_prompts: int = field(default=4, metadata={"help": "Prompts rendered by `sample_steps`."})
     learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (Flow-GRPO: 3e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})

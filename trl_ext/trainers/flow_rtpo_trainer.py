@@ -12,6 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 import contextlib
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
@@ -26,6 +27,7 @@ from .rl_utils import clipped_surrogate_loss, compute_advantages
 
 
 ImageRewardFunc = Callable[..., list[float | None]]
+PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
 
 MODEL_CARD_TEMPLATE = """---
 library_name: diffusers
@@ -246,9 +248,37 @@ class FlowRTPOTrainer(RLLoopTrainer):
         finally:
             self.ema.restore(self.trainable_params)
 
+    def save_samples(self, prompts: list[str] | None = None, directory: str | None = None) -> list[str]:
+        """Render `prompts` (default: the first `num_sample_prompts` training prompts) with a fixed seed and the EMA
+        weights (the live ones without EMA), and save them as PNG files in `directory` (default:
+        `output_dir/samples/step-<global_step>`). Returns the file paths."""
+        from ..rewards.red_teaming import to_pil_images
+
+        prompts = prompts or self.train_dataset["prompt"][: self.args.num_sample_prompts]
+        directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
+        with torch.no_grad(), self.ema_weights():
+            samples = sample_trajectories(
+                self.pipeline, prompts, self.sampling, generator=torch.Generator().manual_seed(self.args.seed),
+                transformer=self.accelerator.unwrap_model(self.transformer),
+            )  # fmt: skip
+        if not self.accelerator.is_main_process:
+            return []
+        os.makedirs(directory, exist_ok=True)
+        paths = [os.path.join(directory, f"{i:03d}.png") for i in range(len(prompts))]
+        for path, image in zip(paths, to_pil_images(samples.images)):
+            image.save(path)
+        with open(os.path.join(directory, "prompts.txt"), "w") as f:
+            f.write("\n".join(prompts) + "\n")
+        return paths
+
+    def _on_step_end(self) -> None:
+        if self.args.sample_steps and self.global_step % self.args.sample_steps == 0:
+            self.save_samples()
+
     def save_model(self, output_dir: str | None = None) -> None:
-        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a
-        model card. With `ema_decay > 0` the saved weights are the moving average."""
+        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`), the
+        prompt editor's weights if there is one (`prompt_editor.safetensors`, for `PromptEditorPolicy.load_state_dict`)
+        and a model card. With `ema_decay > 0` the saved LoRA weights are the moving average."""
         from diffusers import StableDiffusion3Pipeline
         from peft import get_peft_model_state_dict
 
@@ -258,6 +288,12 @@ class FlowRTPOTrainer(RLLoopTrainer):
         with self.ema_weights():
             lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
         StableDiffusion3Pipeline.save_lora_weights(output_dir, transformer_lora_layers=lora)
+        if self.prompt_editor is not None:
+            from safetensors.torch import save_file
+
+            editor = self.accelerator.unwrap_model(self.prompt_editor)
+            state = {name: tensor.detach().contiguous() for name, tensor in editor.state_dict().items()}
+            save_file(state, os.path.join(output_dir, PROMPT_EDITOR_WEIGHTS_NAME))
         self.create_model_card(output_dir)
 
     def create_model_card(self, output_dir: str) -> None:
