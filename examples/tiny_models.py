@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 import trl_ext.testing as testing
+from trl_ext import Vec2TextInverter
 
 
 @dataclass
@@ -60,6 +61,10 @@ def main(args: TinyModelsArguments) -> None:
     tiny = testing.save_tiny_detoxify(os.path.join(args.output_dir, "detoxify"))
     Detoxify("original", checkpoint=tiny.checkpoint, huggingface_config_path=tiny.huggingface_config_path)
     print(f"{'detoxify':<12} saved and reloaded from {tiny.checkpoint} in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    parts = testing.save_tiny_vec2text(os.path.join(args.output_dir, "vec2text"))
+    Vec2TextInverter.from_pretrained(**parts.as_kwargs(), device="cpu")
+    print(f"{'vec2text':<12} saved and reloaded from {os.path.dirname(parts.inversion)} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
