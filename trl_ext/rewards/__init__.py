@@ -19,21 +19,18 @@ from ..import_utils import lazy_getattr
 
 
 _import_structure = {
+    "clip_score": ["CLIPScoreReward"],
+    "flow_rtpo": ["FlowRTPOReward", "VLMContinuation", "cvar_reward"],
     "latex": ["LaTeXReward"],
-    "red_teaming": [
-        "CLIPScoreReward", "FlowRTPOReward", "SemanticSimilarityReward", "ToxicityReward", "VLMContinuation", "cvar_reward",
-    ],
-}  # fmt: skip
+    "similarity": ["SemanticSimilarityReward"],
+    "toxicity": ["DETOXIFY_HEADS", "ToxicityReward"],
+}
 
 if TYPE_CHECKING:
+    from .clip_score import CLIPScoreReward
+    from .flow_rtpo import FlowRTPOReward, VLMContinuation, cvar_reward
     from .latex import LaTeXReward
-    from .red_teaming import (
-        CLIPScoreReward,
-        FlowRTPOReward,
-        SemanticSimilarityReward,
-        ToxicityReward,
-        VLMContinuation,
-        cvar_reward,
-    )
+    from .similarity import SemanticSimilarityReward
+    from .toxicity import DETOXIFY_HEADS, ToxicityReward
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

@@ -39,6 +39,8 @@ from collections import deque
 
 from pylatexenc.latexwalker import LatexWalker, LatexWalkerError, get_default_latex_context_db
 
+from .utils import completion_texts
+
 
 KNOWN_MACROS = frozenset(
     """frac dfrac tfrac sqrt sum prod int iint oint lim sup inf max min log ln exp sin cos tan cot sec csc arcsin
@@ -184,7 +186,7 @@ class LaTeXReward:
         return 1.0 - similarity, grams
 
     def __call__(self, prompts: list | None = None, completions: list | None = None, **kwargs) -> list[float]:
-        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        texts = completion_texts(completions)
         rewards, columns = [], {name: [] for name in self.weights}
         for text in texts:
             values = self.components(text)

@@ -252,7 +252,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         """Render `prompts` (default: the first `num_sample_prompts` training prompts) with a fixed seed and the EMA
         weights (the live ones without EMA), and save them as PNG files in `directory` (default:
         `output_dir/samples/step-<global_step>`). Returns the file paths."""
-        from ..rewards.red_teaming import to_pil_images
+        from ..rewards.utils import to_pil_images
 
         prompts = prompts or self.train_dataset["prompt"][: self.args.num_sample_prompts]
         directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")

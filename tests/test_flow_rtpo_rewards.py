@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from trl_ext.hub import ModelSources
-from trl_ext.rewards import CLIPScoreReward, FlowRTPOReward, SemanticSimilarityReward, ToxicityReward, cvar_reward
-from trl_ext.rewards.red_teaming import DETOXIFY_HEADS
+from trl_ext.rewards import (
+    DETOXIFY_HEADS,
+    CLIPScoreReward,
+    FlowRTPOReward,
+    SemanticSimilarityReward,
+    ToxicityReward,
+    cvar_reward,
+)
 from trl_ext.testing import save_tiny_clip, save_tiny_detoxify, save_tiny_llava_next
 
 
@@ -55,7 +61,7 @@ def test_clip_score_is_the_scaled_cosine(tmp_path):
     images = torch.rand(2, 3, 32, 32)
     scores = reward(["a red cat", "the sky"], images)
     model, processor = CLIPModel.from_pretrained(path), CLIPProcessor.from_pretrained(path)
-    from trl_ext.rewards.red_teaming import to_pil_images
+    from trl_ext.rewards.utils import to_pil_images
 
     with torch.no_grad():
         logits = model(**processor(text=["a red cat", "the sky"], images=to_pil_images(images), return_tensors="pt", padding=True)).logits_per_image
