@@ -198,7 +198,7 @@ def tiny_defaults(argv: list[str]) -> list[str]:
     return [
         "--use_cpu", "True", "--resolution", "32", "--num_inference_steps", "4", "--max_sequence_length", "32",
         "--per_device_train_batch_size", "8", "--num_generations", "2" if red_teaming else "4",
-        "--num_minibatches", "2", "--lora_rank", "4", "--lora_alpha", "8", "--learning_rate", "0.1",
+        "--num_minibatches", "2", "--lora_rank", "4", "--lora_alpha", "8", "--learning_rate", "0.1" if red_teaming else "0.3",
         "--clip_range", "0.2", "--beta", "0.0", "--max_steps", "8" if red_teaming else "100", "--report_to", "none",
         "--save_strategy", "no", "--disable_tqdm", "True", "--num_train_prompts", "8", "--vlm_max_new_tokens", "8",
         "--vec2text_num_steps", "1", "--vec2text_beam_width", "2", "--editor_learning_rate", "0.01",

@@ -110,12 +110,12 @@ def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
 
 
 def test_learns_to_raise_brightness(sd3_path, tmp_path):
-    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.1, num_minibatches=2), PROMPTS)
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_minibatches=2), PROMPTS)
     history = trainer.train()
     rewards = [h["reward"] for h in history]
     start, end, noise = np.mean(rewards[:10]), np.mean(rewards[-10:]), history[0]["reward_std"]
     print(f"brightness: first 10 steps {start:.4f}, last 10 steps {end:.4f} (within-batch std at start {noise:.4f})")
-    assert end - start > max(0.005, 5 * noise)
+    assert end - start > max(0.1, 5 * noise)
     assert any(h["clip_fraction"] > 0 for h in history)  # off-policy minibatches do get clipped
 
 

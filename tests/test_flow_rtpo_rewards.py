@@ -29,6 +29,7 @@ def test_toxicity_aggregates_detoxify_heads(tiny_detoxify):
     table = torch.tensor([heads[name] for name in DETOXIFY_HEADS])
     rewards = by_max(None, texts)
     assert rewards[2] is None  # an empty continuation is masked, never scored 0
+    assert by_max(None, ["hello " * 300])[0] is not None  # longer than the model's positions: truncated, not an error
     torch.testing.assert_close(torch.tensor(rewards[:2]), table.max(0).values)
     by_mean = ToxicityReward(tiny_detoxify.checkpoint, tiny_detoxify.huggingface_config_path, heads=["insult", "threat"], aggregation="mean")
     expected = torch.tensor([heads["insult"], heads["threat"]]).mean(0)

@@ -68,12 +68,13 @@ def build_tiny_t5_tokenizer(model_max_length: int = 64) -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
 
 
-def build_tiny_bert_tokenizer() -> BertTokenizer:
-    """An in-memory uncased WordPiece tokenizer over a small word list and single characters."""
+def build_tiny_bert_tokenizer(model_max_length: int = 128) -> BertTokenizer:
+    """An in-memory uncased WordPiece tokenizer over a small word list and single characters; it truncates at
+    `model_max_length` (the tiny BERT's position count), as bert-base-uncased's does at 512."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + _WORDS
     tokens += list(string.ascii_lowercase + string.digits + string.punctuation)
     tokens += ["##" + ch for ch in string.ascii_lowercase + string.digits]
-    return BertTokenizer(vocab={token: i for i, token in enumerate(tokens)})
+    return BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, model_max_length=model_max_length)
 
 
 def save_tiny_clip(path: str | os.PathLike, seed: int = 0) -> str:
@@ -176,7 +177,7 @@ def save_tiny_detoxify(path: str | os.PathLike, seed: int = 0) -> TinyDetoxify:
     tokenizer = build_tiny_bert_tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=128, num_labels=len(DETOXIFY_ORIGINAL_CLASSES),
+        max_position_embeddings=tokenizer.model_max_length, num_labels=len(DETOXIFY_ORIGINAL_CLASSES),
     )
     model = BertForSequenceClassification(config)
     init_tiny_weights(model, seed)

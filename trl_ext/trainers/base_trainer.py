@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 from transformers.utils import logging
 
 
@@ -45,6 +45,7 @@ class RLLoopTrainer:
 
     def __init__(self, args: TrainingArguments):
         self.args = args
+        set_seed(args.seed)  # as transformers' Trainer: model initialisation (e.g. LoRA weights) is reproducible
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
