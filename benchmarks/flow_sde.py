@@ -1,6 +1,6 @@
 """Cost of SDE sampling with log-probabilities vs the plain StableDiffusion3Pipeline, and of one training step.
 
-    python benchmarks/flow_sde.py [--repeats 10] [--batch 8] [--steps 10]
+    python benchmarks/flow_sde.py [--repeats 20] [--batch 8] [--steps 10]
 
 Runs on the tiny SD3 pipeline of `trl_ext.testing` (CPU). Prints a table, then a JSON object as the last line with
 "sampling_ratio" (SDE sampling with log-probs / plain pipeline sampling; target <= 1.05).
@@ -8,6 +8,7 @@ Runs on the tiny SD3 pipeline of `trl_ext.testing` (CPU). Prints a table, then a
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 
@@ -27,9 +28,21 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def timed_pair(first, second, repeats: int) -> tuple[float, float]:
+    """Median seconds of two functions, run alternately so that drift in machine load affects both alike."""
+    first(), second()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, record in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     cli = parser.parse_args()
@@ -43,10 +56,12 @@ def main() -> None:
             num_inference_steps=cli.steps, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH
         )
         with torch.no_grad():
-            plain = timed(lambda: pipe(prompts, num_inference_steps=cli.steps, guidance_scale=config.guidance_scale,
-                                       height=32, width=32, max_sequence_length=config.max_sequence_length,
-                                       output_type="pt"), cli.repeats)  # fmt: skip
-            sde = timed(lambda: sample_trajectories(pipe, prompts, config), cli.repeats)
+            plain, sde = timed_pair(
+                lambda: pipe(prompts, num_inference_steps=cli.steps, guidance_scale=config.guidance_scale, height=32,
+                             width=32, max_sequence_length=config.max_sequence_length, output_type="pt"),
+                lambda: sample_trajectories(pipe, prompts, config),
+                cli.repeats,
+            )  # fmt: skip
         args = FlowRTPOConfig(
             output_dir=tmp, use_cpu=True, report_to="none", per_device_train_batch_size=cli.batch, num_generations=4,
             num_inference_steps=cli.steps, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,

@@ -87,23 +87,32 @@ def sde_step_with_logprob(
         [`SDEStepOutput`]. With `noise_level=0` the step is Euler's and the log-probability is 0.
     """
     velocity, sample = velocity.float(), sample.float()
-    shape = (-1,) + (1,) * (sample.dim() - 1)
-    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=sample.device).reshape(shape)
-    sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32, device=sample.device).reshape(shape)
-    sigma_max = torch.as_tensor(sigma_max, dtype=torch.float32, device=sample.device)
+    batch, dims = sample.size(0), tuple(range(1, sample.dim()))
+    if torch.as_tensor(sigma).dim() == 0 and torch.as_tensor(sigma_next).dim() == 0:
+        # one noise level for the batch (rollouts and their recomputation): scalar coefficients, a few ops per step
+        sigma, sigma_next, sigma_max = float(sigma), float(sigma_next), float(sigma_max)
+        denominator = 1 - (sigma_max if sigma == 1 else sigma)
+    else:
+        shape = (-1,) + (1,) * (sample.dim() - 1)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=sample.device).reshape(shape)
+        sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32, device=sample.device).reshape(shape)
+        denominator = 1 - torch.where(sigma == 1, torch.as_tensor(sigma_max, dtype=torch.float32), sigma)
     dt = sigma_next - sigma
-    std_dev = noise_level * torch.sqrt(sigma / (1 - torch.where(sigma == 1, sigma_max, sigma)))
-    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * (1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt
-    std = std_dev * torch.sqrt(-dt)
+    std_dev = noise_level * (sigma / denominator) ** 0.5
+    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * ((1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt)
+    std = torch.as_tensor(std_dev * (-dt) ** 0.5, dtype=torch.float32, device=sample.device)
+    std_per_sample = std.reshape(-1).expand(batch)
+    std = std_per_sample.reshape((batch,) + (1,) * len(dims))
     if noise_level == 0:
         prev = mean if prev_sample is None else prev_sample.float()
-        return SDEStepOutput(prev, torch.zeros(sample.size(0), device=sample.device), mean, std.expand(sample.size(0), *std.shape[1:]))
+        return SDEStepOutput(prev, torch.zeros(batch, device=sample.device), mean, std)
     if prev_sample is None:
         noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
         prev_sample = mean + std * noise
     prev_sample = prev_sample.float()
-    log_prob = -((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
-    return SDEStepOutput(prev_sample, log_prob.mean(dim=tuple(range(1, sample.dim()))), mean, std)
+    squared_error = (prev_sample.detach() - mean).pow(2).mean(dim=dims)
+    log_prob = -squared_error / (2 * std_per_sample**2) - torch.log(std_per_sample) - 0.5 * math.log(2 * math.pi)
+    return SDEStepOutput(prev_sample, log_prob, mean, std)
 
 
 @dataclass
