@@ -32,7 +32,8 @@ class FlowRTPOConfig(TrainingArguments):
     `num_inference_steps`, `guidance_scale`, `noise_level`, `resolution`, `max_sequence_length`. Of the objective:
     `num_generations`, `scale_rewards`, `adv_clip_max`, `clip_range`, `beta`, `timestep_fraction`, `num_minibatches`,
     `reward_weights`. Of LoRA: `lora_rank`, `lora_alpha`, `lora_target_modules`, and its moving average `ema_decay`,
-    `ema_update_interval`. Training uses the
+    `ema_update_interval`. Of the prompt editor (Flow-RTPO): `num_edits_per_prompt`, `editor_learning_rate`,
+    `editor_clip_range`. Of monitoring: `sample_steps`, `num_sample_prompts`. Training uses the
     [`~transformers.TrainingArguments`] fields `learning_rate`, `max_steps`, `gradient_accumulation_steps`,
     `max_grad_norm`, `logging_steps`, `save_steps`, `seed`, `report_to`, `push_to_hub`, `hub_model_id` and
     `bf16`/`fp16` (mixed precision through accelerate).

@@ -84,7 +84,12 @@ class FlowRTPOTrainer(RLLoopTrainer):
         args ([`FlowRTPOConfig`]):
             Configuration.
         train_dataset (`datasets.Dataset` or `list[str]`):
-            Prompts (a `prompt` column).
+            Prompts (a `prompt` column); other columns reach the reward functions as keyword arguments.
+        prompt_editor ([`~trl_ext.models.prompt_editor.PromptEditorPolicy`], *optional*):
+            Flow-RTPO: each original prompt gets `num_edits_per_prompt` edits from the editor and `num_generations`
+            images per edit; image advantages are grouped by original prompt (the rewards also receive an
+            `original_prompt` column), and the editor is trained jointly by clipped policy gradient on its Gaussian
+            log-probability with the edits' group advantages (mean image reward minus semantic penalty).
     """
 
     _name = "Flow-GRPO"
