@@ -13,6 +13,7 @@ computes the reference's formulas on it. Prints a table, then a JSON object as t
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -90,12 +91,17 @@ def main() -> None:
     if cli.worker:
         print(json.dumps(measure(cli.worker[0], cli.worker[1], int(cli.worker[2]), int(cli.worker[3]))))
         return
+    # Peak RSS measures live tensors only if freed memory goes back to the OS. glibc raises its mmap threshold after
+    # large frees (up to 32 MiB), after which freed tensors stay in the heap and the peak depends on allocation
+    # history: the same run then measured anywhere from 0.28x to 0.67x. A fixed threshold keeps large tensors mmapped
+    # (returned on free); the page faults make the times slower, for both implementations alike.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     rows = []
     for length in cli.lengths:
         for operation in ("loss", "elbo", "sampler"):
             for implementation in ("lean", "dense"):
                 command = [sys.executable, __file__, "--worker", operation, implementation, str(cli.batch), str(length)]
-                result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+                result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1])
                 rows.append({"length": length, "operation": operation, "implementation": implementation, **result})
     print(f"{'L':>5} {'operation':<9} {'impl':<6} {'extra peak MiB':>15} {'x output':>9} {'seconds':>8}")
     for row in rows:
