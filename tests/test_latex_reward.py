@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from trl_ext.rewards import LaTeXReward
@@ -49,3 +51,18 @@ def test_exploration_bonus_decays_for_repeated_completions():
     again = reward(None, [RICH[0]])[0]
     assert reward.last_components["explore"] == [0.0] and first - again == pytest.approx(0.25)
     assert reward(None, [RICH[1]])[0] > again
+
+
+def test_correctness_component_checks_the_answer_with_math_verify():
+    reward = LaTeXReward(weights={"correct": 2.0})
+    completions = [r"$\frac{1}{2}$", r"so the answer is \boxed{\frac{2}{4}}", r"$\frac{1}{3}$", r"$x^2$"]
+    solutions = [r"$\frac{1}{2}$", r"$0.5$", r"$\frac{1}{2}$", "no reference answer"]
+    values = reward(None, completions, solution=solutions)
+    assert reward.last_components["correct"][:3] == [1.0, 1.0, 0.0]
+    assert math.isnan(reward.last_components["correct"][3])  # unparseable reference: no term, not a silent 0
+    without = LaTeXReward()(None, completions)  # same batch, same exploration history
+    expected = [w + 2.0 * a for w, a in zip(without, [1.0, 1.0, 0.0, 0.0])]
+    assert values == pytest.approx(expected)
+    assert LaTeXReward().weights["correct"] == 0.0  # optional: off by default, no solution column needed
+    with pytest.raises(ValueError, match="'solution' dataset column"):
+        reward(None, completions)

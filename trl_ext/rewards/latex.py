@@ -16,6 +16,7 @@ r"""A LaTeX formula reward with separately weighted and logged components.
 For a completion c (the math-mode delimiters `$`, `$$`, `\(`, `\[` are stripped first):
 
     R(c) = w_valid·V + w_balance·B·M + w_content·C + w_length·L·M − w_stuffing·K − w_empty·E + w_explore·X
+           + w_correct·A
 
 - V, validity ∈ [0, 1]: c parses with pylatexenc without error (non-tolerant parsing), contains math, and the
   fraction of its macros outside a whitelist of known math macros is subtracted (pylatexenc alone accepts `\foo`);
@@ -27,14 +28,21 @@ For a completion c (the math-mode delimiters `$`, `$$`, `\(`, `\[` are stripped 
 - K, keyword stuffing ∈ [0, 1]: fraction of words that are bare math keywords written as prose (`frac`, `sqrt`, ...);
 - E, empty ∈ {0, 1}: nothing is left after stripping delimiters and whitespace (e.g. 25 × `$$`);
 - X, exploration ∈ [0, 1]: 1 − the highest character-trigram Jaccard similarity to the last `history_size`
-  completions seen, so repeating one formula stops paying.
+  completions seen, so repeating one formula stops paying;
+- A, correctness ∈ {0, 1} (optional, w_correct = 0 by default): the completion's answer (`\boxed{}` first, else its
+  LaTeX) equals the reference solution of the `solution` column by math-verify's symbolic check (`pip install
+  trl_ext[math]`). A reference that math-verify cannot parse gives no correctness term for that sample (logged as
+  NaN), never a silent 0.
 
 The seed's reward gave +1.00 to a valid formula, to keyword-stuffed prose, to 25 × `$$` and to broken LaTeX alike;
 with the default weights this one ranks a valid, rich formula > a trivially short one > broken LaTeX > prose >
 keyword stuffing > 25 × `$$` (tested).
 """
 
+import importlib.util
+import math
 import re
+import threading
 from collections import deque
 
 from pylatexenc.latexwalker import LatexWalker, LatexWalkerError, get_default_latex_context_db
@@ -130,12 +138,17 @@ class LaTeXReward:
         min_length, max_length (`int`): The length window in characters (default 16–400).
         content_saturation (`int`): Distinct constructs for full content credit (default 4).
         history_size (`int`): Recent completions remembered for the exploration bonus (default 256).
+        solution_column (`str`): Dataset column with the reference solutions, read when the `correct` weight is
+            non-zero (S1K-1.1: `solution`).
 
     After each call, `last_components` maps each component name to its per-completion values, for logging.
     """
 
     __name__ = "latex_reward"
-    DEFAULT_WEIGHTS = {"valid": 1.0, "balance": 1.0, "content": 1.0, "length": 1.0, "stuffing": 1.0, "empty": 2.0, "explore": 0.25}
+    DEFAULT_WEIGHTS = {
+        "valid": 1.0, "balance": 1.0, "content": 1.0, "length": 1.0, "stuffing": 1.0, "empty": 2.0, "explore": 0.25,
+        "correct": 0.0,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -144,6 +157,7 @@ class LaTeXReward:
         max_length: int = 400,
         content_saturation: int = 4,
         history_size: int = 256,
+        solution_column: str = "solution",
     ):
         unknown = set(weights or {}) - set(self.DEFAULT_WEIGHTS)
         if unknown:
@@ -154,6 +168,9 @@ class LaTeXReward:
         self.min_length, self.max_length = min_length, max_length
         self.content_saturation = content_saturation
         self.history: deque[set[str]] = deque(maxlen=history_size)
+        self.solution_column = solution_column
+        if self.weights["correct"] and importlib.util.find_spec("math_verify") is None:
+            raise ImportError("The 'correct' component needs math-verify: pip install 'trl_ext[math]'.")
         self.last_components: dict[str, list[float]] = {}
 
     def components(self, completion: str) -> dict[str, float]:
@@ -187,14 +204,40 @@ class LaTeXReward:
 
     def __call__(self, prompts: list | None = None, completions: list | None = None, **kwargs) -> list[float]:
         texts = completion_texts(completions)
+        correct = [None] * len(texts)
+        if self.weights["correct"]:
+            if kwargs.get(self.solution_column) is None:
+                raise ValueError(
+                    f"LaTeXReward's 'correct' component needs the reference solutions in the {self.solution_column!r} "
+                    "dataset column."
+                )
+            correct = [answer_is_correct(text, solution) for text, solution in zip(texts, kwargs[self.solution_column], strict=True)]
         rewards, columns = [], {name: [] for name in self.weights}
-        for text in texts:
+        sign = {"stuffing": -1.0, "empty": -1.0}
+        for text, is_correct in zip(texts, correct):
             values = self.components(text)
             values["explore"], grams = self._exploration(text)
             self.history.append(grams)
-            sign = {"stuffing": -1.0, "empty": -1.0}
-            rewards.append(sum(sign.get(name, 1.0) * self.weights[name] * value for name, value in values.items()))
+            values["correct"] = float("nan") if is_correct is None else float(is_correct)
+            rewards.append(
+                sum(sign.get(name, 1.0) * self.weights[name] * value for name, value in values.items() if not math.isnan(value))
+            )
             for name, value in values.items():
                 columns[name].append(value)
         self.last_components = columns
         return rewards
+
+
+def answer_is_correct(completion: str, solution: str) -> bool | None:
+    """Whether the completion's answer (`\\boxed{}` first, else its LaTeX) equals `solution` by math-verify's symbolic
+    check; `None` when math-verify cannot parse the reference."""
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    # math-verify's timeouts use signal.alarm, which works only in the main thread
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    gold = parse(solution, parsing_timeout=timeout)
+    if not gold:
+        return None
+    config = LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=True)
+    answer = parse(completion, extraction_config=[config], parsing_timeout=timeout)
+    return bool(answer) and verify(gold, answer, timeout_seconds=timeout)
