@@ -160,7 +160,7 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
         sources = ModelSources(use_local=script_args.use_local, local_base_path=script_args.local_base_path)
         checkpoint, dataset = script_args.detoxify_checkpoint or default_detoxify_checkpoint(), script_args.dataset
     model_path = resolve_pretrained(script_args.model, sources).path
-    device = "cpu" if training_args.use_cpu else "cuda"
+    device = str(training_args.device)  # this process's device (cuda:<local rank> under accelerate launch)
     editor = None
     if script_args.mode == "red_teaming":
         from trl_ext.data import load_real_toxicity_prompts

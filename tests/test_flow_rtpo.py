@@ -99,6 +99,18 @@ def test_first_update_is_on_policy_with_kl_and_lora(sd3_path, tmp_path):
     assert logs["grad_norm"] > 0
 
 
+def test_bf16_loads_frozen_weights_in_bf16_trains_fp32_lora_and_stays_on_policy(sd3_path, tmp_path):
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, bf16=True, beta=0.04, num_minibatches=1), PROMPTS)
+    pipeline = trainer.pipeline
+    assert pipeline.text_encoder_3.dtype == torch.bfloat16 and pipeline.vae.dtype == torch.float32
+    dtypes = {name: p.dtype for name, p in trainer.transformer.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "lora" not in n} == {torch.bfloat16}
+    logs = trainer.training_step()
+    assert logs["ratio"] == pytest.approx(1.0, abs=1e-6) and logs["kl"] == pytest.approx(0.0, abs=1e-10)
+    assert math.isfinite(logs["loss"]) and logs["grad_norm"] > 0
+
+
 def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
     def half_unscored(prompts, images, **kwargs):
         return [None if i % 2 else float(images[i].mean()) for i in range(len(prompts))]

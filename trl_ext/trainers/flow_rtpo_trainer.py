@@ -76,7 +76,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
 
     Args:
         pipeline (`str` or `StableDiffusion3Pipeline`):
-            A pipeline or its path / Hub id (loaded with `StableDiffusion3Pipeline.from_pretrained`).
+            A pipeline or its path / Hub id. A path is loaded with the frozen weights in the mixed-precision dtype
+            (`bf16` / `fp16`, else fp32) and the VAE in fp32; the LoRA weights always train in fp32.
         reward_funcs (callable or list of callables):
             Image rewards `fn(prompts: list[str], images: torch.Tensor, **columns) -> list[float | None]`; `images`
             is a float tensor (B, 3, H, W) in [0, 1] and `columns` are the dataset's other columns. `None` marks a
@@ -103,11 +104,14 @@ class FlowRTPOTrainer(RLLoopTrainer):
         prompt_editor: PromptEditorPolicy | None = None,
     ):
         from diffusers import StableDiffusion3Pipeline
+        from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
         super().__init__(args)
         if isinstance(pipeline, str):
-            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline)
+            weight_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline, torch_dtype=weight_dtype)
+            pipeline.vae.to(torch.float32)  # decode in fp32, as Flow-GRPO does
         self.pipeline = pipeline.to(self.accelerator.device)
         self.pipeline.set_progress_bar_config(disable=True)
         for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
@@ -131,6 +135,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
             LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, init_lora_weights="gaussian",
                        target_modules=args.lora_target_modules)
         )  # fmt: skip
+        cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
         self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
