@@ -1,11 +1,23 @@
 import json
+import math
 import os
 
 import pytest
 import torch
 
 from trl_ext import SEDDModel
-from trl_ext.models.sedd import LogLinearNoise, dwdse, elbo, generate, sample_elbo_draws, transition_probabilities
+from trl_ext.models.sedd import (
+    GeometricNoise,
+    LogLinearNoise,
+    SEDDConfig,
+    dwdse,
+    elbo,
+    generate,
+    get_noise,
+    sample_elbo_draws,
+    transition_probabilities,
+)  # fmt: skip
+from trl_ext.models.sedd.sampling import predictor_kappa
 from trl_ext.testing import save_tiny_sedd
 
 
@@ -83,7 +95,9 @@ def test_antithetic_estimator_has_lower_variance_than_iid(model):
     with torch.no_grad():
         iid = elbo(model, x0, noise, 4, estimator="iid", generator=generator)
         antithetic = elbo(model, x0, noise, 4, estimator="antithetic", generator=generator)
-    print(f"ELBO K=4: iid mean {iid.mean():.1f} std {iid.std():.1f}; antithetic mean {antithetic.mean():.1f} std {antithetic.std():.1f}")
+    print(
+        f"ELBO K=4: iid mean {iid.mean():.1f} std {iid.std():.1f}; antithetic mean {antithetic.mean():.1f} std {antithetic.std():.1f}"
+    )
     assert antithetic.std() < iid.std()
     assert abs(antithetic.mean() - iid.mean()) < 3 * iid.std() / 48**0.5 + 3 * antithetic.std() / 48**0.5
 
@@ -92,7 +106,9 @@ def test_variance_falls_as_k_grows(model):
     x0 = torch.randint(0, V, (1, 32)).repeat(32, 1)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        stds = [elbo(model, x0, LogLinearNoise(), k, estimator="iid", generator=generator).std().item() for k in (1, 8)]
+        stds = [
+            elbo(model, x0, LogLinearNoise(), k, estimator="iid", generator=generator).std().item() for k in (1, 8)
+        ]
     assert stds[1] < stds[0] / 2
 
 
@@ -106,16 +122,21 @@ def test_transition_probabilities_match_the_dense_reference_formulas():
     euler_kappa = dt * noise.rate_noise(t)
     euler_dense = torch.cat([euler_kappa * s, 1 - euler_kappa * s.sum(-1, keepdim=True)], -1)
     torch.testing.assert_close(transition_probabilities(log_scores, euler_kappa), euler_dense)
-    # analytic (reference): staggered_score(s, Δσ̄) * transp_transition(MASK, Δσ̄), normalised
+    torch.testing.assert_close(predictor_kappa(noise, t, t - dt, "euler"), euler_kappa)
+    # analytic (reference): staggered_score(s, Δσ̄) * transp_transition(MASK, Δσ̄) on the full vector, whose mask
+    # entry is s_MASK = 1 (the log-score at the current token is 0) and enters the staggered score's sum; it already
+    # sums to 1 (the old slip summed over the tokens only, then normalised: κ = 1 − e^{−Δσ̄} instead of e^{Δσ̄} − 1)
     delta = noise.total_noise(t) - noise.total_noise(t - dt)
-    full = torch.cat([s, torch.ones(5, 1)], -1)  # the log-score at the current (mask) token is 0
+    full = torch.cat([s, torch.ones(5, 1)], -1)
     staggered = full * delta.exp()
-    staggered[:, -1] += (1 - delta.exp()) * s.sum(-1)
+    staggered[:, -1] += (1 - delta.exp()) * full.sum(-1)
     transp = torch.full_like(full, 1 - torch.exp(-delta))
-    transp[:, -1] = 1.0
+    transp[:, -1] += torch.exp(-delta)
     dense = staggered * transp
-    dense = dense / dense.sum(-1, keepdim=True)
-    torch.testing.assert_close(transition_probabilities(log_scores, -torch.expm1(-delta)), dense)
+    torch.testing.assert_close(dense.sum(-1), torch.ones(5))
+    torch.testing.assert_close(
+        transition_probabilities(log_scores, predictor_kappa(noise, t, t - dt, "analytic")), dense
+    )
 
 
 @pytest.mark.parametrize("predictor", ["analytic", "euler"])
@@ -149,12 +170,44 @@ def test_published_layout_and_our_format_round_trip(tmp_path):
     torch.testing.assert_close(model.eval()(x, sigma), reloaded.eval()(x, sigma))
 
 
+def test_geometric_noise_parameters_round_trip_and_build_the_schedule(tmp_path):
+    path = save_tiny_sedd(tmp_path / "geometric", tokens=50, noise_type="geometric", sigma_min=1e-3, sigma_max=7.5)
+    hydra = json.load(open(os.path.join(path, "config.json")))
+    # the reference's noise_lib.get_noise(config) reads config.noise.{type, sigma_min, sigma_max}
+    assert hydra["noise"] == {"type": "geometric", "sigma_min": 1e-3, "sigma_max": 7.5}
+    model = SEDDModel.from_pretrained(path)
+    assert (model.config.noise_type, model.config.sigma_min, model.config.sigma_max) == ("geometric", 1e-3, 7.5)
+    assert SEDDConfig.from_hydra(model.config.to_hydra()) == model.config
+    t = torch.tensor([0.0, 0.3, 1.0])
+    for noise in (get_noise(model.config), get_noise(hydra)):
+        assert isinstance(noise, GeometricNoise)
+        # the reference's GeometricNoise: σ̄(t) = σ_min^{1−t}·σ_max^t, σ̄'(t) = σ̄(t)·(log σ_max − log σ_min)
+        torch.testing.assert_close(noise.total_noise(t), torch.tensor([1e-3, 1e-3**0.7 * 7.5**0.3, 7.5]))
+        torch.testing.assert_close(noise.rate_noise(t), noise.total_noise(t) * (math.log(7.5) - math.log(1e-3)))
+    # string calls and the published loglinear layout keep working; a config.json without sigmas gets the defaults
+    assert isinstance(get_noise("loglinear"), LogLinearNoise) and get_noise("geometric").sigma_max == 20.0
+    assert get_noise("geometric", sigma_min=0.01, sigma_max=2.0).sigma_min == 0.01
+    published = json.load(
+        open(os.path.join(save_tiny_sedd(tmp_path / "published", tokens=50, published_layout=True), "config.json"))
+    )
+    assert published["noise"] == {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20.0}
+    assert isinstance(get_noise(SEDDConfig.from_hydra(published)), LogLinearNoise)
+    del hydra["noise"]["sigma_min"], hydra["noise"]["sigma_max"]
+    assert SEDDConfig.from_hydra(hydra).sigma_min == 1e-4 and get_noise(hydra).sigma_max == 20.0
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        SEDDConfig(noise_type="geometric", sigma_min=5.0, sigma_max=1.0)
+    with pytest.raises(ValueError, match="noise type"):
+        get_noise("cosine")
+
+
 def test_strict_loading_lists_missing_and_unexpected_keys(tmp_path):
     path = save_tiny_sedd(tmp_path / "broken", published_layout=True)
     state = torch.load(os.path.join(path, "pytorch_model.bin"), weights_only=True)
     state["blocks.0.attn_q.weight"] = state.pop("blocks.0.attn_qkv.weight")
     torch.save(state, os.path.join(path, "pytorch_model.bin"))
-    with pytest.raises(ValueError, match=r"missing keys \['blocks.0.attn_qkv.weight'\], unexpected keys \['blocks.0.attn_q.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing keys \['blocks.0.attn_qkv.weight'\], unexpected keys \['blocks.0.attn_q.weight'\]"
+    ):
         SEDDModel.from_pretrained(path)
 
 
@@ -178,17 +231,19 @@ def test_uniform_score_entropy_vanishes_at_the_true_ratios_and_is_positive_elsew
 
 
 def test_uniform_graph_trains_and_samples(tmp_path):
-    from trl_ext.models.sedd import GeometricNoise
-
-    model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "uniform", tokens=50, graph_type="uniform", noise_type="geometric"))
-    noise = GeometricNoise()
+    model = SEDDModel.from_pretrained(
+        save_tiny_sedd(tmp_path / "uniform", tokens=50, graph_type="uniform", noise_type="geometric")
+    )
+    noise = get_noise(model.config)
     x0 = torch.randint(0, 50, (2, 16))
     value = elbo(model, x0, noise, 2)
     value.sum().backward()
     assert (value > 0).all() and model.output_layer.linear.weight.grad.abs().sum() > 0
     prompt_mask = torch.zeros(2, 16, dtype=torch.bool)
     prompt_mask[:, :3] = True
-    out = generate(model, noise, 2, 16, steps=4, predictor="euler", prompt_ids=x0, prompt_mask=prompt_mask, show_progress=False)
+    out = generate(
+        model, noise, 2, 16, steps=4, predictor="euler", prompt_ids=x0, prompt_mask=prompt_mask, show_progress=False
+    )
     assert out.max() < 50 and torch.equal(out[:, :3], x0[:, :3])
     with pytest.raises(NotImplementedError, match="Euler"):
         generate(model, noise, 1, 4, predictor="analytic", show_progress=False)

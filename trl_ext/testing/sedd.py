@@ -56,7 +56,6 @@ def save_tiny_sedd(
         eval={"batch_size": 512, "perplexity": True}, optim={"lr": 3e-4, "optimizer": "AdamW"},
     )  # fmt: skip
     hydra["graph"].update(file="data", report_all=False)
-    hydra["noise"].update(sigma_min=1e-4, sigma_max=20)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hydra, f)
     torch.save(model.state_dict(), os.path.join(path, "pytorch_model.bin"))

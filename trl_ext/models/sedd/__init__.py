@@ -17,10 +17,11 @@ from .configuration_sedd import SEDDConfig
 from .likelihood import ElboDraws, dwdse, elbo, sample_elbo_draws, score_entropy_loss
 from .modeling_sedd import SEDDModel
 from .noise import GeometricNoise, LogLinearNoise, get_noise
-from .sampling import generate, transition_probabilities
+from .sampling import generate, predictor_kappa, transition_probabilities, uniform_denoise_probabilities
 
 
 __all__ = [
     "ElboDraws", "GeometricNoise", "LogLinearNoise", "SEDDConfig", "SEDDModel", "dwdse", "elbo", "generate",
-    "get_noise", "sample_elbo_draws", "score_entropy_loss", "transition_probabilities",
+    "get_noise", "predictor_kappa", "sample_elbo_draws", "score_entropy_loss", "transition_probabilities",
+    "uniform_denoise_probabilities",
 ]  # fmt: skip

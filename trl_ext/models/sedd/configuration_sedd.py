@@ -31,6 +31,9 @@ class SEDDConfig:
         scale_by_sigma (`bool`): Subtract log(e^σ̄ − 1) + log(V − 1) from the output (absorbing graph only).
         graph_type (`str`): `"absorb"` (the published models) or `"uniform"`.
         noise_type (`str`): `"loglinear"` (absorb) or `"geometric"`.
+        sigma_min, sigma_max (`float`): σ̄(0) and σ̄(1) of the geometric schedule σ̄(t) = σ_min^{1−t}·σ_max^t (the
+            reference config's `noise.sigma_min`/`noise.sigma_max`; unused by the log-linear schedule). Build the
+            schedule with `get_noise(config)`.
     """
 
     tokens: int = 50257
@@ -43,6 +46,8 @@ class SEDDConfig:
     scale_by_sigma: bool = True
     graph_type: str = "absorb"
     noise_type: str = "loglinear"
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -50,6 +55,11 @@ class SEDDConfig:
             raise ValueError(f"graph_type must be 'absorb' or 'uniform', got {self.graph_type!r}.")
         if self.hidden_size % self.n_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads}).")
+        if self.noise_type not in ("loglinear", "geometric"):
+            raise ValueError(f"noise_type must be 'loglinear' or 'geometric', got {self.noise_type!r}.")
+        self.sigma_min, self.sigma_max = float(self.sigma_min), float(self.sigma_max)
+        if self.noise_type == "geometric" and not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"Need 0 < sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}.")
 
     @property
     def vocab_size(self) -> int:
@@ -62,24 +72,32 @@ class SEDDConfig:
 
     @classmethod
     def from_hydra(cls, config: dict[str, Any]) -> "SEDDConfig":
-        """Read the flat Hydra `config.json` of the published checkpoints (keys `tokens`, `graph`, `noise`, `model`)."""
+        """Read the flat Hydra `config.json` of the published checkpoints (keys `tokens`, `graph`, `noise`, `model`).
+
+        `noise.sigma_min`/`noise.sigma_max` default to 1e-4 and 20 (the reference `configs/config.yaml`) when absent.
+        """
         try:
-            model = config["model"]
+            model, noise = config["model"], config["noise"]
             return cls(
                 tokens=config["tokens"], hidden_size=model["hidden_size"], cond_dim=model["cond_dim"],
                 n_blocks=model["n_blocks"], n_heads=model["n_heads"], length=model["length"],
                 dropout=model.get("dropout", 0.1), scale_by_sigma=model.get("scale_by_sigma", True),
-                graph_type=config["graph"]["type"], noise_type=config["noise"]["type"],
+                graph_type=config["graph"]["type"], noise_type=noise["type"],
+                sigma_min=float(noise.get("sigma_min", 1e-4)), sigma_max=float(noise.get("sigma_max", 20.0)),
                 extra={k: v for k, v in config.items() if k not in ("tokens", "graph", "noise", "model")},
             )  # fmt: skip
         except KeyError as error:
             raise ValueError(f"Not a SEDD config.json: missing key {error}.") from error
 
     def to_hydra(self) -> dict[str, Any]:
-        """The published `config.json` layout."""
+        """The published `config.json` layout (what the reference's `SEDD`, `get_graph` and `get_noise` read)."""
         values = asdict(self)
         extra = values.pop("extra")
-        model = {k: values[k] for k in ("hidden_size", "cond_dim", "n_blocks", "n_heads", "length", "dropout", "scale_by_sigma")}
+        model = {
+            k: values[k]
+            for k in ("hidden_size", "cond_dim", "n_blocks", "n_heads", "length", "dropout", "scale_by_sigma")
+        }
         model["name"] = "trl_ext_sedd"
         model["type"] = "ddit"
-        return {**extra, "tokens": self.tokens, "graph": {"type": self.graph_type}, "noise": {"type": self.noise_type}, "model": model}
+        noise = {"type": self.noise_type, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+        return {**extra, "tokens": self.tokens, "graph": {"type": self.graph_type}, "noise": noise, "model": model}

@@ -11,18 +11,26 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-r"""Samplers of the absorbing SEDD: Euler and analytic (Tweedie τ-leaping) predictors with a final denoising step.
+r"""Samplers of SEDD: Euler and analytic (Tweedie τ-leaping) predictors, each followed by a final denoising step.
 
-From time t to t − Δt, a masked position with scores s_y = exp(log-score) and S = Σ_{y ≠ MASK} s_y moves to token y
-with probability κ·s_y and stays masked with probability 1 − κ·S (clamped at 0), where
+Absorbing graph. From time t to t − Δt, a masked position with scores s_y = exp(log-score) and S = Σ_{y ≠ MASK} s_y
+moves to token y with probability κ·s_y and stays masked with probability 1 − κ·S, where
 
 - Euler (reference `EulerPredictor`): κ = Δt·σ̄'(t);
-- analytic (reference `AnalyticPredictor`, normalised): κ = 1 − e^{−(σ̄(t) − σ̄(t − Δt))};
+- analytic (reference `AnalyticPredictor`): κ = e^{Δσ̄} − 1 with Δσ̄ = σ̄(t) − σ̄(t − Δt). The reference computes
+  `staggered_score(s, Δσ̄) * transp_transition(MASK, Δσ̄)` on the full (V + 1)-vector whose mask entry is s_MASK = 1
+  (the log-score at the current token is 0): move to y: e^{Δσ̄}·s_y·(1 − e^{−Δσ̄}) = (e^{Δσ̄} − 1)·s_y; stay:
+  (e^{Δσ̄} + (1 − e^{Δσ̄})·(S + 1))·1 = 1 − (e^{Δσ̄} − 1)·S. With the true score s_y = p_0(y)/(e^{σ̄(t)} − 1) the
+  unmasking probability (e^{Δσ̄} − 1)/(e^{σ̄(t)} − 1) is the exact forward-process posterior
+  P(unmasked at t − Δt | masked at t), so the chain's masked fraction tracks 1 − e^{−σ̄(t)}.
 
-unmasked positions never change. This is sampled as "unmask with probability min(1, κS), then y ~ s/S", which needs
-the output layer at masked rows only. The last step is the reference's denoiser: every still-masked position draws
+Unmasked positions never change. This is sampled as "unmask with probability min(1, κS), then y ~ s/S" (when κS > 1
+the moves are renormalised, as the reference's categorical sampler does with a negative stay entry), which needs the
+output layer at masked rows only. The last step is the reference's denoiser: every still-masked position draws
 y ~ softmax(log-score over tokens), so no mask token survives (the seed's sampler left ~0.8 % of positions masked).
-Prompt positions are fixed throughout (inpainting).
+
+Uniform graph (V tokens, no mask): the Euler predictor on every free position, then the reference's denoiser
+(see [`uniform_denoise_probabilities`]). Prompt positions are fixed throughout (inpainting).
 """
 
 from typing import Literal
@@ -43,14 +51,55 @@ def masked_row_log_scores(model, x: torch.Tensor, sigma: torch.Tensor, chunk_siz
         yield r, k, model.head(hidden[r, k], c[r], x[r, k], sigma[r])[:, :mask_index]
 
 
+def predictor_kappa(
+    noise: LogLinearNoise | GeometricNoise,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    predictor: Literal["analytic", "euler"],
+) -> torch.Tensor:
+    """κ of one absorbing-graph step from `t` to `t_next` < `t`: a masked row moves to y with probability κ·s_y.
+
+    Euler: κ = (t − t_next)·σ̄'(t). Analytic: κ = e^{Δσ̄} − 1, Δσ̄ = σ̄(t) − σ̄(t_next).
+    """
+    if predictor == "euler":
+        return (t - t_next) * noise.rate_noise(t)
+    return torch.expm1(noise.total_noise(t) - noise.total_noise(t_next))
+
+
 def transition_probabilities(log_scores: torch.Tensor, kappa: torch.Tensor | float) -> torch.Tensor:
-    """(N, V) probabilities of moving to each token, then (last column) of staying masked, for masked rows."""
+    """(N, V) probabilities of moving to each token, then (last column) of staying masked, for masked rows:
+    move to y: κ·s_y, stay: 1 − κ·Σ_y s_y (moves renormalised to sum to 1 when κ·Σ_y s_y > 1)."""
     kappa = torch.as_tensor(kappa, dtype=log_scores.dtype, device=log_scores.device)
     move = (kappa[:, None] if kappa.dim() == 1 else kappa) * log_scores.exp()
     total = move.sum(-1, keepdim=True)
     scale = torch.where(total > 1, 1.0 / total, torch.ones_like(total))
     move = move * scale
     return torch.cat([move, 1 - move.sum(-1, keepdim=True)], dim=-1)
+
+
+def uniform_denoise_probabilities(
+    log_scores: torch.Tensor, current: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    r"""Uniform-graph Tweedie denoiser (reference `Denoiser` with `Uniform.staggered_score` and `transp_transition`):
+    (N, V) probabilities of the clean token given the current tokens `current` (N,) at total noise `sigma` (N,).
+
+    With scores s_y (s_x = 1 at the current token x) and Σ = Σ_y s_y,
+
+        p(y) = s̃_y·T_σ(x, y),   s̃_y = e^{σ}·s_y − (e^{σ} − 1)·Σ/V   (= Σ_z [e^{−σQ}]_{yz}·s_z),
+        T_σ(x, y) = (1 − e^{−σ})/V + e^{−σ}·1[y = x],
+
+    which sums to 1 and, with the true score, is the Bayes posterior p_0(y)·T_σ(y, x)/p_σ(x). Entries can be negative
+    for an imperfect score; the sampler draws proportionally to the positive part, as the reference's
+    `sample_categorical` (argmax of p/Exp(1)) does. Computed in at least fp32.
+    """
+    log_scores = log_scores.float() if log_scores.dtype in (torch.float16, torch.bfloat16) else log_scores
+    vocab = log_scores.size(-1)
+    sigma = sigma.to(log_scores)[:, None]
+    scores = log_scores.exp()
+    staggered = scores + torch.expm1(sigma) * (scores - scores.sum(-1, keepdim=True) / vocab)
+    probabilities = staggered * (-torch.expm1(-sigma) / vocab)
+    at_current = staggered.gather(-1, current[:, None]) * torch.exp(-sigma)
+    return probabilities.scatter_add(-1, current[:, None], at_current)
 
 
 @torch.no_grad()
@@ -66,72 +115,95 @@ def generate(
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
     show_progress: bool = True,
+    chunk_size: int = 128,
 ) -> torch.Tensor:
     """Sample `batch_size` sequences of `length` tokens.
 
     Args:
-        model ([`SEDDModel`]): An absorbing-graph SEDD (in eval mode for sampling).
+        model ([`SEDDModel`]): A SEDD (in eval mode for sampling).
         noise: Its noise schedule.
-        steps (`int`): Predictor steps from t = 1 to t = eps, followed by the denoising step.
+        steps (`int`): Predictor steps from t = 1 to t = eps, followed by the denoising step at σ̄(eps) (with
+            `steps=0`, the denoiser alone, from the t = 1 limit).
         predictor (`str`): `"analytic"` (Tweedie τ-leaping, the reference's default) or `"euler"`.
         prompt_ids (`torch.Tensor` (B, L), *optional*): Tokens to keep fixed where `prompt_mask` is True (a prefix,
             infill positions, ...).
         prompt_mask (`torch.Tensor` (B, L) bool, *optional*): Which positions of `prompt_ids` are fixed.
+        chunk_size (`int`): Rows per call of the output layer (peak memory ~ a few (chunk_size, V) tensors).
 
     Returns:
         `torch.Tensor` (B, L) of token ids, with no mask token.
     """
     if predictor not in ("analytic", "euler"):
         raise ValueError(f"predictor must be 'analytic' or 'euler', got {predictor!r}")
+    if (prompt_ids is None) != (prompt_mask is None):
+        raise ValueError("prompt_ids and prompt_mask go together.")
+    if prompt_ids is not None and (
+        prompt_ids.shape != (batch_size, length) or prompt_mask.shape != (batch_size, length)
+    ):
+        raise ValueError(f"prompt_ids and prompt_mask must have shape {(batch_size, length)}.")
     if model.config.graph_type == "uniform":
         if predictor != "euler":
             raise NotImplementedError("For the uniform graph generate() implements the Euler predictor only.")
-        return _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress)
-    if (prompt_ids is None) != (prompt_mask is None):
-        raise ValueError("prompt_ids and prompt_mask go together.")
+        return _generate_uniform(
+            model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress, chunk_size
+        )
     device, mask_index = model.device, model.config.mask_index
     x = torch.full((batch_size, length), mask_index, dtype=torch.long, device=device)
     if prompt_ids is not None:
-        if prompt_ids.shape != (batch_size, length) or prompt_mask.shape != (batch_size, length):
-            raise ValueError(f"prompt_ids and prompt_mask must have shape {(batch_size, length)}.")
         x = torch.where(prompt_mask.bool().to(device), prompt_ids.to(device), x)
     times = torch.linspace(1.0, eps, steps + 1)
     for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):
         t, t_next = times[i], times[i + 1]
-        sigma = noise.total_noise(t)
-        if predictor == "euler":
-            kappa = (t - t_next) * noise.rate_noise(t)
-        else:
-            kappa = -torch.expm1(-(sigma - noise.total_noise(t_next)))
         if not (x == mask_index).any():
             break
+        sigma = noise.total_noise(t).expand(batch_size).to(device)
+        kappa = predictor_kappa(noise, t, t_next, predictor).to(device)
         updates = [
-            (rows, cols, _categorical(transition_probabilities(log_scores, kappa.to(device)), generator, mask_index))
-            for rows, cols, log_scores in masked_row_log_scores(model, x, sigma.expand(batch_size).to(device))
+            (rows, cols, _categorical(transition_probabilities(log_scores, kappa), generator, mask_index))
+            for rows, cols, log_scores in masked_row_log_scores(model, x, sigma, chunk_size)
         ]
         for rows, cols, tokens in updates:
             x[rows, cols] = tokens
     final_sigma = noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device)
     updates = [
         (rows, cols, _categorical(torch.softmax(log_scores, dim=-1), generator))
-        for rows, cols, log_scores in masked_row_log_scores(model, x, final_sigma)
+        for rows, cols, log_scores in masked_row_log_scores(model, x, final_sigma, chunk_size)
     ]
     for rows, cols, tokens in updates:
         x[rows, cols] = tokens
     return x
 
 
-def _categorical(probabilities: torch.Tensor, generator: torch.Generator | None, stay_index: int | None = None) -> torch.Tensor:
+def _categorical(
+    probabilities: torch.Tensor, generator: torch.Generator | None, stay_index: int | None = None
+) -> torch.Tensor:
     """Sample one index per row; with `stay_index`, the last column means "stay masked" and maps to it."""
-    samples = torch.multinomial(probabilities.float().clamp(min=0).cpu(), 1, generator=generator).squeeze(-1).to(probabilities.device)
+    samples = (
+        torch.multinomial(probabilities.float().clamp(min=0).cpu(), 1, generator=generator)
+        .squeeze(-1)
+        .to(probabilities.device)
+    )
     if stay_index is not None:
         samples = torch.where(samples == probabilities.size(-1) - 1, torch.full_like(samples, stay_index), samples)
     return samples
 
 
-def _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress):
+def _uniform_row_log_scores(
+    model, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, sigma: torch.Tensor, chunk_size: int
+):
+    """Yield (rows, cols, log-scores (n, V)) for chunks of the positions (`rows`, `cols`) of `x`."""
+    hidden, c = model.trunk(x, sigma)
+    for start in range(0, rows.numel(), chunk_size):
+        r, k = rows[start : start + chunk_size], cols[start : start + chunk_size]
+        yield r, k, model.head(hidden[r, k], c[r], x[r, k], sigma[r])
+
+
+def _generate_uniform(
+    model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress, chunk_size
+):
     """Euler sampling for the uniform graph: from uniform noise, each free position moves to y ≠ x with probability
-    κ·s_y/V (κ = Δt·σ̄'(t)) and stays otherwise. Every position can move, so the output layer runs on all of them."""
+    κ·s_y/V (κ = Δt·σ̄'(t)) and stays otherwise; then the denoiser at σ̄(eps) ([`uniform_denoise_probabilities`]).
+    Every position can move, so the output layer runs on all free positions."""
     device, vocab = model.device, model.config.vocab_size
     x = torch.randint(vocab, (batch_size, length), generator=generator).to(device)
     fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
@@ -144,11 +216,8 @@ def _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, promp
         t, t_next = times[i], times[i + 1]
         sigma = noise.total_noise(t).expand(batch_size).to(device)
         kappa = ((t - t_next) * noise.rate_noise(t) / vocab).to(device)
-        hidden, c = model.trunk(x, sigma)
         new = x.clone()
-        for start in range(0, rows.numel(), 128):
-            r, k = rows[start : start + 128], cols[start : start + 128]
-            log_scores = model.head(hidden[r, k], c[r], x[r, k], sigma[r])
+        for r, k, log_scores in _uniform_row_log_scores(model, x, rows, cols, sigma, chunk_size):
             move = (kappa * log_scores.exp()).scatter(-1, x[r, k][:, None], 0.0)
             total = move.sum(-1, keepdim=True)
             move = move * torch.where(total > 1, 1.0 / total, torch.ones_like(total))
@@ -156,4 +225,8 @@ def _generate_uniform(model, noise, batch_size, length, steps, prompt_ids, promp
             probabilities = move.scatter(-1, x[r, k][:, None], stay[:, None])
             new[r, k] = _categorical(probabilities, generator)
         x = new
-    return x
+    final_sigma = noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device)
+    new = x.clone()
+    for r, k, log_scores in _uniform_row_log_scores(model, x, rows, cols, final_sigma, chunk_size):
+        new[r, k] = _categorical(uniform_denoise_probabilities(log_scores, x[r, k], final_sigma[r]), generator)
+    return new
