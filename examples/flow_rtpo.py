@@ -42,7 +42,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from trl import TrlParser
+from example_utils import on_main_process, parse_args
 
 from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
 from trl_ext.hub import ModelSources, resolve_pretrained
@@ -154,7 +154,8 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.set_verbosity_error()  # random vec2text edits are long: silence the prompt-truncation notices
-        sources, checkpoint = save_tiny_models(os.path.join(training_args.output_dir, "tiny-models"), script_args.mode)
+        directory = os.path.join(training_args.output_dir, "tiny-models")
+        sources, checkpoint = on_main_process(save_tiny_models, directory, script_args.mode)
         dataset = os.path.join(sources.local_base_path, "rtp.jsonl")
     else:
         sources = ModelSources(use_local=script_args.use_local, local_base_path=script_args.local_base_path)
@@ -176,11 +177,11 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
         training_args.sample_steps = math.ceil(len(train_dataset) / prompts_per_step)
 
     trainer = FlowRTPOTrainer(model_path, reward, training_args, train_dataset, prompt_editor=editor)
-    history = trainer.train()
-    window = max(1, len(history) // 4)
-    start = sum(h["reward"] for h in history[:window]) / window
-    end = sum(h["reward"] for h in history[-window:]) / window
-    print(f"{trainer.reward_func_names[0]} reward: first {window} steps {start:.4f} -> last {window} steps {end:.4f}")
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    window = max(1, len(rewards) // 4)
+    start, end = sum(rewards[:window]) / window, sum(rewards[-window:]) / window
+    print(f"{trainer.reward_func_names[0]} reward: first {window} logged steps {start:.4f} -> last {window} {end:.4f}")
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()
@@ -192,21 +193,17 @@ def _clip_reward(sources: ModelSources, device: str):
     return CLIPScoreReward("clip", sources, device=device)
 
 
-def tiny_defaults(argv: list[str]) -> list[str]:
-    """Arguments of a few-step CPU run on tiny models; given first, so the command line still overrides them."""
-    red_teaming = "flow_grpo" not in argv
-    return [
-        "--use_cpu", "True", "--resolution", "32", "--num_inference_steps", "4", "--max_sequence_length", "32",
-        "--per_device_train_batch_size", "8", "--num_generations", "2" if red_teaming else "4",
-        "--num_minibatches", "2", "--lora_rank", "4", "--lora_alpha", "8", "--learning_rate", "0.1" if red_teaming else "0.3",
-        "--clip_range", "0.2", "--beta", "0.0", "--max_steps", "8" if red_teaming else "100", "--report_to", "none",
-        "--save_strategy", "no", "--disable_tqdm", "True", "--num_train_prompts", "8", "--vlm_max_new_tokens", "8",
-        "--vec2text_num_steps", "1", "--vec2text_beam_width", "2", "--editor_learning_rate", "0.01",
-    ]  # fmt: skip
+def tiny_defaults(flow_grpo: bool) -> dict:
+    """Defaults of a few-step CPU run on tiny models; a --config file and the command line override them."""
+    return {
+        "use_cpu": True, "resolution": 32, "num_inference_steps": 4, "max_sequence_length": 32,
+        "per_device_train_batch_size": 8, "num_generations": 4 if flow_grpo else 2, "num_minibatches": 2,
+        "lora_rank": 4, "lora_alpha": 8, "learning_rate": 0.3 if flow_grpo else 0.1, "lr_scheduler_type": "constant",
+        "clip_range": 0.2, "beta": 0.0, "max_steps": 100 if flow_grpo else 8, "report_to": ["none"],
+        "save_strategy": "no", "disable_tqdm": True, "logging_steps": 1, "num_train_prompts": 8,
+        "vlm_max_new_tokens": 8, "vec2text_num_steps": 1, "vec2text_beam_width": 2, "editor_learning_rate": 0.01,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
-    if "--tiny" in sys.argv:
-        sys.argv[1:1] = tiny_defaults(sys.argv)
-    parser = TrlParser((FlowScriptArguments, FlowRTPOConfig))
-    main(*parser.parse_args_and_config())
+    main(*parse_args((FlowScriptArguments, FlowRTPOConfig), tiny_defaults(flow_grpo="flow_grpo" in sys.argv)))

@@ -30,82 +30,81 @@ python examples/sedd_latex_ppo.py --tiny --output_dir outputs/sedd
 import os
 from dataclasses import dataclass, field
 
-from trl import TrlParser
+from example_utils import parse_args
+from sedd_sft import SEDDScriptArguments, load_sedd_setup
 
 from trl_ext import (
     DiscreteDiffusionPPOConfig,
     DiscreteDiffusionPPOTrainer,
     DiscreteDiffusionSFTConfig,
     DiscreteDiffusionSFTTrainer,
-    SEDDModel,
 )
-from trl_ext.data import generate_latex_corpus, load_s1k_latex
 from trl_ext.rewards import LaTeXReward
 
 
+# a one-minute CPU run on the tiny model; a --config file and the command line override these
+TINY_DEFAULTS = {
+    "use_cpu": True,
+    "sft_steps": 150,
+    "sft_learning_rate": 3e-3,
+    "max_steps": 20,
+    "learning_rate": 3e-3,
+    "lr_scheduler_type": "constant",
+    "per_device_train_batch_size": 16,
+    "num_generations": 4,
+    "max_prompt_length": 8,
+    "generation_length": 48,
+    "sampling_steps": 16,
+    "num_sigma_samples": 2,
+    "ppo_epochs": 2,
+    "num_minibatches": 2,
+    "report_to": ["none"],
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "seed": 0,
+    "logging_steps": 1,
+}
+
+
 @dataclass
-class SEDDScriptArguments:
-    model: str = field(default="sedd_small", metadata={"help": "SEDD checkpoint: hub key, Hub id or local path."})
-    tokenizer: str = field(default="gpt2", metadata={"help": "Tokenizer: hub key, Hub id or local path."})
-    dataset: str = field(default="simplescaling/s1K-1.1", metadata={"help": "S1K-1.1 (Hub id or local copy)."})
+class LaTeXPPOScriptArguments(SEDDScriptArguments):
     sft_steps: int = field(default=1000, metadata={"help": "Score-entropy SFT steps before PPO (0: none)."})
     sft_learning_rate: float = field(default=3e-5, metadata={"help": "SFT learning rate."})
-    tiny: bool = field(default=False, metadata={"help": "Offline tiny run on CPU (about a minute)."})
 
 
-def main(script_args: SEDDScriptArguments, training_args: DiscreteDiffusionPPOConfig) -> None:
-    from transformers import AutoTokenizer
-
-    from trl_ext.hub import resolve_pretrained
-
-    if script_args.tiny:
-        from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
-
-        tokenizer = build_tiny_tokenizer()
-        model = SEDDModel.from_pretrained(
-            save_tiny_sedd(os.path.join(training_args.output_dir, "tiny-sedd"), tokens=len(tokenizer), hidden_size=64)
-        )
-        dataset = generate_latex_corpus(512)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(script_args.tokenizer).path)
-        model = SEDDModel.from_pretrained(script_args.model)
-        dataset = load_s1k_latex(script_args.dataset)
-
+def main(script_args: LaTeXPPOScriptArguments, training_args: DiscreteDiffusionPPOConfig) -> None:
+    model, tokenizer, dataset = load_sedd_setup(script_args, training_args.output_dir)
     if script_args.sft_steps:
         sft_args = DiscreteDiffusionSFTConfig(
-            output_dir=os.path.join(training_args.output_dir, "sft"), max_steps=script_args.sft_steps,
-            learning_rate=script_args.sft_learning_rate, block_size=training_args.generation_length,
-            per_device_train_batch_size=training_args.per_device_train_batch_size, use_cpu=training_args.use_cpu,
-            bf16=training_args.bf16, report_to=training_args.report_to, save_strategy="no", disable_tqdm=training_args.disable_tqdm,
+            output_dir=os.path.join(training_args.output_dir, "sft"),
+            max_steps=script_args.sft_steps,
+            learning_rate=script_args.sft_learning_rate,
+            block_size=training_args.generation_length,
+            per_device_train_batch_size=training_args.per_device_train_batch_size,
+            use_cpu=training_args.use_cpu,
+            bf16=training_args.bf16,
+            report_to=training_args.report_to,
+            save_strategy="no",
+            disable_tqdm=training_args.disable_tqdm,
             seed=training_args.seed,
-        )  # fmt: skip
+            logging_steps=training_args.logging_steps,
+        )
         sft = DiscreteDiffusionSFTTrainer(model, sft_args, dataset, tokenizer)
-        losses = [h["loss"] for h in sft.train()]
+        sft.train()
+        losses = [h["loss"] for h in sft.state.log_history if "loss" in h]
         print(f"SFT loss per token: {losses[0]:.3f} -> {losses[-1]:.3f}")
         model = sft.accelerator.unwrap_model(sft.model)
 
-    reward = LaTeXReward()
-    trainer = DiscreteDiffusionPPOTrainer(model, reward, training_args, dataset, tokenizer)
-    history = trainer.train()
-    window = max(1, len(history) // 5)
-    start = sum(h["reward"] for h in history[:window]) / window
-    end = sum(h["reward"] for h in history[-window:]) / window
-    print(f"LaTeX reward: first {window} PPO steps {start:.3f} -> last {window} PPO steps {end:.3f}")
+    trainer = DiscreteDiffusionPPOTrainer(model, LaTeXReward(), training_args, dataset, tokenizer)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    window = max(1, len(rewards) // 5)
+    start, end = sum(rewards[:window]) / window, sum(rewards[-window:]) / window
+    print(f"LaTeX reward: first {window} logged PPO steps {start:.3f} -> last {window} {end:.3f}")
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()
 
 
 if __name__ == "__main__":
-    import sys
-
-    if "--tiny" in sys.argv:  # tiny defaults first, so that the command line still overrides them
-        sys.argv[1:1] = [
-            "--use_cpu", "True", "--sft_steps", "150", "--sft_learning_rate", "3e-3", "--max_steps", "20",
-            "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--num_generations", "4",
-            "--max_prompt_length", "8", "--generation_length", "48", "--sampling_steps", "16",
-            "--num_sigma_samples", "2", "--ppo_epochs", "2", "--num_minibatches", "2", "--report_to", "none",
-            "--save_strategy", "no", "--disable_tqdm", "True", "--seed", "0",
-        ]  # fmt: skip
-    parser = TrlParser((SEDDScriptArguments, DiscreteDiffusionPPOConfig))
-    main(*parser.parse_args_and_config())
+    main(*parse_args((LaTeXPPOScriptArguments, DiscreteDiffusionPPOConfig), TINY_DEFAULTS))

@@ -1,6 +1,12 @@
 """Test-suite wide settings: nothing may touch the network, and TRL's telemetry stays off."""
 
+import json
 import os
+import socket
+import subprocess
+import sys
+
+import pytest
 
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -9,3 +15,32 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def launch_two_processes(tmp_path):
+    """Run `tests/scripts/<script> <args...> <output_dir>` under `accelerate launch` with two CPU processes
+    (`accelerate_configs/cpu_2proc.yaml`) and return what each rank wrote to `output_dir/rank<i>.json`."""
+
+    def run(script: str, *args: str) -> list[dict]:
+        output_dir = tmp_path / "ranks"
+        output_dir.mkdir()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu_2proc.yaml"), "--main_process_port", str(port),
+            os.path.join(ROOT, "tests", "scripts", script), *map(str, args), str(output_dir),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, result.stderr[-4000:]
+        ranks = [json.loads((output_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert [r["world_size"] for r in ranks] == [2, 2]
+        return ranks
+
+    return run

@@ -1,9 +1,5 @@
 import glob
-import json
 import os
-import socket
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -67,33 +63,27 @@ def test_fsdp2_config_builds_an_fsdp2_plugin():
     assert plugin.state_dict_type == StateDictType.FULL_STATE_DICT and plugin.cpu_ram_efficient_loading
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
-def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path):
+def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path, launch_two_processes):
     from trl_ext.testing import save_tiny_qwen2
 
     model_path = save_tiny_qwen2(tmp_path / "model")
-    output_dir = tmp_path / "out"
-    output_dir.mkdir()
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", os.path.join(CONFIGS, "cpu_2proc.yaml"),
-        "--main_process_port", str(_free_port()),
-        os.path.join(ROOT, "tests", "scripts", "grpo_two_steps.py"), model_path, str(output_dir),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    ranks = [json.load(open(output_dir / f"rank{rank}.json")) for rank in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+    ranks = launch_two_processes("grpo_two_steps.py", model_path)
     weights = [torch.tensor(r["weights"], dtype=torch.float64) for r in ranks]
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
     from transformers import AutoModelForCausalLM
 
     initial = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(model_path).parameters()])
     assert not torch.allclose(weights[0], initial.double()), "training did not change the weights"
+
+
+@pytest.mark.distributed
+def test_sedd_sft_and_ppo_two_processes_keep_identical_weights(tmp_path, launch_two_processes):
+    # the SEDD likelihood calls the model's submodules directly, so DDP alone would not average the gradients
+    from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
+
+    ranks = launch_two_processes("sedd_two_steps.py", save_tiny_sedd(tmp_path / "model", tokens=len(build_tiny_tokenizer())))
+    # each process draws its own prompts: the two ranks cover disjoint halves of every pass over the data
+    assert set(ranks[0]["prompts"]).isdisjoint(ranks[1]["prompts"])
+    for stage in ("sft", "ppo"):
+        torch.testing.assert_close(torch.tensor(ranks[0][stage]), torch.tensor(ranks[1][stage]), rtol=0, atol=0)

@@ -31,7 +31,8 @@ def _args(tmp_path, **overrides):
     values = dict(
         output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=16, num_generations=4,
         max_prompt_length=4, generation_length=12, sampling_steps=8, num_sigma_samples=2, learning_rate=3e-3,
-        max_steps=1, ppo_epochs=1, num_minibatches=1, disable_tqdm=True, save_strategy="no", seed=0,
+        max_steps=1, ppo_epochs=1, num_minibatches=1, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1,
+        lr_scheduler_type="constant",
     )  # fmt: skip
     values.update(overrides)
     return DiscreteDiffusionPPOConfig(**values)
@@ -48,7 +49,8 @@ def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, 
 def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
     args = _args(tmp_path, max_steps=30, ppo_epochs=2, num_minibatches=2)
     trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
-    history = trainer.train()
+    trainer.train()
+    history = trainer.state.log_history
     rewards = [h["reward"] for h in history]
     start, end = np.mean(rewards[:5]), np.mean(rewards[-5:])
     print(f"letter-a frequency: first 5 steps {start:.3f}, last 5 steps {end:.3f}")
@@ -62,7 +64,8 @@ def test_lora_trains_only_adapters_and_saves_a_merged_model(sedd_path, tokenizer
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
-    history = trainer.train()
+    trainer.train()
+    history = trainer.state.log_history
     assert history[0]["kl"] == 0.0  # reference = LoRA disabled = the initial policy
     assert all(torch.equal(p, base_before[n]) for n, p in trainer.model.named_parameters() if not p.requires_grad)
     trainer.save_model()

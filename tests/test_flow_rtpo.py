@@ -84,7 +84,7 @@ def _args(tmp_path, **overrides):
         output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=8, num_generations=4,
         num_inference_steps=4, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH, lora_rank=4,
         lora_alpha=8, learning_rate=3e-2, clip_range=0.2, beta=0.0, max_steps=1, disable_tqdm=True,
-        save_strategy="no", seed=0,
+        save_strategy="no", seed=0, logging_steps=1, lr_scheduler_type="constant",
     )  # fmt: skip
     values.update(overrides)
     return FlowRTPOConfig(**values)
@@ -117,13 +117,14 @@ def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
 
     trainer = FlowRTPOTrainer(sd3_path, half_unscored, _args(tmp_path), PROMPTS)
     logs = trainer.training_step()
-    assert logs["unscored_samples"] == 4 and logs["rewards/half_unscored/masked_count"] == 4
+    assert logs["unscored_count"] == 4 and logs["rewards/half_unscored/masked_count"] == 4
     assert not math.isnan(logs["reward"])
 
 
 def test_learns_to_raise_brightness(sd3_path, tmp_path):
     trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_minibatches=2), PROMPTS)
-    history = trainer.train()
+    trainer.train()
+    history = trainer.state.log_history
     rewards = [h["reward"] for h in history]
     start, end, noise = np.mean(rewards[:10]), np.mean(rewards[-10:]), history[0]["reward_std"]
     print(f"brightness: first 10 steps {start:.4f}, last 10 steps {end:.4f} (within-batch std at start {noise:.4f})")
@@ -159,12 +160,15 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
 
 def test_ema_of_the_lora_weights_is_saved_checkpointed_and_swapped_back(sd3_path, tmp_path):
     decay = 0.5
-    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=3, ema_decay=decay, save_strategy="steps", save_steps=3), PROMPTS)
     live = []
-    for _ in range(3):
-        trainer.training_step()
-        trainer.global_step += 1
-        live.append([p.detach().clone() for p in trainer.trainable_params])
+
+    class RecordingTrainer(FlowRTPOTrainer):  # records the live LoRA weights after every step
+        def _on_step_end(self):
+            live.append([p.detach().clone() for p in self.trainable_params])
+
+    args = _args(tmp_path, max_steps=3, ema_decay=decay, save_strategy="steps", save_steps=3)
+    trainer = RecordingTrainer(sd3_path, brightness, args, PROMPTS)
+    trainer.train()
     # diffusers' EMAModel: the n-th update uses d_n = min(decay, n / (9 + n)) for n >= 2 (the first copies the weights)
     expected = live[0]
     for n, weights in enumerate(live[1:], start=2):
@@ -185,9 +189,8 @@ def test_ema_of_the_lora_weights_is_saved_checkpointed_and_swapped_back(sd3_path
     for value, reference in zip(sorted(saved.items()), sorted(ema_state.items())):
         torch.testing.assert_close(value[1], reference[1])
 
-    checkpoint = trainer._save_checkpoint()
-    resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", ema_decay=decay), PROMPTS)
-    resumed._load_checkpoint(checkpoint)
+    resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", max_steps=3, ema_decay=decay), PROMPTS)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))  # nothing left to train: the state only
     assert resumed.ema.optimization_step == 3
     for a, b in zip(resumed.ema.shadow_params, expected):
         torch.testing.assert_close(a, b)
@@ -204,7 +207,8 @@ def test_sample_images_are_saved_every_sample_steps_and_reward_parts_are_logged(
 
     args = _args(tmp_path, max_steps=2, sample_steps=1, num_sample_prompts=3)
     trainer = FlowRTPOTrainer(sd3_path, BrightnessWithParts(), args, PROMPTS + ["a lighthouse"])
-    history = trainer.train()
+    trainer.train()
+    history = trainer.state.log_history
     assert history[0]["rewards/brightness_parts/doubled"] == pytest.approx(2 * history[0]["reward"], rel=1e-5)
     assert history[0]["rewards/brightness_parts/masked"] == 0 and "rewards/brightness_parts/text" not in history[0]
     for step in (1, 2):
@@ -250,7 +254,8 @@ def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
         return brightness(prompts, images)
 
     trainer = FlowRTPOTrainer(sd3_path, brightness_with_original, args, PROMPTS, prompt_editor=editor)
-    history = trainer.train()
+    trainer.train()
+    history = trainer.state.log_history
     assert history[0]["editor/ratio"] == pytest.approx(1.0) and "editor/radius" in history[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, editor.parameters()))
     edited, originals = seen[0]
@@ -262,3 +267,12 @@ def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
         torch.testing.assert_close(reloaded.state_dict()[name], value)
     with pytest.raises(ValueError, match="num_edits_per_prompt"):
         FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, num_edits_per_prompt=3), PROMPTS, prompt_editor=editor)
+
+
+@pytest.mark.distributed
+def test_two_processes_keep_lora_and_editor_in_sync(sd3_path, launch_two_processes):
+    ranks = launch_two_processes("flow_rtpo_two_steps.py", sd3_path)
+    assert ranks[0]["prompts"] != ranks[1]["prompts"]  # each process draws its own prompts
+    for name in ("lora", "editor"):  # ... and the gradients are averaged: identical weights on both ranks
+        torch.testing.assert_close(torch.tensor(ranks[0][name]), torch.tensor(ranks[1][name]), rtol=0, atol=0)
+    assert ranks[0]["radius"] == ranks[1]["radius"]

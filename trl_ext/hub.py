@@ -204,6 +204,17 @@ def resolve_pretrained(
     raise ModelNotFoundError(f"Could not find model {key!r}. Tried, in order:\n{places}")
 
 
+def model_card_name(name_or_path: str | os.PathLike | None) -> str | None:
+    """The base model as a model card names it: a Hub id as it is, a local directory by its name only (never an
+    absolute path); `None` when unknown."""
+    if not name_or_path:
+        return None
+    name = os.fspath(name_or_path)
+    if os.path.isabs(name) or os.path.isdir(name):
+        return os.path.basename(os.path.normpath(name))
+    return name
+
+
 def from_pretrained(model_class: Any, key: str, sources: ModelSources | None = None, *, local_path=None, **kwargs):
     """Resolve `key` with [`resolve_pretrained`] and load it with `model_class.from_pretrained(path, **kwargs)`.
 

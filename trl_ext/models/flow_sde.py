@@ -155,8 +155,9 @@ def predict_velocity(
     """The (CFG-mixed) velocity v_θ(x_t, t) of an `SD3Transformer2DModel`."""
     model_input = torch.cat([latents, latents]) if config.do_classifier_free_guidance else latents
     timestep = timestep.reshape(-1).expand(model_input.size(0)) if timestep.numel() == 1 else timestep.repeat(model_input.size(0) // timestep.numel())
+    dtype = getattr(transformer, "module", transformer).dtype  # a DDP-wrapped transformer has no `dtype`
     velocity = transformer(
-        hidden_states=model_input.to(transformer.dtype), timestep=timestep, encoder_hidden_states=prompt_embeds,
+        hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds,
         pooled_projections=pooled_prompt_embeds, return_dict=False,
     )[0]  # fmt: skip
     if config.do_classifier_free_guidance:

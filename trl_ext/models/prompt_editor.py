@@ -112,6 +112,10 @@ class PromptEditorPolicy(nn.Module):
         """log π(δ | e) summed over dimensions (N,), differentiable in the editor's parameters."""
         return self.distribution(embeddings).log_prob(deltas).sum(-1)
 
+    def forward(self, embeddings: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """log π(δ | e), as [`log_prob`]; training calls the module so that wrappers (DDP) see the forward."""
+        return self.log_prob(embeddings, deltas)
+
     def sample(self, prompts: list[str]) -> PromptEdits:
         """Sample one edit per prompt (repeat a prompt for several edits)."""
         with torch.no_grad():

@@ -11,6 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood."""
+
 import copy
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,9 +20,10 @@ from collections.abc import Callable
 import torch
 from datasets import Dataset
 
+from ..hub import model_card_name
 from ..models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
-from .base_trainer import RLLoopTrainer
 from .discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
+from .loop import RLLoopTrainer
 from .rl_utils import clipped_surrogate_loss, compute_advantages, kl_divergence
 
 
@@ -28,8 +31,7 @@ RewardFunc = Callable[..., list[float | None]]
 
 MODEL_CARD_TEMPLATE = """---
 library_name: trl_ext
-base_model: {base_model}
-tags:
+{base_model_metadata}tags:
 - trl_ext
 - sedd
 - discrete-diffusion
@@ -102,8 +104,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         self._set_reward_funcs(reward_funcs, args.reward_weights)
         self.train_dataset = train_dataset
         self.processing_class = processing_class
-        self.noise = get_noise(model.config.noise_type)
-        self.base_model_name = getattr(model, "name_or_path", None) or "SEDD"
+        self.noise = get_noise(model.config)
+        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
 
         if args.use_peft:
             from peft import LoraConfig, get_peft_model
@@ -115,9 +117,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
         self.ref_model = ref_model
         model.eval()  # no dropout: the ELBO of old and new policy must differ only through the weights
-        self.trainable_params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self._setup_data(len(train_dataset), args.per_device_train_batch_size // args.num_generations)
+        self._prepare(model, [p for p in model.parameters() if p.requires_grad])
 
     @property
     def policy(self) -> SEDDModel:
@@ -156,7 +157,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """One rollout batch and its PPO epochs."""
         args, device = self.args, self.accelerator.device
-        prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
+        prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
         prompt_ids, prompt_mask = self._encode_prompts(prompts)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         sequences = generate(
@@ -165,7 +166,6 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             show_progress=False,
         )  # fmt: skip
         rewards_per_func, rewards, unscored = self._score(prompts, columns, completions=self._decode(sequences))
-        group_ids = torch.arange(len(prompts)) // args.num_generations
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
         uniform_vocab = None if self.policy.config.graph_type == "absorb" else self.policy.config.vocab_size
@@ -177,35 +177,35 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
             ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.kl_beta > 0 else None
         normalizer = float(args.generation_length) if args.ratio_normalization == "token" else 1.0
+        logs = {"old_elbo_nll": old_nll.mean().item(), **self._reward_logs(rewards_per_func, rewards)}
+        if not self.any_process_scored(unscored):  # no reward anywhere: no update
+            self.skipped_steps += 1
+            return logs
 
+        # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
+        weights = (~unscored).float().to(device)
         metrics = defaultdict(list)
-        keep = torch.nonzero(~unscored).squeeze(-1)
         for _ in range(args.ppo_epochs):
-            order = keep[torch.randperm(keep.numel(), generator=self._generator)]
-            for minibatch in order.chunk(args.num_minibatches):
-                with self.accelerator.accumulate(self.model):
+            for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_minibatches):
+                minibatch = minibatch.to(device)
+                weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
+                # the ELBO calls the policy's submodules (row-chunked head), so gradients are synced by hand
+                with self.optimizer_update(metrics, manual_sync=True):
                     sub_draws = draws.select(minibatch)
                     nll = elbo(self.policy, sequences[minibatch], self.noise, prompt_mask=prompt_mask[minibatch], draws=sub_draws)
                     log_ratio = (old_nll[minibatch] - nll) / normalizer
                     policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.ppo_clip)
-                    loss = policy_loss.mean()
+                    loss = (policy_loss * weight).sum()
                     if ref_nll is not None:
                         kl = kl_divergence(-nll / normalizer, -ref_nll[minibatch] / normalizer, "k3")
-                        loss = loss + args.kl_beta * kl.mean()
+                        loss = loss + args.kl_beta * (kl * weight).sum()
                         metrics["kl"].append(kl.mean().item())
                     self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients:
-                        metrics["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.trainable_params, args.max_grad_norm)))
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
                 metrics["loss"].append(loss.item())
                 metrics["ratio"].append(log_ratio.exp().mean().item())
                 metrics["clip_fraction"].append(clipped.float().mean().item())
                 metrics["elbo_nll"].append(nll.mean().item())
-
-        logs = {name: sum(values) / len(values) for name, values in metrics.items()}
-        logs["old_elbo_nll"] = old_nll.mean().item()
-        return {**logs, **self._reward_logs(rewards_per_func, rewards)}
+        return {**logs, **{name: sum(values) / len(values) for name, values in metrics.items()}}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""

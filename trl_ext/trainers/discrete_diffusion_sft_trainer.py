@@ -11,17 +11,22 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`DiscreteDiffusionSFTTrainer`]: score-entropy fine-tuning of SEDD discrete diffusion language models."""
+
+from collections import defaultdict
+
 import torch
 from datasets import Dataset
 
+from ..hub import model_card_name
 from ..models.sedd import SEDDModel, get_noise, score_entropy_loss
-from .base_trainer import RLLoopTrainer
 from .discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig
+from .loop import RLLoopTrainer
 
 
 MODEL_CARD_TEMPLATE = """---
 library_name: trl_ext
-tags:
+{base_model_metadata}tags:
 - trl_ext
 - sedd
 - discrete-diffusion
@@ -31,7 +36,7 @@ tags:
 # {model_name}
 
 A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion](https://huggingface.co/papers/2310.16834))
-fine-tuned with `trl_ext.DiscreteDiffusionSFTTrainer` (score-entropy loss) for {steps} steps.
+fine-tuned from `{base_model}` with `trl_ext.DiscreteDiffusionSFTTrainer` (score-entropy loss) for {steps} steps.
 
 ```python
 from trl_ext import SEDDModel
@@ -76,27 +81,26 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         if max(stream) >= model.config.tokens:
             raise ValueError(f"Token id {max(stream)} is outside the model's {model.config.tokens} tokens.")
         self.blocks = torch.tensor(stream[: num_blocks * args.block_size]).view(num_blocks, args.block_size)
-        self.noise = get_noise(model.config.noise_type)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(model.train(), optimizer)
+        self.noise = get_noise(model.config)
+        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
+        self._setup_data(num_blocks, args.per_device_train_batch_size)
+        self._prepare(model.train(), list(model.parameters()))
 
     def training_step(self) -> dict[str, float]:
-        """One optimizer step on randomly drawn blocks."""
-        rows = torch.randint(len(self.blocks), (self.args.per_device_train_batch_size,), generator=self._generator)
-        with self.accelerator.accumulate(self.model):
-            loss = score_entropy_loss(
-                self.accelerator.unwrap_model(self.model), self.blocks[rows].to(self.accelerator.device), self.noise,
-                generator=self._generator,
-            ).mean() / self.args.block_size  # fmt: skip
+        """One optimizer step (or accumulation micro-step) on this step's blocks."""
+        rows = self._rows_for_step(self.state.global_step)
+        metrics = defaultdict(list)
+        # the score-entropy loss calls the model's submodules (row-chunked head), so gradients are synced by hand
+        with self.optimizer_update(metrics, manual_sync=True):
+            model = self.accelerator.unwrap_model(self.model)
+            blocks = self.blocks[rows].to(self.accelerator.device)
+            loss = score_entropy_loss(model, blocks, self.noise, generator=self._generator).mean() / self.args.block_size
             self.accelerator.backward(loss)
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+        return {"loss": loss.item(), **{name: sum(v) / len(v) for name, v in metrics.items()}}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the model in the SEDD checkpoint layout, with a model card."""
         output_dir = output_dir or self.args.output_dir
         if self.accelerator.is_main_process:
             self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
-            self._write_model_card(output_dir, MODEL_CARD_TEMPLATE)
+            self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=self.base_model_name)

@@ -11,6 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`FlowRTPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA, and the Flow-RTPO prompt-editor loop."""
+
 import contextlib
 import os
 from collections import defaultdict
@@ -19,10 +21,11 @@ from collections.abc import Callable, Iterator
 import torch
 from datasets import Dataset
 
+from ..hub import model_card_name
 from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
 from ..models.prompt_editor import PromptEditorPolicy, PromptEdits
-from .base_trainer import RLLoopTrainer
 from .flow_rtpo_config import FlowRTPOConfig
+from .loop import RLLoopTrainer
 from .rl_utils import clipped_surrogate_loss, compute_advantages
 
 
@@ -31,8 +34,7 @@ PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
 
 MODEL_CARD_TEMPLATE = """---
 library_name: diffusers
-base_model: {base_model}
-tags:
+{base_model_metadata}tags:
 - trl_ext
 - flow-grpo
 - lora
@@ -41,7 +43,7 @@ tags:
 
 # {model_name}
 
-LoRA adapter for [{base_model}](https://huggingface.co/{base_model}) trained with `trl_ext.FlowRTPOTrainer`
+LoRA adapter for `{base_model}` trained with `trl_ext.FlowRTPOTrainer`
 (Flow-GRPO: GRPO on the SDE denoising trajectories of a flow-matching model,
 [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)).
 
@@ -123,6 +125,12 @@ class FlowRTPOTrainer(RLLoopTrainer):
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
             raise ValueError("train_dataset must have a non-empty 'prompt' column.")
         self.train_dataset = train_dataset
+        factor = pipeline.vae_scale_factor * pipeline.transformer.config.patch_size
+        if args.resolution % factor:
+            raise ValueError(
+                f"resolution={args.resolution} must be a multiple of {factor} (the VAE's downsampling factor "
+                f"{pipeline.vae_scale_factor} times the transformer's patch size {pipeline.transformer.config.patch_size})."
+            )
         self.sampling = FlowSamplingConfig(
             num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
             noise_level=args.noise_level, height=args.resolution, width=args.resolution,
@@ -137,24 +145,31 @@ class FlowRTPOTrainer(RLLoopTrainer):
         )  # fmt: skip
         cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
-        self.trainable_params = [p for p in transformer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.trainable_params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        self.transformer, self.optimizer = self.accelerator.prepare(transformer, optimizer)
+        self.prompt_editor = prompt_editor
+        images_per_prompt = args.num_generations * (args.num_edits_per_prompt if prompt_editor is not None else 1)
+        if args.per_device_train_batch_size % images_per_prompt:
+            raise ValueError(
+                f"per_device_train_batch_size ({args.per_device_train_batch_size}) must be a multiple of the images per "
+                f"original prompt ({images_per_prompt}: num_generations, times num_edits_per_prompt with an editor)."
+            )
+        self._setup_data(len(train_dataset), args.per_device_train_batch_size // images_per_prompt)
+        self._prepare(transformer, [p for p in transformer.parameters() if p.requires_grad])
         self.ema = None
         if args.ema_decay > 0:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(self.trainable_params, decay=args.ema_decay)
             self.accelerator.register_for_checkpointing(self.ema)
-        self.prompt_editor = prompt_editor
         if prompt_editor is not None:
-            if args.per_device_train_batch_size % (args.num_generations * args.num_edits_per_prompt):
-                raise ValueError(
-                    "With a prompt editor, per_device_train_batch_size must be a multiple of "
-                    "num_generations * num_edits_per_prompt (images per original prompt)."
-                )
-            editor_optimizer = torch.optim.AdamW(prompt_editor.parameters(), lr=args.editor_learning_rate)
-            self.prompt_editor, self.editor_optimizer = self.accelerator.prepare(prompt_editor, editor_optimizer)
+            # its own optimizer, not prepared: it steps once per training step, outside gradient accumulation
+            self.editor_optimizer = self.create_optimizer(list(prompt_editor.parameters()), args.editor_learning_rate)
+            self.prompt_editor = self.accelerator.prepare(prompt_editor)
+            self.accelerator.register_for_checkpointing(self.editor_optimizer)
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        """The SD3 transformer with its LoRA adapter, as prepared by accelerate (`self.model`)."""
+        return self.model
 
     # Training
 
@@ -172,10 +187,11 @@ class FlowRTPOTrainer(RLLoopTrainer):
         """Sample one rollout batch, score it, and make `num_minibatches` clipped policy-gradient updates."""
         args = self.args
         if self.prompt_editor is None:
-            prompts, columns = self._sample_prompts(self.train_dataset, args.num_generations)
+            prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
             edits = None
         else:  # Flow-RTPO: k edits per original prompt, num_generations images per edit; groups = original prompts
-            originals, columns = self._sample_prompts(self.train_dataset, args.num_generations * args.num_edits_per_prompt)
+            images_per_prompt = args.num_generations * args.num_edits_per_prompt
+            originals, columns, group_ids = self._sample_prompts(self.train_dataset, images_per_prompt)
             edit_rows = list(range(0, len(originals), args.num_generations))
             edits = self.accelerator.unwrap_model(self.prompt_editor).sample([originals[i] for i in edit_rows])
             prompts = [edited for edited in edits.edited for _ in range(args.num_generations)]
@@ -186,43 +202,39 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 transformer=self.accelerator.unwrap_model(self.transformer),
             )  # fmt: skip
         rewards_per_func, rewards, unscored = self._score(prompts, columns, images=trajectory.images)
-        # per-prompt statistics as Flow-GRPO's stat tracker: one group per (original) prompt string
-        group_keys = prompts if edits is None else columns["original_prompt"]
-        _, group_ids = torch.unique(torch.tensor([hash(key) for key in group_keys]), return_inverse=True)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(-args.adv_clip_max, args.adv_clip_max)
+        logs = self._reward_logs(rewards_per_func, rewards)
+        if not self.any_process_scored(unscored):  # no reward anywhere: no update
+            self.skipped_steps += 1
+            return logs
 
+        # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
+        weights = (~unscored).float().to(trajectory.log_probs.device)
         num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
-        permutation = torch.randperm(len(prompts), generator=self._generator)
         metrics = defaultdict(list)
-        for minibatch in permutation.chunk(args.num_minibatches):
-            keep = minibatch[~unscored[minibatch]]
-            if keep.numel() == 0:
-                continue
-            with self.accelerator.accumulate(self.transformer):
+        for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_minibatches):
+            weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
+            with self.optimizer_update(metrics):
                 for step in range(num_train_steps):
-                    out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, keep)
-                    log_ratio = out.log_prob - trajectory.log_probs[keep, step]
-                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[keep], args.clip_range)
-                    loss = policy_loss.mean()
+                    out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, minibatch)
+                    log_ratio = out.log_prob - trajectory.log_probs[minibatch, step]
+                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.clip_range)
+                    loss = (policy_loss * weight).sum()
                     if args.beta > 0:
-                        kl = self._kl_to_reference(trajectory, step, keep, out.mean, out.std)
-                        loss = loss + args.beta * kl.mean()
+                        kl = self._kl_to_reference(trajectory, step, minibatch, out.mean, out.std)
+                        loss = loss + args.beta * (kl * weight).sum()
                         metrics["kl"].append(kl.mean().item())
                     self.accelerator.backward(loss / num_train_steps)
                     metrics["ratio"].append(log_ratio.exp().mean().item())
                     metrics["clip_fraction"].append(clipped.float().mean().item())
                     metrics["loss"].append(loss.item())
-                if self.accelerator.sync_gradients:
-                    metrics["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.trainable_params, args.max_grad_norm)))
-                self.optimizer.step()
-                self.optimizer.zero_grad()
 
-        if self.ema is not None and (self.global_step + 1) % args.ema_update_interval == 0:
+        if self.ema is not None and (self.state.global_step + 1) % args.ema_update_interval == 0:
             self.ema.step(self.trainable_params)
-        logs = {name: sum(values) / len(values) for name, values in metrics.items()}
+        logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
         if edits is not None:
             logs.update(self._editor_step(edits, rewards))
-        return {**logs, **self._reward_logs(rewards_per_func, rewards)}
+        return logs
 
     def _editor_step(self, edits: PromptEdits, rewards: torch.Tensor) -> dict[str, float]:
         """One clipped policy-gradient update of the prompt editor on log N(δ; μ, σ), with the group advantages of
@@ -232,12 +244,13 @@ class FlowRTPOTrainer(RLLoopTrainer):
         groups = torch.arange(len(edit_rewards)) // args.num_edits_per_prompt
         advantages = compute_advantages(edit_rewards, groups, scale=args.scale_rewards).to(edits.deltas.device)
         editor = self.accelerator.unwrap_model(self.prompt_editor)
-        log_ratio = editor.log_prob(edits.embeddings, edits.deltas) - edits.log_probs.detach()
+        log_ratio = self.prompt_editor(edits.embeddings, edits.deltas) - edits.log_probs.detach()  # through DDP
         loss, clipped = clipped_surrogate_loss(log_ratio, advantages, args.editor_clip_range)
         self.editor_optimizer.zero_grad()
-        self.accelerator.backward(loss.mean())
+        loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
         self.editor_optimizer.step()
         within_group = torch.nan_to_num(rewards.view(-1, args.num_generations * args.num_edits_per_prompt).var(dim=1)).mean()
+        within_group = self.accelerator.gather(within_group.to(self.accelerator.device).reshape(1)).mean()  # one radius
         return {
             "editor/loss": loss.mean().item(), "editor/ratio": log_ratio.exp().mean().item(),
             "editor/clip_fraction": clipped.float().mean().item(), "editor/reward": torch.nanmean(edit_rewards).item(),
@@ -308,5 +321,4 @@ class FlowRTPOTrainer(RLLoopTrainer):
 
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
-        base_model = self.pipeline.config._name_or_path or "stabilityai/stable-diffusion-3.5-medium"
-        self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=base_model)
+        self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=model_card_name(self.pipeline.config._name_or_path))

@@ -210,7 +210,8 @@ class SEDDModel(nn.Module):
         from ...hub import resolve_pretrained
 
         local = name_or_path if os.path.isdir(name_or_path) else None
-        path = resolve_pretrained(name_or_path, sources, local_path=local).path
+        resolved = resolve_pretrained(name_or_path, sources, local_path=local)
+        path = resolved.path
         with open(os.path.join(path, CONFIG_NAME)) as f:
             config = SEDDConfig.from_hydra(json.load(f))
         if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)):
@@ -226,6 +227,7 @@ class SEDDModel(nn.Module):
                 f"The checkpoint in {path} does not match SEDDModel(config): missing keys {sorted(missing)}, "
                 f"unexpected keys {sorted(unexpected)}."
             )
+        model.name_or_path = name_or_path if resolved.source == "local_path" else resolved.repo_id  # for model cards
         logger.info(f"Loaded SEDD ({sum(p.numel() for p in model.parameters()):,} parameters) from {path}")
         return model.to(map_location)
 

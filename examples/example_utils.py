@@ -1,0 +1,32 @@
+"""Set-up the example scripts share: argument parsing with `--tiny` defaults, and building files on one process."""
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from trl import TrlParser
+
+
+T = TypeVar("T")
+
+
+def parse_args(dataclass_types: tuple, tiny_defaults: dict[str, Any]) -> tuple:
+    """Parse the command line with `TrlParser` (`--config` YAML included). With `--tiny`, `tiny_defaults` replace
+    the dataclasses' defaults; a `--config` file and the command line still override them, in that order."""
+    parser = TrlParser(dataclass_types)
+    if "--tiny" in sys.argv[1:]:
+        parser.set_defaults_with_config(**tiny_defaults)
+    return parser.parse_args_and_config()
+
+
+def on_main_process(build: Callable[..., T], *args, **kwargs) -> T:
+    """Run `build` (e.g. writing tiny models to disk) on the main process only; every process gets its result once
+    the files exist (no two processes write the same directory)."""
+    state = PartialState()
+    result = [build(*args, **kwargs) if state.is_main_process else None]
+    state.wait_for_everyone()
+    if state.num_processes > 1:
+        broadcast_object_list(result)
+    return result[0]

@@ -1,0 +1,605 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The base of trainers that own their rollout loop (SEDD SFT / PPO, Flow-GRPO / Flow-RTPO).
+
+`transformers.Trainer` and TRL's trainers assume a `PreTrainedModel` fed by a dataloader; RL trainers for diffusion
+models sample their own batches instead. [`RLLoopTrainer`] gives them the contract of `transformers.Trainer`, built
+from its pieces: the optimizer of `optim` (`Trainer.get_optimizer_cls_and_kwargs`), `transformers.get_scheduler`,
+`TrainerState` with its `log_history` in `trainer_state.json`, `get_last_checkpoint` / `rotate_checkpoints`, and
+accelerate for devices, mixed precision, gradient accumulation, `report_to` trackers and distributed training.
+
+What it guarantees (DESIGN.md, "The loop contract"):
+
+- every `TrainingArguments` field is honoured or, set to a value the loop cannot honour, rejected at construction;
+- `max_steps`, else `num_train_epochs` over the training rows (never 0 steps silently);
+- each process draws its own rows: the rows of step `s` on rank `r` are a fixed function of (seed, s, r), so a resumed
+  run sees the same rows as an uninterrupted one;
+- metrics are gathered over the processes before they are logged;
+- checkpoints are written to `tmp-checkpoint-N` and renamed to `checkpoint-N` once complete (a crash while saving
+  leaves the previous checkpoint usable), hold every process's RNG streams and the state of stateful rewards, and a
+  resume reproduces the uninterrupted run;
+- reward functions are checked: a wrong return type or length, or a non-finite reward, is an error naming the
+  function; `None` masks a sample, and a step in which no process has a scored sample makes no update (counted);
+- `train()` never destroys the process group, so several trainers can run in one script.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration, gather_object
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerState, TrainingArguments, get_scheduler, set_seed
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    TrainOutput,
+    enable_full_determinism,
+    get_last_checkpoint,
+    rotate_checkpoints,
+)
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+TRAINER_STATE_NAME = "trainer_state.json"
+PROCESS_STATE_NAME = "process_state_{}.pt"
+
+# TrainingArguments fields the loop honours, itself or through accelerate / `TrainingArguments.__post_init__`.
+HONOURED_FIELDS = frozenset(
+    """
+    output_dir per_device_train_batch_size num_train_epochs max_steps learning_rate lr_scheduler_type
+    lr_scheduler_kwargs warmup_steps optim optim_args weight_decay adam_beta1 adam_beta2 adam_epsilon
+    gradient_accumulation_steps max_grad_norm bf16 fp16 tf32 gradient_checkpointing gradient_checkpointing_kwargs
+    logging_strategy logging_steps logging_first_step log_level log_level_replica log_on_each_node disable_tqdm
+    report_to run_name project trackio_space_id trackio_bucket_id trackio_static_space_id save_strategy save_steps
+    save_total_limit push_to_hub hub_token hub_private_repo hub_model_id hub_revision seed data_seed
+    full_determinism use_cpu resume_from_checkpoint ddp_find_unused_parameters ddp_bucket_cap_mb
+    ddp_broadcast_buffers ddp_static_graph ddp_backend ddp_timeout local_rank
+    """.split()
+)
+# Fields that mean nothing to a loop without evaluation or dataloader: any value is accepted.
+INERT_FIELDS = frozenset(
+    """
+    do_train do_eval do_predict per_device_eval_batch_size eval_steps eval_delay prediction_loss_only
+    eval_do_concat_batches eval_use_gather_object eval_accumulation_steps include_for_metrics batch_eval_metrics
+    bf16_full_eval fp16_full_eval dataloader_pin_memory dataloader_drop_last dataloader_in_order
+    remove_unused_columns label_names length_column_name train_sampling_strategy greater_is_better
+    logging_nan_inf_filter skip_memory_metrics debug hub_strategy hub_always_push ignore_data_skip
+    restore_callback_states_from_checkpoint average_tokens_across_devices use_cache accelerator_config
+    """.split()
+)
+ACCELERATE_TRACKERS = (
+    "all",
+    "aim",
+    "tensorboard",
+    "wandb",
+    "trackio",
+    "comet_ml",
+    "mlflow",
+    "clearml",
+    "dvclive",
+    "swanlab",
+)
+
+
+def check_training_arguments(args: TrainingArguments) -> None:
+    """Raise a `ValueError` listing every `TrainingArguments` field set to a value the loop cannot honour."""
+    ignored = []
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init or f.name in HONOURED_FIELDS or f.name in INERT_FIELDS:
+            continue
+        value = getattr(args, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        # (a default of None may become False / [] in __post_init__; building a default TrainingArguments instead
+        # would reset accelerate's distributed state)
+        if value != default and not (default is None and not value):
+            ignored.append(f"{f.name}={value!r}")
+    if ignored:
+        raise ValueError(
+            f"{type(args).__name__} sets fields this trainer cannot honour: {', '.join(ignored)}. It has no evaluation "
+            "loop and no dataloader; launch distributed set-ups (DeepSpeed, FSDP) with `accelerate launch "
+            "--config_file accelerate_configs/<config>.yaml` instead of the `deepspeed` / `fsdp` fields."
+        )
+    if args.save_strategy not in ("no", "steps", "epoch"):
+        raise ValueError(
+            f"save_strategy={args.save_strategy!r} needs an evaluation loop; use 'steps', 'epoch' or 'no'."
+        )
+    unknown = [name for name in args.report_to if name not in ACCELERATE_TRACKERS and name != "none"]
+    if unknown:
+        raise ValueError(
+            f"report_to {unknown} is not an accelerate tracker; supported: {', '.join(ACCELERATE_TRACKERS)}."
+        )
+
+
+class RLLoopTrainer:
+    """Base class of trainers that own their loop.
+
+    A subclass calls `super().__init__(args)`, then [`_setup_data`] with the number of training rows and the rows
+    each process uses per step, then [`_prepare`] with its model and trainable parameters; it implements
+    `training_step() -> dict[str, float]` (one rollout batch and its updates, metrics of this process) and
+    `save_model(output_dir)`. Updates go through [`optimizer_update`].
+    """
+
+    _name = "RL"
+
+    def __init__(self, args: TrainingArguments):
+        check_training_arguments(args)
+        self.args = args
+        # as transformers' Trainer: model initialisation (e.g. LoRA weights) is reproducible
+        if args.full_determinism:
+            enable_full_determinism(args.seed)
+        else:
+            set_seed(args.seed)
+        trackers = [name for name in args.report_to if name != "none"]
+        logging_dir = os.environ.get("TENSORBOARD_LOGGING_DIR") or os.path.join(args.output_dir, "runs")
+        ddp_kwargs = {
+            name: getattr(args, f"ddp_{name}")
+            for name in ("find_unused_parameters", "bucket_cap_mb", "broadcast_buffers", "static_graph")
+            if getattr(args, f"ddp_{name}") is not None
+        }
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision="bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            cpu=args.use_cpu,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(**ddp_kwargs),
+                InitProcessGroupKwargs(backend=args.ddp_backend, timeout=timedelta(seconds=args.ddp_timeout)),
+            ],
+        )
+        self.state = TrainerState(
+            is_local_process_zero=self.accelerator.is_local_main_process,
+            is_world_process_zero=self.accelerator.is_main_process,
+        )
+        self.skipped_steps = 0
+        self.stateful_rewards: list = []
+        # each process has its own noise stream; its state is checkpointed per process
+        self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
+        self._permutations: dict[int, list[int]] = {}
+
+    @property
+    def global_step(self) -> int:
+        """Training steps (rollout batches) done: `self.state.global_step`."""
+        return self.state.global_step
+
+    def training_step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        raise NotImplementedError
+
+    # Data
+
+    def _setup_data(self, num_rows: int, rows_per_step: int) -> None:
+        """Declare the training rows (prompts, text blocks) and how many each process uses per step; fixes the
+        number of training steps: `max_steps`, else `num_train_epochs` passes over the rows by all processes."""
+        if num_rows == 0:
+            raise ValueError("The training data is empty.")
+        self.num_rows, self.rows_per_step = num_rows, rows_per_step
+        rows_per_global_step = rows_per_step * self.accelerator.num_processes
+        if self.args.max_steps > 0:
+            self.max_steps = self.args.max_steps
+        else:
+            self.max_steps = math.ceil(self.args.num_train_epochs * math.ceil(num_rows / rows_per_global_step))
+            if self.max_steps < 1:
+                raise ValueError(
+                    f"max_steps={self.args.max_steps} and num_train_epochs={self.args.num_train_epochs} train 0 steps: "
+                    "set max_steps > 0 or num_train_epochs > 0."
+                )
+        self.steps_per_epoch = num_rows / rows_per_global_step
+
+    def _rows_for_step(self, step: int) -> list[int]:
+        """The training rows of this process at `step`: consecutive slices, one per process, of a stream of shuffled
+        passes over the rows (pass e is a permutation seeded by `data_seed` (else `seed`) + e)."""
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        start = (step * self.accelerator.num_processes + self.accelerator.process_index) * self.rows_per_step
+        rows = []
+        for position in range(start, start + self.rows_per_step):
+            epoch = position // self.num_rows
+            if epoch not in self._permutations:
+                self._permutations = {
+                    epoch: torch.randperm(
+                        self.num_rows, generator=torch.Generator().manual_seed(seed + epoch)
+                    ).tolist()
+                }
+            rows.append(self._permutations[epoch][position % self.num_rows])
+        return rows
+
+    def _sample_prompts(self, dataset, group_size: int) -> tuple[list[str], dict[str, list], torch.Tensor]:
+        """This step's prompts, each repeated `group_size` times (a group), the other columns repeated alike, and the
+        group id of every sample (N,)."""
+        examples = dataset.select(self._rows_for_step(self.state.global_step))
+
+        def repeat(values: list) -> list:
+            return [value for value in values for _ in range(group_size)]
+
+        columns = {name: repeat(examples[name]) for name in examples.column_names if name != "prompt"}
+        group_ids = torch.arange(len(examples)).repeat_interleave(group_size)
+        return repeat(examples["prompt"]), columns, group_ids
+
+    # Optimisation
+
+    def _prepare(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
+        """Gradient checkpointing, the optimizer of `optim`, the scheduler of `lr_scheduler_type`, and
+        `accelerator.prepare`; sets `self.model`, `self.optimizer`, `self.lr_scheduler`, `self.trainable_params`."""
+        if self.args.gradient_checkpointing:
+            kwargs = self.args.gradient_checkpointing_kwargs or {}
+            if hasattr(model, "gradient_checkpointing_enable"):  # transformers / peft
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            elif hasattr(model, "enable_gradient_checkpointing") and not kwargs:  # diffusers
+                model.enable_gradient_checkpointing()
+            else:
+                raise ValueError(f"gradient_checkpointing is not supported by {type(model).__name__} here.")
+        self.trainable_params = params
+        optimizer = self.create_optimizer(params)
+        self.lr_scheduler = self.create_scheduler(optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # not prepared: accelerate's scheduler wrapper steps it once per process and per optimizer step
+        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+
+    def create_optimizer(
+        self, params: list[torch.nn.Parameter], learning_rate: float | None = None
+    ) -> torch.optim.Optimizer:
+        """The optimizer `optim` selects (with its betas, epsilon and `optim_args`, as `transformers.Trainer`), with
+        `weight_decay` on matrices and none on biases and norm weights."""
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
+        if learning_rate is not None:
+            kwargs["lr"] = learning_rate
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.args.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return optimizer_cls([group for group in groups if group["params"]], **kwargs)
+
+    def create_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """`lr_scheduler_type` with its warm-up over `max_steps` training steps; stepped once per training step (as
+        TRL's PPOTrainer, whose scheduler counts rollout batches)."""
+        return get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=self.args.get_warmup_steps(self.max_steps),
+            num_training_steps=self.max_steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs or {},
+        )
+
+    @contextlib.contextmanager
+    def optimizer_update(
+        self,
+        metrics: dict[str, list[float]],
+        model: torch.nn.Module | None = None,
+        params: list | None = None,
+        manual_sync: bool = False,
+    ) -> Iterator[None]:
+        """One (micro-)batch: the body runs the forwards and `accelerator.backward`; then, when gradients are synced
+        (every `gradient_accumulation_steps`), they are clipped to `max_grad_norm` (the norm is logged; DeepSpeed
+        reports none) and the optimizer steps.
+
+        `manual_sync`: the losses called submodules of the unwrapped model (DDP only reduces the gradients of a
+        backward that follows its own forward), so the gradients are averaged over the processes here.
+        """
+        model = self.model if model is None else model
+        params = self.trainable_params if params is None else params
+        with self.accelerator.accumulate(model):
+            yield
+            if self.accelerator.sync_gradients:
+                if manual_sync and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                    for param in params:
+                        if param.grad is not None:
+                            param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+                if self.args.max_grad_norm:
+                    norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+                    if norm is not None:
+                        metrics["grad_norm"].append(float(norm))
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+
+    def any_process_scored(self, unscored: torch.Tensor) -> bool:
+        """Whether some process has a scored sample (every process must take the same decision to update)."""
+        scored = torch.tensor([int((~unscored).sum())], device=self.accelerator.device)
+        return bool(self.accelerator.gather(scored).sum() > 0)
+
+    # Rewards
+
+    def _set_reward_funcs(self, reward_funcs: Callable | list[Callable], reward_weights: list[float] | None) -> None:
+        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        if not self.reward_funcs or not all(callable(f) for f in self.reward_funcs):
+            raise TypeError("reward_funcs must be a callable or a non-empty list of callables.")
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        weights = reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        # rewards with a state (e.g. LaTeXReward's exploration history) are checkpointed per process
+        self.stateful_rewards = [
+            f for f in self.reward_funcs if hasattr(f, "state_dict") and hasattr(f, "load_state_dict")
+        ]
+
+    def _score(
+        self, prompts: list, columns: dict[str, list], **outputs
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Call every reward function as `fn(prompts=..., **outputs, **columns)`.
+
+        Returns the (N, F) rewards per function (NaN where a function returned None), the weighted sum (N,) (NaN where
+        every function returned None) and that "unscored" mask (N,). A function that returns something other than a
+        list of N numbers or `None`, or a non-finite number, raises an error naming it.
+        """
+        rewards_per_func = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
+        for j, func in enumerate(self.reward_funcs):
+            name = self.reward_func_names[j]
+            values = func(prompts=prompts, **outputs, **columns)
+            if isinstance(values, torch.Tensor) or hasattr(values, "tolist"):
+                values = values.tolist()
+            if not isinstance(values, (list, tuple)):
+                raise TypeError(
+                    f"Reward function {name} must return a list of floats or None, got {type(values).__name__}."
+                )
+            if len(values) != len(prompts):
+                raise ValueError(f"Reward function {name} returned {len(values)} values for {len(prompts)} samples.")
+            for i, value in enumerate(values):
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(
+                        f"Reward function {name} returned {value!r} for sample {i}: expected a float or None."
+                    )
+                if not math.isfinite(value):
+                    raise ValueError(
+                        f"Reward function {name} returned {value} for sample {i}: rewards must be finite (return None "
+                        "to leave a sample unscored)."
+                    )
+                rewards_per_func[i, j] = float(value)
+        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        rewards[unscored] = float("nan")
+        return rewards_per_func, rewards, unscored
+
+    def _reward_logs(self, rewards_per_func: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
+        """Mean and std of the total reward and of each function, and the count of masked (None) samples."""
+
+        def stats(values: torch.Tensor) -> tuple[float, float]:
+            values = values[~torch.isnan(values)]
+            return (
+                values.mean().item() if values.numel() else float("nan"),
+                values.std().item() if values.numel() > 1 else 0.0,
+            )
+
+        logs = dict(zip(("reward", "reward_std"), stats(rewards)))
+        for j, name in enumerate(self.reward_func_names):
+            logs[f"rewards/{name}/mean"], logs[f"rewards/{name}/std"] = stats(rewards_per_func[:, j])
+            logs[f"rewards/{name}/masked_count"] = int(torch.isnan(rewards_per_func[:, j]).sum())
+        logs["unscored_count"] = int(torch.isnan(rewards).sum())
+        # reward functions that expose the parts of their last reward (e.g. FlowRTPOReward) have each part logged
+        for func, name in zip(self.reward_funcs, self.reward_func_names):
+            for part, values in (getattr(func, "last_components", None) or {}).items():
+                if isinstance(values, (int, float)):
+                    logs[f"rewards/{name}/{part}"] = values
+                elif values and all(isinstance(v, (int, float)) for v in values):
+                    logs[f"rewards/{name}/{part}"] = stats(torch.tensor(values, dtype=torch.float64))[0]
+        return logs
+
+    # Logging
+
+    def _gather_logs(self, logs: dict[str, float]) -> dict[str, float]:
+        """Combine the metrics of every process: counts (`*_count`) are summed, the others averaged (NaN-aware)."""
+        if self.accelerator.num_processes == 1:
+            return logs
+        every = gather_object([logs])
+        combined = {}
+        for key in sorted({k for process_logs in every for k in process_logs}):
+            values = torch.tensor([float(p[key]) for p in every if key in p], dtype=torch.float64)
+            if key.endswith("_count"):
+                combined[key] = int(values.sum())
+            else:
+                finite = values[~torch.isnan(values)]
+                combined[key] = finite.mean().item() if finite.numel() else float("nan")
+        return combined
+
+    def log(self, logs: dict[str, float]) -> None:
+        """Record metrics in `state.log_history` and send them to the `report_to` trackers and the logger."""
+        entry = {**logs, "epoch": self.state.epoch, "step": self.state.global_step}
+        self.state.log_history.append(entry)
+        self.accelerator.log(logs, step=self.state.global_step)
+        logger.info(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in entry.items()}))
+
+    def _interval(self, value: float) -> int:
+        """`logging_steps` / `save_steps` as a number of steps (a value below 1 is a fraction of `max_steps`)."""
+        return max(1, int(value) if value >= 1 else math.ceil(self.max_steps * value))
+
+    def _is_due(self, strategy: str, steps: float) -> bool:
+        step = self.state.global_step
+        if strategy == "steps":
+            return step % self._interval(steps) == 0
+        if strategy == "epoch":  # the step that completes a pass over the rows
+            return math.floor(step / self.steps_per_epoch) > math.floor((step - 1) / self.steps_per_epoch)
+        return False
+
+    # The loop
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+        """Train for `max_steps` (or `num_train_epochs`) steps.
+
+        Args:
+            resume_from_checkpoint (`str` or `bool`, *optional*):
+                A `checkpoint-N` directory written by this trainer, or `True` (also the string `"true"`, as a
+                command line gives it) for the latest complete one in `output_dir`. Defaults to
+                `args.resume_from_checkpoint`.
+        """
+        args = self.args
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = args.resume_from_checkpoint
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
+            resume_from_checkpoint = True  # as a command line gives it
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+            if resume_from_checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but {args.output_dir} has no complete checkpoint.")
+        if resume_from_checkpoint:
+            self._load_checkpoint(resume_from_checkpoint)
+        self.state.max_steps, self.state.num_train_epochs = (
+            self.max_steps,
+            math.ceil(self.max_steps / self.steps_per_epoch),
+        )
+        self.state.logging_steps, self.state.save_steps = (
+            self._interval(args.logging_steps),
+            self._interval(args.save_steps),
+        )
+        self.state.train_batch_size = args.per_device_train_batch_size
+        if self.accelerator.log_with and not self.accelerator.trackers:
+            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in args.to_dict().items()}
+            self.accelerator.init_trackers(args.run_name or self._name.lower().replace(" ", "_"), config=config)
+        start, first_step = time.time(), self.state.global_step
+        progress = tqdm(
+            total=self.max_steps,
+            initial=first_step,
+            desc=self._name,
+            disable=args.disable_tqdm or not self.accelerator.is_local_main_process,
+        )
+        while self.state.global_step < self.max_steps:
+            learning_rate = self.lr_scheduler.get_last_lr()[0]
+            logs = self.training_step()
+            self.lr_scheduler.step()
+            self.state.global_step += 1
+            self.state.epoch = self.state.global_step / self.steps_per_epoch
+            logs = self._gather_logs({**logs, "learning_rate": learning_rate})
+            logs["skipped_steps_count"] = self.skipped_steps
+            first = args.logging_first_step and self.state.global_step == 1
+            if (
+                first
+                or self._is_due(args.logging_strategy, args.logging_steps)
+                or self.state.global_step == self.max_steps
+            ):
+                self.log(logs)
+            if self._is_due(args.save_strategy, args.save_steps):
+                self._save_checkpoint()
+            self._on_step_end()
+            progress.update(1)
+        progress.close()
+        if self.accelerator.is_main_process:
+            os.makedirs(args.output_dir, exist_ok=True)
+            self.state.save_to_json(os.path.join(args.output_dir, TRAINER_STATE_NAME))
+        for tracker in self.accelerator.trackers:  # not accelerator.end_training(): it destroys the process group
+            tracker.finish()
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        runtime = time.time() - start
+        metrics = {
+            "train_runtime": runtime,
+            "train_steps_per_second": (self.state.global_step - first_step) / max(runtime, 1e-9),
+        }
+        return TrainOutput(self.state.global_step, sum(losses) / len(losses) if losses else float("nan"), metrics)
+
+    def _on_step_end(self) -> None:
+        """Called after every training step (after logging and checkpointing); subclasses may override."""
+
+    # Checkpoints
+
+    def _process_state(self) -> dict:
+        """State of this process that lives outside the model and optimizer; subclasses extend it."""
+        return {
+            "generator": self._generator.get_state(),
+            "rewards": [func.state_dict() for func in self.stateful_rewards],
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def _load_process_state(self, state: dict) -> None:
+        self._generator.set_state(state["generator"])
+        for func, reward_state in zip(self.stateful_rewards, state["rewards"]):
+            func.load_state_dict(reward_state)
+        self.skipped_steps = state["skipped_steps"]
+
+    def _save_checkpoint(self) -> str:
+        """Write `checkpoint-N` atomically: everything goes to `tmp-checkpoint-N`, renamed once complete; then older
+        checkpoints beyond `save_total_limit` are deleted."""
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final, temporary = os.path.join(self.args.output_dir, name), os.path.join(self.args.output_dir, f"tmp-{name}")
+        if self.accelerator.is_main_process and os.path.isdir(temporary):  # left by a crash
+            shutil.rmtree(temporary)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(temporary)  # model, optimizers, scheduler, EMA, every process's RNG states
+        torch.save(
+            self._process_state(), os.path.join(temporary, PROCESS_STATE_NAME.format(self.accelerator.process_index))
+        )
+        if self.accelerator.is_main_process:
+            self.state.save_to_json(os.path.join(temporary, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            if os.path.isdir(final):  # from an earlier run that went further than the checkpoint resumed from
+                shutil.rmtree(final)
+            os.replace(temporary, final)
+            rotate_checkpoints(self.args.output_dir, save_total_limit=self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, directory: str) -> None:
+        path = os.path.join(directory, PROCESS_STATE_NAME.format(self.accelerator.process_index))
+        if not os.path.isfile(os.path.join(directory, TRAINER_STATE_NAME)) or not os.path.isfile(path):
+            raise ValueError(
+                f"{directory} is not a complete checkpoint of this trainer for {self.accelerator.num_processes} "
+                f"process(es) (no {TRAINER_STATE_NAME} or {os.path.basename(path)})."
+            )
+        self.accelerator.load_state(directory)
+        self._load_process_state(torch.load(path, weights_only=True))
+        self.state = TrainerState.load_from_json(os.path.join(directory, TRAINER_STATE_NAME))
+        self.state.is_local_process_zero = self.accelerator.is_local_main_process
+        self.state.is_world_process_zero = self.accelerator.is_main_process
+
+    # Outputs
+
+    def _write_model_card(self, output_dir: str, template: str, base_model: str | None, **fields) -> None:
+        """Fill `template` and write `output_dir/README.md`. Besides `fields`, the template receives `model_name`,
+        `base_model` (a Hub id or a directory's name, see [`~trl_ext.hub.model_card_name`]), `base_model_metadata`
+        (the YAML line, empty when the base model is unknown), `rewards`, `steps` and `config`."""
+        config = {k: v for k, v in self.args.to_dict().items() if k in type(self.args).__dataclass_fields__}
+        config = {k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}
+        card = template.format(
+            model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
+            base_model=base_model or "a model built in memory",
+            base_model_metadata=f"base_model: {base_model}\n" if base_model else "",
+            rewards=", ".join(getattr(self, "reward_func_names", [])),
+            steps=self.state.global_step,
+            config=json.dumps(config, indent=2, default=str),
+            **fields,
+        )
+        with open(os.path.join(output_dir, "README.md"), "w") as f:
+            f.write(card)
+
+    def push_to_hub(self, commit_message: str | None = None) -> str:
+        """Save the model and its card to `output_dir` and upload the folder to `hub_model_id`."""
+        from huggingface_hub import create_repo, upload_folder
+
+        if not self.args.hub_model_id:
+            raise ValueError("push_to_hub needs args.hub_model_id.")
+        self.save_model()
+        if not self.accelerator.is_main_process:
+            return ""
+        create_repo(
+            self.args.hub_model_id, exist_ok=True, token=self.args.hub_token, private=self.args.hub_private_repo
+        )
+        return upload_folder(
+            repo_id=self.args.hub_model_id,
+            folder_path=self.args.output_dir,
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+            commit_message=commit_message or f"{self._name} model",
+            ignore_patterns=["checkpoint-*", "checkpoint-*/*", "tmp-checkpoint-*"],
+        )
