@@ -1,16 +1,25 @@
+"""TPRLGRPOTrainer against independent references: GRPOTrainer itself (options off), VPPO's formulas (options on)."""
+
 import inspect
+import json
+import math
+import os
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
 import torch
+import transformers
 import trl
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from PIL import Image
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen2, save_tiny_qwen_vl, vision_special_token_ids
+from trl_ext.trainers.tprl_grpo_trainer import base_model_name
 from trl_ext.trainers.tprl_perturbations import random_patch_blackening
 
 
@@ -28,60 +37,147 @@ def vlm(tmp_path_factory):
 
 def _args(config_class, tmp_path, processor, **overrides):
     values = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=MAX_COMPLETION_LENGTH,
-        max_steps=1, learning_rate=0.03, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-        logging_steps=1, seed=0, generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)},
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=MAX_COMPLETION_LENGTH,
+        max_steps=1,
+        learning_rate=0.03,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)},
+    )
     values.update(overrides)
     return config_class(**values)
 
 
 def _loss_and_grads(trainer):
+    """One rollout and one loss / backward, as `Trainer.training_step` runs them; also the entropy mask's token counts."""
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); we call the loss directly
+    kept_tokens = []
+    method = trainer.get_high_entropy_mask
+
+    def recording_mask(entropies, mask, threshold):
+        selected = method(entropies, mask, threshold)
+        kept_tokens.append((int(selected.sum()), int(mask.sum())))
+        return selected
+
+    trainer.get_high_entropy_mask = recording_mask
     batch = next(iter(trainer.get_train_dataloader()))
     torch.manual_seed(1)
     inputs = trainer._prepare_inputs(batch)
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-    return loss.detach(), grads, inputs
+    return loss.detach(), grads, inputs, kept_tokens
+
+
+IDENTITY_FEATURES = {  # TPRL features on at settings that keep every token with factor 1
+    "enable_perception_filtering": True,
+    "top_p_perception_tokens": 1.0,
+    "enable_trajectory_reweighting": True,
+    "trajectory_scaling_min": 1.0,
+    "trajectory_scaling_rule": "bounded",
+}
 
 
 @pytest.mark.parametrize(
-    "features",
+    "trl_options, features",
     [
-        {},  # every TPRL feature off
-        # features on, but at settings that select every token with factor 1: the (B, T) folding path must agree
-        {"enable_perception_filtering": True, "top_p_perception_tokens": 1.0, "enable_trajectory_reweighting": True,
-         "trajectory_scaling_min": 1.0, "trajectory_scaling_rule": "bounded"},
+        ({"beta": 0.04}, {}),  # TRL's defaults (loss_type="dapo", scale_rewards="group") with a KL term
+        ({"beta": 0.0, "top_entropy_quantile": 0.5}, {}),  # TRL's batch-wide entropy quantile
+        ({"beta": 0.04, "loss_type": "grpo", "scale_rewards": "batch", "top_entropy_quantile": 0.8}, {}),
+        ({"beta": 0.0, "loss_type": "bnpo", "scale_rewards": "none"}, {}),
+        ({"beta": 0.04, "loss_type": "dr_grpo", "num_iterations": 2}, {}),  # old log-probs computed by TRL
+        ({"beta": 0.04, "loss_type": "cispo", "epsilon_high": 5.0}, {}),
+        ({"beta": 0.0, "loss_type": "sapo", "scale_rewards": "batch"}, {}),
+        ({"beta": 0.04}, IDENTITY_FEATURES),  # on-policy: one stacked forward of both images
+        ({"beta": 0.04, "num_iterations": 2, "top_entropy_quantile": 0.5}, IDENTITY_FEATURES),  # off-policy
     ],
-)  # fmt: skip
-def test_matches_grpo_trainer_loss_and_gradients(vlm, tmp_path, features):
+)
+def test_matches_grpo_trainer_loss_and_gradients(vlm, tmp_path, trl_options, features):
+    """TPRL options off (or at their identity settings): the loss and every gradient are GRPOTrainer's, under TRL's
+    own options too, and TRL's entropy mask keeps the same tokens."""
     path, processor, dataset = vlm
     results = []
-    for trainer_class, config_class, extra in [(GRPOTrainer, GRPOConfig, {}), (TPRLGRPOTrainer, TPRLGRPOConfig, features)]:
+    for trainer_class, config_class, extra in [
+        (GRPOTrainer, GRPOConfig, {}),
+        (TPRLGRPOTrainer, TPRLGRPOConfig, features),
+    ]:
         torch.manual_seed(0)
-        args = _args(config_class, tmp_path, processor, beta=0.04, **extra)
-        trainer = trainer_class(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
+        args = _args(config_class, tmp_path, processor, **trl_options, **extra)
+        trainer = trainer_class(
+            model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+        )
         results.append(_loss_and_grads(trainer))
-    (loss_ref, grads_ref, inputs_ref), (loss, grads, inputs) = results
+    (loss_ref, grads_ref, inputs_ref, kept_ref), (loss, grads, inputs, kept) = results
     assert torch.equal(inputs_ref["completion_ids"], inputs["completion_ids"])
+    assert kept == kept_ref and bool(kept) == (trl_options.get("top_entropy_quantile", 1.0) < 1.0)
     assert grads_ref and grads.keys() == grads_ref.keys()
     torch.testing.assert_close(loss, loss_ref, atol=1e-6, rtol=0)
     for name in grads_ref:
         torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-6, rtol=1e-5)
     assert any(g.abs().sum() > 0 for g in grads.values())
+    grad_norm = torch.cat([g.flatten() for g in grads.values()]).norm().item()
+    print(f"{trl_options} {features and 'identity features'}: entropy mask kept {kept}, grad norm {grad_norm:.4f}")
+
+
+# TRL's own cases for `get_high_entropy_mask` (tests/test_grpo_trainer.py): 10 valid tokens, two padded.
+TRL_ENTROPIES = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.7, 0.8, 0.9, 1.0, 1.1, 1.2]])
+TRL_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+
+
+def _mock_trainer(spec):
+    """An object without TPRL state, as TRL's tests build one: a single-process accelerator and nothing else."""
+    trainer = Mock(spec=spec)
+    trainer.accelerator = Mock()
+    trainer.accelerator.gather = lambda x: x
+    trainer.accelerator.pad_across_processes = lambda x, dim, pad_index: x
+    return trainer
+
+
+def test_entropy_mask_is_grpo_trainers_unless_tprl_entropy_filtering_is_on(vlm, tmp_path):
+    path, processor, dataset = vlm
+    options_off = TPRLGRPOTrainer(
+        model=path,
+        reward_funcs=colour_tokens,
+        processing_class=processor,
+        train_dataset=dataset,
+        args=_args(TPRLGRPOConfig, tmp_path, processor, top_entropy_quantile=0.5),
+    )
+    for threshold in (0.8, 0.5, 0.0):
+        reference = GRPOTrainer.get_high_entropy_mask(_mock_trainer(GRPOTrainer), TRL_ENTROPIES, TRL_MASK, threshold)
+        for trainer in (options_off, _mock_trainer(TPRLGRPOTrainer), _mock_trainer(GRPOTrainer)):
+            mask = TPRLGRPOTrainer.get_high_entropy_mask(trainer, TRL_ENTROPIES, TRL_MASK, threshold)
+            assert torch.equal(mask, reference), (threshold, type(trainer))
+    # TRL's expected masks, written out: the top 20% / 50% / all of the 10 valid tokens
+    expected_08 = torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    assert torch.equal(options_off.get_high_entropy_mask(TRL_ENTROPIES, TRL_MASK, 0.8), expected_08)
+    assert int(options_off.get_high_entropy_mask(TRL_ENTROPIES, TRL_MASK, 0.5).sum()) == 5
+    assert torch.equal(options_off.get_high_entropy_mask(TRL_ENTROPIES, TRL_MASK, 0.0), TRL_MASK.bool())
 
 
 def test_perception_filtering_and_shaping_fold_into_token_advantages(vlm, tmp_path):
     path, processor, dataset = vlm
     args = _args(
-        TPRLGRPOConfig, tmp_path, processor, enable_perception_filtering=True, top_p_perception_tokens=0.4,
-        enable_entropy_filtering=True, top_p_entropy_tokens=0.2, enable_trajectory_reweighting=True,
-    )  # fmt: skip
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
-    _, _, inputs = _loss_and_grads(trainer)
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        enable_perception_filtering=True,
+        top_p_perception_tokens=0.4,
+        enable_entropy_filtering=True,
+        top_p_entropy_tokens=0.2,
+        enable_trajectory_reweighting=True,
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
+    _, _, inputs, _ = _loss_and_grads(trainer)
     advantages, mask = inputs["advantages"], inputs["completion_mask"].bool()
     assert advantages.shape == mask.shape
     metrics = trainer._metrics["train"]
@@ -96,12 +192,18 @@ def test_perception_filtering_and_shaping_fold_into_token_advantages(vlm, tmp_pa
 def test_entropy_filtering_alone_uses_the_per_response_rule_in_the_loss(vlm, tmp_path):
     path, processor, dataset = vlm
     args = _args(TPRLGRPOConfig, tmp_path, processor, enable_entropy_filtering=True, top_p_entropy_tokens=0.5)
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
     assert trainer.top_entropy_quantile == 0.5  # TRL now calls our get_high_entropy_mask inside its loss
     entropies = torch.tensor([[3.0, 1.0, 2.0, 0.0], [5.0, 4.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     expected = torch.tensor([[True, False, True, False], [True, False, False, False]])
     assert torch.equal(trainer.get_high_entropy_mask(entropies, mask, threshold=0.5), expected)
+    # on TRL's cases, whatever the threshold: ceil(6 * 0.5) = 3 and ceil(4 * 0.5) = 2 highest tokens per response
+    expected = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    for threshold in (0.8, 0.0):
+        assert torch.equal(trainer.get_high_entropy_mask(TRL_ENTROPIES, TRL_MASK, threshold), expected)
 
 
 def test_online_filtering_masks_dropped_groups(vlm, tmp_path):
@@ -111,31 +213,55 @@ def test_online_filtering_masks_dropped_groups(vlm, tmp_path):
         return [1.0 if a == "red" else float(i % 2) for i, a in enumerate(answer)]
 
     args = _args(TPRLGRPOConfig, tmp_path, processor, online_filtering=True, filter_reward="solved_on_red", seed=3)
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=[solved_on_red, colour_tokens], args=args, train_dataset=dataset, processing_class=processor)
+    trainer = TPRLGRPOTrainer(
+        model=path,
+        reward_funcs=[solved_on_red, colour_tokens],
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+    )
     trainer.model.train()
     inputs = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))  # unshuffled rows
     group_means = trainer._rewards_per_func[:, 0].view(-1, 4).mean(1)
     dropped = (group_means == 1.0).repeat_interleave(4)
-    assert trainer._metrics["train"]["tprl/filtered_group_fraction"][-1] == pytest.approx(dropped.float().mean().item())
+    assert trainer._metrics["train"]["tprl/filtered_group_fraction"][-1] == pytest.approx(
+        dropped.float().mean().item()
+    )
     assert (inputs["completion_mask"][dropped] == 0).all() and (inputs["advantages"][dropped] == 0).all()
     assert (inputs["completion_mask"][~dropped].sum(1) > 0).all()
     assert inputs["num_items_in_batch"] == inputs["completion_mask"].sum()
     with pytest.raises(ValueError, match="not one of the reward functions"):
         TPRLGRPOTrainer(
-            model=path, reward_funcs=colour_tokens, processing_class=processor, train_dataset=dataset,
+            model=path,
+            reward_funcs=colour_tokens,
+            processing_class=processor,
+            train_dataset=dataset,
             args=_args(TPRLGRPOConfig, tmp_path, processor, online_filtering=True, filter_reward="accuracy"),
-        )  # fmt: skip
+        )
 
 
 def test_kl_in_reward_with_adaptive_controller(vlm, tmp_path):
     path, processor, dataset = vlm
     args = _args(
-        TPRLGRPOConfig, tmp_path, processor, max_steps=2, beta=0.1, kl_penalty="reward", kl_estimator="k2",
-        kl_controller="adaptive", kl_target=1.0, kl_horizon=100, advantage_estimator="rloo",
-    )  # fmt: skip
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        max_steps=2,
+        beta=0.1,
+        kl_penalty="reward",
+        kl_estimator="k2",
+        kl_controller="adaptive",
+        kl_target=1.0,
+        kl_horizon=100,
+        advantage_estimator="rloo",
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
     trainer.train()
-    coefs = trainer._metrics["train"]["tprl/kl_coef"] or [h["tprl/kl_coef"] for h in trainer.state.log_history if "tprl/kl_coef" in h]
+    coefs = trainer._metrics["train"]["tprl/kl_coef"] or [
+        h["tprl/kl_coef"] for h in trainer.state.log_history if "tprl/kl_coef" in h
+    ]
     # first step on-policy: KL 0 < target, so the coefficient shrinks by (1 - 0.2 * 32 / 100)
     assert coefs[0] == pytest.approx(0.1) and trainer.beta < 0.1
     assert trainer.kl_controller.coef == trainer.beta
@@ -145,10 +271,19 @@ def test_text_only_model_rejects_perception_filtering(tmp_path):
     path = save_tiny_qwen2(tmp_path / "lm")
     dataset = Dataset.from_dict({"prompt": ["a", "b", "c", "d"]})
     args = TPRLGRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=4,
-        max_steps=1, bf16=False, use_cpu=True, report_to="none", enable_perception_filtering=True,
-    )  # fmt: skip
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=lambda completions, **kw: [1.0] * len(completions), args=args, train_dataset=dataset)
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=4,
+        max_steps=1,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        enable_perception_filtering=True,
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=lambda completions, **kw: [1.0] * len(completions), args=args, train_dataset=dataset
+    )
     with pytest.raises(ValueError, match="need images"):
         trainer.train()
 
@@ -172,17 +307,21 @@ def test_config_rejects_bad_values(tmp_path, overrides, message):
 def test_sampled_dependency_correlates_with_full_kl(vlm, tmp_path):
     path, processor, dataset = vlm
     args = _args(TPRLGRPOConfig, tmp_path, processor, enable_perception_filtering=True, max_completion_length=16)
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
     trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     rollout = super(TPRLGRPOTrainer, trainer)._generate_and_score_completions(batch)
     mask = rollout["completion_mask"].bool()
-    logps, _ = trainer._rollout_logps(rollout, batch)
+    logps = trainer._rollout_logps(rollout)
     scores = {}
     for estimator in ("sampled", "kl"):
         trainer.args.dependency_estimator = estimator
         trainer._perturbation_rng = np.random.default_rng(0)  # the same perturbed images for both
-        scores[estimator] = trainer._token_dependency(rollout, batch, logps)[mask]
+        dependency, policy_logps, _ = trainer._token_dependency(rollout, batch, logps)
+        assert policy_logps is logps
+        scores[estimator] = dependency[mask]
     correlation = torch.corrcoef(torch.stack([scores["sampled"], scores["kl"]]))[0, 1].item()
     print(f"corr(sampled, kl) over {int(mask.sum())} tokens: {correlation:.3f}")
     assert correlation > 0.1
@@ -192,12 +331,22 @@ def test_sampled_dependency_correlates_with_full_kl(vlm, tmp_path):
 def test_learns_the_colour_task_with_tprl_features_on(vlm, tmp_path):
     path, processor, dataset = vlm
     args = _args(
-        TPRLGRPOConfig, tmp_path, processor, max_steps=120, per_device_train_batch_size=16, learning_rate=0.005,
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        max_steps=120,
+        per_device_train_batch_size=16,
+        learning_rate=0.005,
         lr_scheduler_type="constant",
         enable_perception_filtering=True,
-        top_p_perception_tokens=0.4, enable_trajectory_reweighting=True, trajectory_scaling_min=0.9, epsilon_high=0.28,
-    )  # fmt: skip
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor)
+        top_p_perception_tokens=0.4,
+        enable_trajectory_reweighting=True,
+        trajectory_scaling_min=0.9,
+        epsilon_high=0.28,
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
     trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     start, end = np.mean(rewards[:10]), np.mean(rewards[-10:])
@@ -224,12 +373,31 @@ def test_trl_hooks_we_rely_on_are_unchanged():
     assert "if advantages.dim() == 1:" in loss_source  # (B, T) advantages are accepted as they are
     assert "self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)" in loss_source
     assert "per_token_loss + self.beta * per_token_kl" in loss_source
-    assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == ["self", "inputs", "prompts", "completions", "completion_ids_list"]
+    assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
+        "self",
+        "inputs",
+        "prompts",
+        "completions",
+        "completion_ids_list",
+    ]
     assert {"compute_entropy", "pixel_values", "image_grid_thw", "num_images"} <= set(
         inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters
     )
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "rewards_per_func = self._calculate_rewards(" in source and '"advantages": advantages' in source
+    # reward parts go through the log_metric buffer, which is averaged over processes after the rewards
+    assert source.index("self._calculate_rewards(") < source.index(
+        "for name in sorted(set(gather_object(list(self._pending_metrics)))):"
+    )
+    # checkpoint hooks: the RNG states are saved per process before trainer_state.json; TRL restores its own
+    # controllers in _load_optimizer_and_scheduler; GRPOTrainer writes the model card at every checkpoint
+    trainer_source = inspect.getsource(transformers.Trainer._save_checkpoint)
+    assert trainer_source.index("self._save_rng_state(output_dir)") < trainer_source.index("TRAINER_STATE_NAME")
+    assert "self._load_optimizer_and_scheduler(resume_from_checkpoint)" in inspect.getsource(
+        transformers.Trainer._prepare_for_training
+    )
+    assert "self.create_model_card(model_name=model_name)" in inspect.getsource(GRPOTrainer._save_checkpoint)
+    assert "model.load_state_dict(state_dict, False)" in inspect.getsource(transformers.Trainer._load_from_checkpoint)
 
 
 def test_remax_subtracts_the_greedy_completions_reward(vlm, tmp_path):
@@ -242,7 +410,9 @@ def test_remax_subtracts_the_greedy_completions_reward(vlm, tmp_path):
         return values
 
     args = _args(TPRLGRPOConfig, tmp_path, processor, advantage_estimator="remax")
-    trainer = TPRLGRPOTrainer(model=path, reward_funcs=recording_reward, args=args, train_dataset=dataset, processing_class=processor)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=recording_reward, args=args, train_dataset=dataset, processing_class=processor
+    )
     trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     output = trainer._generate_and_score_completions(batch)
@@ -253,3 +423,198 @@ def test_remax_subtracts_the_greedy_completions_reward(vlm, tmp_path):
     expected = sampled - greedy[runs]
     torch.testing.assert_close(output["advantages"][:, 0], expected)
     assert (output["advantages"] == output["advantages"][:, :1]).all()  # sequence-level advantage on every token
+
+
+def test_builds_a_default_config_as_grpo_trainer_does(vlm, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output_dir is relative
+    # GRPOConfig's defaults (bf16) are refused on a machine without a bf16 GPU; both trainers see the same patch
+    monkeypatch.setattr(transformers.training_args, "is_torch_bf16_gpu_available", lambda: True)
+    path, processor, dataset = vlm
+    grpo = GRPOTrainer(model=path, reward_funcs=colour_tokens, train_dataset=dataset, processing_class=processor)
+    tprl = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, train_dataset=dataset, processing_class=processor)
+    assert type(tprl.args) is TPRLGRPOConfig
+    name = os.path.basename(path)
+    assert (grpo.args.output_dir, tprl.args.output_dir) == (f"{name}-GRPO", f"{name}-TPRL-GRPO")
+    derived = {"output_dir", "logging_dir", "run_name"}
+    grpo_values = {k: v for k, v in grpo.args.to_dict().items() if k not in derived}
+    assert {k: tprl.args.to_dict()[k] for k in grpo_values} == grpo_values
+    with pytest.raises(TypeError, match="TPRLGRPOConfig"):
+        TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=grpo.args, train_dataset=dataset)
+
+
+def _solved_on_red(completions, answer, **kwargs):
+    """Red groups are "solved" (mean 1, dropped by online filtering); blue rows alternate 0 / 1 (mean 0.5, kept)."""
+    return [1.0 if a == "red" else float(i % 2) for i, a in enumerate(answer)]
+
+
+def test_trajectory_shaping_uses_only_the_groups_online_filtering_keeps(vlm, tmp_path, monkeypatch):
+    path, processor, dataset = vlm
+    args = _args(
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        online_filtering=True,
+        filter_reward="_solved_on_red",
+        seed=3,
+        enable_trajectory_reweighting=True,
+        trajectory_scaling_min=0.5,
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path,
+        reward_funcs=[_solved_on_red, colour_tokens],
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))  # unshuffled rows: groups of 4 consecutive rows
+    kept = torch.tensor([example["answer"] != "red" for example in batch])
+    assert kept.any() and not kept.all()
+    # A known dependency (the forward is tested elsewhere); the dropped rows carry the largest values, so any
+    # leak of theirs into the min-max normalisation would move every kept factor.
+    dependency = torch.rand(len(batch), MAX_COMPLETION_LENGTH, generator=torch.Generator().manual_seed(0))
+    dependency[~kept] += 5.0
+
+    def known_dependency(output, inputs, policy_logps=None, needs_entropies=False):
+        return dependency.clone(), torch.zeros_like(dependency), None
+
+    monkeypatch.setattr(trainer, "_token_dependency", known_dependency)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions(batch)
+    mask = output["completion_mask"].float()
+    assert (mask[~kept] == 0).all() and (mask[kept].sum(1) > 0).all()
+
+    # GRPO advantages of the kept groups by hand: (r - mean_g) / (std_g + 1e-4), r the sum of both rewards
+    rewards = trainer._rewards_per_func.sum(1).view(-1, 4)
+    base = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)).view(-1)
+    # VPPO's mean-preserving factors over the kept responses alone
+    m = mask[kept]
+    s = (dependency[kept] * m).sum(1) / m.sum(1)
+    n = (s - s.min()) / (s.max() - s.min())
+    beta_min = 0.5
+    beta_max = beta_min + (1 - beta_min) / n.mean()
+    alpha = beta_min + n * (beta_max - beta_min)
+    torch.testing.assert_close(output["advantages"][kept] * m, (alpha * base[kept])[:, None] * m)
+    assert (output["advantages"][~kept] == 0).all()
+    assert trainer._metrics["train"]["tprl/scaling_factor_mean"][-1] == pytest.approx(1.0, abs=1e-6)
+    # the same formula over every row (what a pre-filter mask gives) is far from it
+    s_all = torch.cat([s, dependency[~kept].mean(1)])
+    n_all = (s_all - s_all.min()) / (s_all.max() - s_all.min())
+    alpha_all = beta_min + n_all * (1 - beta_min) / n_all.mean()
+    assert (alpha_all[: len(s)] - alpha).abs().max() > 0.1
+
+
+def test_rejects_an_empty_dataset_or_one_without_prompts(vlm, tmp_path):
+    path, processor, _ = vlm
+    args = _args(TPRLGRPOConfig, tmp_path, processor)
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        TPRLGRPOTrainer(
+            model=path, reward_funcs=colour_tokens, args=args, train_dataset=Dataset.from_dict({"prompt": []})
+        )
+    questions = Dataset.from_dict({"question": ["What colour?"], "answer": ["red"]})
+    with pytest.raises(ValueError, match=r"no 'prompt' column \(its columns: \['question', 'answer'\]\)"):
+        TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=questions)
+
+
+def test_resume_continues_the_kl_coefficient_and_the_perturbations(vlm, tmp_path):
+    path, processor, dataset = vlm
+
+    def run(output_dir, resume_from_checkpoint=None):
+        masks = []
+
+        def recording_blackening(image, rng):
+            perturbed = random_patch_blackening(image, rng, patch_size=14, probability=0.5)
+            masks.append((np.array(perturbed) == 0).all(-1))
+            return perturbed
+
+        args = _args(
+            TPRLGRPOConfig,
+            output_dir,
+            processor,
+            max_steps=3,
+            save_strategy="steps",
+            save_steps=1,
+            beta=0.1,
+            kl_controller="adaptive",
+            kl_target=0.01,
+            kl_horizon=50,
+            enable_trajectory_reweighting=True,
+        )
+        trainer = TPRLGRPOTrainer(
+            model=path,
+            reward_funcs=colour_tokens,
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            perturbation_fn=recording_blackening,
+        )
+        first_step = (
+            trainer.state.global_step if resume_from_checkpoint is None else int(resume_from_checkpoint.split("-")[-1])
+        )
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        coefs = [
+            h["tprl/kl_coef"] for h in trainer.state.log_history if "tprl/kl_coef" in h and h["step"] > first_step
+        ]
+        weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        return trainer, coefs, np.stack(masks).reshape(-1, 8, *masks[0].shape), weights
+
+    full, full_coefs, full_masks, full_weights = run(tmp_path / "full")
+    assert len(full_coefs) == 3 and len(set(full_coefs)) == 3  # beta moves at every step
+    assert not np.array_equal(full_masks[0], full_masks[1])  # fresh patches at every rollout
+    with open(tmp_path / "full" / "checkpoint-1" / "tprl_state_0.json") as f:
+        assert json.load(f)["beta"] == pytest.approx(full_coefs[1])
+    resumed, coefs, masks, weights = run(tmp_path / "resumed", str(tmp_path / "full" / "checkpoint-1"))
+    print(f"beta per step: uninterrupted {full_coefs}, resumed at step 1 {coefs}")
+    assert coefs == full_coefs[1:] and resumed.beta == full.beta
+    assert np.array_equal(masks, full_masks[1:])
+    torch.testing.assert_close(weights, full_weights, rtol=0, atol=0)  # the model too (Qwen2.5-VL's renamed keys)
+
+
+def test_model_card_names_the_base_model(vlm, tmp_path):
+    path, processor, dataset = vlm
+    args = _args(TPRLGRPOConfig, tmp_path / "out", processor)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
+    trainer.save_model()
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model == os.path.basename(path) and os.path.dirname(path) not in card.content
+    assert f"`{os.path.basename(path)}`" in card.text and "huggingface.co/None" not in card.text
+    assert {"trl", "grpo", "tprl"} <= set(card.data.tags) and "2510.09285" in card.text
+    # a Hub model: the same card as TRL's, with its link
+    trainer.model.config._name_or_path = "Qwen/Qwen2.5-VL-3B-Instruct"
+    trainer.create_model_card()
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert "[Qwen/Qwen2.5-VL-3B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct)" in card.text
+    cache = "/cache/hub/models--Qwen--Qwen2.5-VL-3B-Instruct/snapshots/0123abc"
+    assert base_model_name(cache) == "Qwen/Qwen2.5-VL-3B-Instruct" and base_model_name(str(tmp_path)) == tmp_path.name
+
+
+class _RewardWithParts:
+    """A reward that exposes the parts of its last call, as FlowRTPOReward and LaTeXReward do."""
+
+    __name__ = "with_parts"
+
+    def __call__(self, completions, **kwargs):
+        n = len(completions)
+        self.last_components = {
+            "length": [float(i) for i in range(n)],
+            "partial": [float("nan")] + [1.0] * (n - 1),  # NaN values are left out of the mean
+            "threshold": 0.25,  # a scalar
+            "note": "ignored",
+        }
+        return [1.0] * n
+
+
+def test_reward_components_are_logged_per_part(vlm, tmp_path):
+    path, processor, dataset = vlm
+    args = _args(TPRLGRPOConfig, tmp_path, processor)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=_RewardWithParts(), args=args, train_dataset=dataset, processing_class=processor
+    )
+    trainer.model.train()
+    trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    metrics = trainer._metrics["train"]
+    assert metrics["rewards/with_parts/length"] == [pytest.approx(sum(range(8)) / 8)]
+    assert metrics["rewards/with_parts/partial"] == [1.0] and metrics["rewards/with_parts/threshold"] == [0.25]
+    assert not any(key.endswith("/note") for key in metrics) and math.isfinite(metrics["reward"][-1])

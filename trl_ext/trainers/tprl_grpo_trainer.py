@@ -11,14 +11,33 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""`TPRLGRPOTrainer`: TRL's `GRPOTrainer` with Token Perception RL (VPPO) and the RL controls TRL lacks.
+
+The trainer overrides the fewest `GRPOTrainer` hooks it can (`_generate_and_score_completions`, `_calculate_rewards`,
+`_compute_loss`, `get_high_entropy_mask`, the checkpoint RNG hooks and the model card) and folds everything it adds
+into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
+"""
+
 import copy
+import json
+import logging
+import math
+import os
+import re
 import textwrap
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset, IterableDataset
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+from transformers import PreTrainedModel
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOTrainer
 from trl.data_utils import prepare_multimodal_messages
+from trl.trainer.utils import get_config_model_id
 
 from .rl_utils import (
     AdaptiveKLController,
@@ -38,45 +57,89 @@ from .tprl_grpo_config import TPRLGRPOConfig
 from .tprl_perturbations import Perturbation, get_perturbation
 
 
+logger = logging.getLogger(__name__)
+
 # Forward kwargs of GRPOTrainer's batches that hold image data.
-_VISION_KEYS = ("pixel_values", "image_grid_thw", "image_sizes", "pixel_attention_mask", "spatial_shapes")
+_VISION_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "image_sizes",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "image_position_ids",
+)
+# Per-process file (in every checkpoint) with the state TPRL keeps outside the model: KL controller and perturbation RNG.
+TPRL_STATE_NAME = "tprl_state_{process_index}.json"
+_HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\][^/\\]+$")
+
+
+def base_model_name(name_or_path: str | None) -> str | None:
+    """The name a model card gives the base model: its Hub id, never a local path.
+
+    A Hub id (`org/name`) is returned as is; a directory of the Hugging Face cache
+    (`.../models--org--name/snapshots/<revision>`) gives `org/name`; any other local directory gives its own name.
+    """
+    if not name_or_path:
+        return None
+    path = os.path.normpath(os.path.expanduser(name_or_path))
+    if not os.path.isdir(path) and not os.path.isabs(path):
+        return name_or_path
+    match = _HF_CACHE_SNAPSHOT.search(os.path.abspath(path))
+    if match:
+        return f"{match['org']}/{match['name']}"
+    return os.path.basename(os.path.abspath(path)) or None
 
 
 class TPRLGRPOTrainer(GRPOTrainer):
     r"""
     [`~trl.GRPOTrainer`] with Token Perception RL for vision-language models (VPPO,
     [Spotlight on Token Perception for Multimodal RL](https://huggingface.co/papers/2510.09285)) and the RL controls
-    that TRL lacks (KL estimators and an adaptive KL controller, RLOO / REINFORCE++ advantages, online difficulty
-    filtering).
+    that TRL lacks (KL estimators and an adaptive KL controller, RLOO / REINFORCE++ / ReMax advantages, online
+    difficulty filtering).
 
     After each rollout batch is generated and scored by `GRPOTrainer`, the trainer
 
-    1. re-scores the completions with a perturbed image I′ (patch blackening by default; one extra no-grad forward;
-       a second one on-policy, when TRL skipped the old log-probabilities) and measures each token's visual
-       dependency s_t, either VPPO's one-sample k3 estimate at the generated token or the full KL over the
-       vocabulary;
-    2. keeps, per response, the top ⌈n·k⌉ tokens by entropy and/or by dependency (Token Gradient Filtering);
-    3. scales each response's advantage by a factor from its mean dependency (Trajectory Advantage Shaping);
+    1. drops, with online filtering, the prompt groups whose mean reward lies outside (`filter_low`, `filter_high`):
+       they leave the loss, its token normaliser and every statistic below;
+    2. re-scores the completions with a perturbed image I′ (patch blackening by default) in one extra no-grad forward
+       and measures each token's visual dependency s_t, either VPPO's one-sample k3 estimate at the generated token or
+       the full KL over the vocabulary. When TRL did not compute the old log-probabilities (on-policy) or entropies are
+       needed, the original and the perturbed images go through the model together, as one batch of 2B sequences;
+       otherwise only the perturbed ones;
+    3. keeps, per response, the top ⌈n·k⌉ tokens by entropy and/or by dependency (Token Gradient Filtering);
+    4. scales each response's advantage by a factor from its mean dependency (Trajectory Advantage Shaping);
 
     and folds all of it into per-token advantages of shape (B, T), which `GRPOTrainer`'s loss accepts as is. With every
-    feature off (the default) it is exactly `GRPOTrainer`.
+    feature off (the default) it is exactly `GRPOTrainer`, TRL's own options included.
+
+    Every checkpoint also holds `tprl_state_<process>.json` per process: the KL coefficient (adaptive controller) and
+    the perturbation generator, so that a resumed run continues both exactly.
 
     Example:
 
     ```python
     >>> from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
     >>> args = TPRLGRPOConfig(output_dir="out", enable_perception_filtering=True, enable_trajectory_reweighting=True)
-    >>> trainer = TPRLGRPOTrainer(model="Qwen/Qwen2.5-VL-3B-Instruct", reward_funcs=accuracy, args=args,
-    ...                           train_dataset=dataset)  # dataset with "prompt" and "image" columns
+    >>> trainer = TPRLGRPOTrainer(
+    ...     model="Qwen/Qwen2.5-VL-3B-Instruct", reward_funcs=accuracy, args=args, train_dataset=dataset
+    ... )  # dataset with "prompt" and "image" columns
     >>> trainer.train()
     ```
 
     Args:
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            As for [`~trl.GRPOTrainer`].
+        reward_funcs:
+            As for [`~trl.GRPOTrainer`]. A reward function may expose `last_components` (a dict of per-sample lists or
+            scalars, set at each call); each part is logged as `rewards/<name>/<part>`, averaged over all processes.
+        args ([`TPRLGRPOConfig`], *optional*):
+            Defaults to `TPRLGRPOConfig("<model name>-TPRL-GRPO")`, as [`~trl.GRPOTrainer`] builds its default.
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`], *optional*):
+            Must hold a `prompt` column (unless `environment_factory` supplies the prompts) and at least one row.
         perturbation_fn (`Callable[[PIL.Image.Image, numpy.random.Generator], PIL.Image.Image]`, *optional*):
             A custom perturbation, used instead of `args.perturbation`.
         **kwargs:
-            Every argument of [`~trl.GRPOTrainer`] (`model`, `reward_funcs`, `args`, `train_dataset`,
-            `processing_class`, `peft_config`, ...). `args` must be a [`TPRLGRPOConfig`].
+            Every other argument of [`~trl.GRPOTrainer`] (`eval_dataset`, `processing_class`, `peft_config`, ...).
     """
 
     _tag_names = ["trl", "grpo", "trl_ext", "tprl"]
@@ -96,15 +159,30 @@ class TPRLGRPOTrainer(GRPOTrainer):
         ),
     }
 
-    def __init__(self, *args, perturbation_fn: Perturbation | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        reward_funcs: Any = None,
+        args: TPRLGRPOConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        *extra_args,
+        perturbation_fn: Perturbation | None = None,
+        **kwargs,
+    ):
+        if args is None:  # as GRPOTrainer builds its default GRPOConfig
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = TPRLGRPOConfig(f"{model_name.split('/')[-1]}-TPRL-GRPO")
+        elif not isinstance(args, TPRLGRPOConfig):
+            raise TypeError(f"args must be a TPRLGRPOConfig, got {type(args).__name__}.")
+        _check_train_dataset(train_dataset, prompts_from_environment=kwargs.get("environment_factory") is not None)
+        super().__init__(model, reward_funcs, args, train_dataset, *extra_args, **kwargs)
         config = self.args
-        if not isinstance(config, TPRLGRPOConfig):
-            raise TypeError(f"args must be a TPRLGRPOConfig, got {type(config).__name__}.")
         self.perturbation_fn = perturbation_fn or get_perturbation(
-            config.perturbation, config.perturbation_patch_size, config.perturbation_probability,
+            config.perturbation,
+            config.perturbation_patch_size,
+            config.perturbation_probability,
             config.perturbation_noise_std,
-        )  # fmt: skip
+        )
         seed = config.perturbation_seed if config.perturbation_seed is not None else config.seed
         self._perturbation_rng = np.random.default_rng([seed, self.accelerator.process_index])
         if config.kl_controller == "adaptive":
@@ -128,17 +206,52 @@ class TPRLGRPOTrainer(GRPOTrainer):
 
     @property
     def _recomputes_advantages(self) -> bool:
-        return self.args.kl_penalty == "reward" or self.args.advantage_estimator != "grpo" or self.args.online_filtering
+        return (
+            self.args.kl_penalty == "reward" or self.args.advantage_estimator != "grpo" or self.args.online_filtering
+        )
 
     def get_high_entropy_mask(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
-        """Per-response entropy filter: each response keeps its ⌈n·k⌉ highest-entropy tokens (k =
-        `top_p_entropy_tokens`), instead of TRL's single batch-wide quantile `threshold`."""
-        return top_k_per_row_mask(entropies, mask, self.args.top_p_entropy_tokens)
+        """Entropy mask of TRL's loss (called when `top_entropy_quantile < 1`).
+
+        With TPRL's entropy filtering on (and perception filtering off, so that the rule runs inside TRL's loss), each
+        response keeps its ⌈n·k⌉ highest-entropy tokens (k = `top_p_entropy_tokens`, n its valid tokens). Otherwise
+        this is exactly [`~trl.GRPOTrainer.get_high_entropy_mask`]: tokens whose entropy is at least the batch-wide
+        `threshold` quantile of all valid tokens of all processes. The parent's rule also applies when the method is
+        called on an object that has no TPRL configuration.
+        """
+        config = getattr(self, "args", None)
+        if (
+            isinstance(config, TPRLGRPOConfig)
+            and config.enable_entropy_filtering
+            and not config.enable_perception_filtering
+        ):
+            return top_k_per_row_mask(entropies, mask, config.top_p_entropy_tokens)
+        return GRPOTrainer.get_high_entropy_mask(self, entropies, mask, threshold)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Keep the (gathered) per-function rewards: online filtering and the other advantage estimators need them.
         self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._log_reward_components()
         return self._rewards_per_func
+
+    def _log_reward_components(self) -> None:
+        """Log each reward function's `last_components` as `rewards/<name>/<part>`, as the loop trainers name them.
+
+        A part is a per-sample list (its finite numbers are averaged over the samples of every process) or a scalar
+        (averaged over processes). The values go through TRL's `log_metric` buffer, which `GRPOTrainer` averages
+        across processes right after the rewards are computed.
+        """
+        for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True):
+            components = getattr(func, "last_components", None)
+            if not isinstance(components, dict):
+                continue
+            for part, values in components.items():
+                values = [values] if isinstance(values, (int, float)) else values
+                if not isinstance(values, (list, tuple)):
+                    continue
+                for value in values:
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        self._log_metric(f"rewards/{name}/{part}", float(value))
 
     def _compute_loss(self, model, inputs):
         if self.args.kl_penalty == "loss":
@@ -155,39 +268,29 @@ class TPRLGRPOTrainer(GRPOTrainer):
         if not self.model.training:  # evaluation: plain GRPO scoring
             return output
         config = self.args
-        mask = output["completion_mask"].float()
-        if "tool_mask" in output:
-            mask = mask * output["tool_mask"]
-        sequence_advantages = output["advantages"]
         metrics = self._metrics["train"]
+        # Online filtering first: the dropped groups leave the mask that every statistic below is computed over.
+        keep = self._apply_online_filtering(output) if config.online_filtering else None
+        mask = self._loss_mask(output)
 
-        old_logps = entropies = None
-        if self._needs_dependency or (config.enable_entropy_filtering and config.enable_perception_filtering):
-            old_logps, entropies = self._rollout_logps(output, inputs)
+        policy_logps, entropies, dependency = output.get("old_per_token_logps"), None, None
+        needs_kl = self.beta != 0.0 and (config.kl_penalty == "reward" or config.kl_controller == "adaptive")
+        if self._needs_dependency:
+            needs_entropies = config.enable_entropy_filtering and config.enable_perception_filtering
+            dependency, policy_logps, entropies = self._token_dependency(output, inputs, policy_logps, needs_entropies)
+        elif needs_kl and policy_logps is None:
+            policy_logps = self._rollout_logps(output)
 
-        if self.beta != 0.0 and (config.kl_penalty == "reward" or config.kl_controller == "adaptive"):
-            policy_logps = output.get("old_per_token_logps")
-            if policy_logps is None:
-                policy_logps = old_logps if old_logps is not None else self._rollout_logps(output, inputs)[0]
-            per_token_kl = kl_divergence(policy_logps, output["ref_per_token_logps"], config.kl_estimator) * mask
-            mean_kl = self.accelerator.gather((per_token_kl.sum(1) / mask.sum(1).clamp(min=1)).mean()).mean().item()
-            # EasyR1's KL-in-reward uses this batch's coefficient, then the controller updates it for the next one
-            kl_penalty = self.beta * per_token_kl if config.kl_penalty == "reward" else None
-            metrics["tprl/kl_coef"].append(self.beta)
-            metrics["tprl/rollout_kl"].append(mean_kl)
-            self.beta = self.kl_controller.update(mean_kl, n_steps=len(self._rewards_per_func))
-        else:
-            kl_penalty = None
-
+        kl_penalty = self._update_kl(output, policy_logps, mask) if needs_kl else None
         if self._recomputes_advantages:
             greedy = self._greedy_rewards(inputs) if config.advantage_estimator == "remax" else None
-            advantages = self._recompute_advantages(output, mask, kl_penalty, greedy)
+            advantages = self._recompute_advantages(output, mask, kl_penalty, greedy, keep)
         else:
-            advantages = sequence_advantages[:, None].expand_as(mask)
+            advantages = output["advantages"][:, None].expand_as(mask)
 
         token_weights = torch.ones_like(mask)
-        if self._needs_dependency:
-            dependency = self._token_dependency(output, inputs, old_logps) * mask
+        if dependency is not None:
+            dependency = dependency * mask
             metrics["tprl/dependency_mean"].append(self._gathered_mean(dependency.sum() / mask.sum().clamp(min=1)))
             if config.enable_perception_filtering:
                 perception = top_k_per_row_mask(dependency, mask, config.top_p_perception_tokens)
@@ -196,19 +299,71 @@ class TPRLGRPOTrainer(GRPOTrainer):
                 if config.enable_entropy_filtering:
                     by_entropy = top_k_per_row_mask(entropies, mask, config.top_p_entropy_tokens)
                     metrics["tprl/entropy_token_fraction"].append(self._token_fraction(by_entropy, mask))
-                    selected = selected | by_entropy if config.token_filter_combination == "or" else selected & by_entropy
+                    if config.token_filter_combination == "or":
+                        selected = selected | by_entropy
+                    else:
+                        selected = selected & by_entropy
                 token_weights = selected.float()
             if config.enable_trajectory_reweighting:
+                # rows without valid tokens (dropped groups, masked truncations) are left out of the normalisation
                 _, factors = trajectory_scaling_factors(
                     dependency, mask, config.trajectory_scaling_min, config.trajectory_scaling_rule
                 )
-                metrics["tprl/scaling_factor_mean"].append(self._gathered_mean(factors.mean()))
+                kept_factors = factors[mask.sum(1) > 0]
+                stats = torch.stack([kept_factors.sum(), kept_factors.new_tensor(float(kept_factors.numel()))])
+                total, count = self.accelerator.gather(stats.reshape(1, 2)).sum(0).tolist()
+                metrics["tprl/scaling_factor_mean"].append(total / max(count, 1.0))
                 metrics["tprl/scaling_factor_max"].append(self.accelerator.gather(factors.max()).max().item())
                 token_weights = token_weights * factors[:, None]
 
         if self._needs_dependency or self._recomputes_advantages:
             output["advantages"] = advantages * token_weights
         return output
+
+    def _process_slice(self, local_size: int) -> slice:
+        return slice(self.accelerator.process_index * local_size, (self.accelerator.process_index + 1) * local_size)
+
+    @staticmethod
+    def _loss_mask(output: dict[str, Any]) -> torch.Tensor:
+        mask = output["completion_mask"].float()
+        return mask * output["tool_mask"] if "tool_mask" in output else mask
+
+    def _apply_online_filtering(self, output: dict[str, Any]) -> torch.Tensor:
+        """Drop the prompt groups whose mean `filter_reward` lies outside (`filter_low`, `filter_high`).
+
+        The dropped completions leave the loss mask and TRL's token normaliser `num_items_in_batch`; their advantages
+        become 0. Returns the gathered keep mask, (N,).
+        """
+        config = self.args
+        filter_rewards = self._rewards_per_func[:, self.reward_func_names.index(config.filter_reward)]
+        keep = group_keep_mask(filter_rewards, self.num_generations, config.filter_low, config.filter_high)
+        self._metrics["train"]["tprl/filtered_group_fraction"].append(1.0 - keep.float().mean().item())
+        local_keep = keep[self._process_slice(len(output["completion_mask"]))].to(output["completion_mask"].device)
+        output["completion_mask"] = output["completion_mask"] * local_keep[:, None].to(output["completion_mask"].dtype)
+        output["num_items_in_batch"] = self.accelerator.gather(self._loss_mask(output).sum()).sum()
+        output["advantages"] = output["advantages"] * local_keep.to(output["advantages"].dtype)
+        return keep
+
+    def _update_kl(
+        self, output: dict[str, Any], policy_logps: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Measure the rollout KL to the reference, log it and update the KL controller.
+
+        The KL is the mean over completions (with tokens, all processes) of each completion's per-token mean KL_t.
+        Returns β·KL_t (B, T) for `kl_penalty="reward"` (this batch's β, as EasyR1 does), else None.
+        """
+        config = self.args
+        per_token_kl = kl_divergence(policy_logps, output["ref_per_token_logps"], config.kl_estimator) * mask
+        rows = mask.sum(1) > 0
+        row_kl = per_token_kl.sum(1) / mask.sum(1).clamp(min=1)
+        stats = torch.stack([row_kl[rows].sum(), rows.sum().to(row_kl.dtype)])
+        total, count = self.accelerator.gather(stats.reshape(1, 2)).sum(0).tolist()
+        mean_kl = total / max(count, 1.0)
+        kl_penalty = self.beta * per_token_kl if config.kl_penalty == "reward" else None
+        self._metrics["train"]["tprl/kl_coef"].append(self.beta)
+        self._metrics["train"]["tprl/rollout_kl"].append(mean_kl)
+        self.beta = self.kl_controller.update(mean_kl, n_steps=int(count))
+        return kl_penalty
 
     def _gathered_mean(self, value: torch.Tensor) -> float:
         return self.accelerator.gather(value.detach().float().reshape(1)).mean().item()
@@ -226,11 +381,8 @@ class TPRLGRPOTrainer(GRPOTrainer):
         return []
 
     def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
-        kwargs = {key: output[key] for key in (*_VISION_KEYS, "mm_token_type_ids", "token_type_ids") if key in output}
-        for key in ("num_images", "num_tiles"):
-            if key in output:
-                kwargs[key] = output[key]
-        return kwargs
+        keys = (*_VISION_KEYS, "mm_token_type_ids", "token_type_ids", "num_images", "num_tiles")
+        return {key: output[key] for key in keys if key in output}
 
     def _perturbed_forward_kwargs(self, output: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
         images = self._images(inputs)
@@ -250,7 +402,9 @@ class TPRLGRPOTrainer(GRPOTrainer):
             if key == "pixel_values":
                 kwargs[key] = value.to(kwargs[key].dtype)
             elif not torch.equal(value, kwargs[key]):
-                raise ValueError(f"The perturbed image changed the processor's {key!r}: perturbations must keep the size.")
+                raise ValueError(
+                    f"The perturbed image changed the processor's {key!r}: perturbations must keep the size."
+                )
         return kwargs
 
     def _sequences(self, output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -259,29 +413,76 @@ class TPRLGRPOTrainer(GRPOTrainer):
         return input_ids, attention_mask, output["completion_ids"].size(1)
 
     @torch.no_grad()
-    def _rollout_logps(self, output, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probabilities and entropies of the completions under the current policy and the original images."""
+    def _rollout_logps(self, output: dict[str, Any]) -> torch.Tensor:
+        """Log-probabilities of the completions under the current policy and the original images (B, T)."""
         input_ids, attention_mask, logits_to_keep = self._sequences(output)
-        logps, entropies, _ = self._get_per_token_logps_and_entropies(
-            self.model, input_ids, attention_mask, logits_to_keep, batch_size=self.args.per_device_train_batch_size,
-            compute_entropy=True, **self._forward_kwargs(output),
-        )  # fmt: skip
-        return logps, entropies
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=self.args.per_device_train_batch_size,
+            **self._forward_kwargs(output),
+        )
+        return logps
 
     @torch.no_grad()
-    def _token_dependency(self, output, inputs, old_logps: torch.Tensor) -> torch.Tensor:
-        """Visual dependency s_t of every completion token: how much its distribution moves when the image is perturbed."""
+    def _token_dependency(
+        self,
+        output: dict[str, Any],
+        inputs: list[dict[str, Any]],
+        policy_logps: torch.Tensor | None = None,
+        needs_entropies: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Visual dependency s_t of every completion token: how much its distribution moves when the image is perturbed.
+
+        - `"sampled"` (VPPO): s_t = clamp(eˣ − x − 1, 0, 10), x = clamp(log π(o_t|I′) − log π(o_t|I), −20, 20);
+        - `"kl"`: s_t = KL(π(·|I) ‖ π(·|I′)) = Σ_v π(v|I) (log π(v|I) − log π(v|I′)), clamped at 0.
+
+        One no-grad pass. `policy_logps` are log π(o_t|I) when TRL already has them (off-policy); when they are missing
+        or `needs_entropies`, the original and the perturbed batch are stacked into one batch of 2B sequences, so the
+        same forward gives log π(o_t|I), its entropies and log π(o_t|I′).
+
+        Returns:
+            `tuple`: s_t (B, T), log π(o_t|I) (B, T) and the entropies under I (B, T) or None.
+        """
         input_ids, attention_mask, logits_to_keep = self._sequences(output)
-        perturbed_kwargs = self._perturbed_forward_kwargs(output, inputs)
-        if self.args.dependency_estimator == "sampled":
+        original = self._forward_kwargs(output)
+        perturbed = self._perturbed_forward_kwargs(output, inputs)
+        size = input_ids.size(0)
+        if self.args.dependency_estimator == "kl":
+            log_probs = self._completion_log_softmax(
+                input_ids.repeat(2, 1),
+                attention_mask.repeat(2, 1),
+                logits_to_keep,
+                _stack_forward_kwargs(original, perturbed),
+            )
+            own, other = log_probs[:size], log_probs[size:]
+            dependency = (own.exp() * (own - other)).sum(-1).clamp(min=0)
+            if policy_logps is None:
+                policy_logps = own.gather(-1, output["completion_ids"][..., None]).squeeze(-1)
+            entropies = -(own.exp() * own).sum(-1) if needs_entropies else None
+            return dependency, policy_logps, entropies
+        chunk = self.args.per_device_train_batch_size
+        if policy_logps is None or needs_entropies:
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                input_ids.repeat(2, 1),
+                attention_mask.repeat(2, 1),
+                logits_to_keep,
+                batch_size=2 * chunk,
+                compute_entropy=needs_entropies,
+                **_stack_forward_kwargs(original, perturbed),
+            )
+            own, perturbed_logps = logps[:size], logps[size:]
+            policy_logps = own if policy_logps is None else policy_logps
+            entropies = entropies[:size] if needs_entropies else None
+        else:
+            own, entropies = policy_logps, None
             perturbed_logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, logits_to_keep,
-                batch_size=self.args.per_device_train_batch_size, **perturbed_kwargs,
-            )  # fmt: skip
-            return sampled_token_dependency(old_logps, perturbed_logps)
-        original = self._completion_log_softmax(input_ids, attention_mask, logits_to_keep, self._forward_kwargs(output))
-        perturbed = self._completion_log_softmax(input_ids, attention_mask, logits_to_keep, perturbed_kwargs)
-        return (original.exp() * (original - perturbed)).sum(-1).clamp(min=0)
+                self.model, input_ids, attention_mask, logits_to_keep, batch_size=chunk, **perturbed
+            )
+        return sampled_token_dependency(own, perturbed_logps), policy_logps, entropies
 
     def _completion_log_softmax(self, input_ids, attention_mask, logits_to_keep, kwargs) -> torch.Tensor:
         """Full-vocabulary log-probabilities (B, T, V) at the completion positions (the 'kl' dependency estimator)."""
@@ -302,13 +503,23 @@ class TPRLGRPOTrainer(GRPOTrainer):
         if self.accelerator.num_processes > 1:
             firsts = list(range(len(inputs)))
         else:
-            firsts = [i for i, example in enumerate(inputs) if i == 0 or (example is not inputs[i - 1] and example != inputs[i - 1])]
+            firsts = [
+                i
+                for i, example in enumerate(inputs)
+                if i == 0 or (example is not inputs[i - 1] and example != inputs[i - 1])
+            ]
         unique = [inputs[i] for i in firsts]
         prompts = [example["prompt"] for example in unique]
         images = self._images(unique) if ("image" in unique[0] or "images" in unique[0]) else []
         if images:
-            per_example = [example.get("images") or ([example["image"]] if example.get("image") is not None else []) for example in unique]
-            prompts = [prepare_multimodal_messages(prompt, images=image_list) for prompt, image_list in zip(prompts, per_example)]
+            per_example = [
+                example.get("images") or ([example["image"]] if example.get("image") is not None else [])
+                for example in unique
+            ]
+            prompts = [
+                prepare_multimodal_messages(prompt, images=image_list)
+                for prompt, image_list in zip(prompts, per_example)
+            ]
         sampling_config = self.generation_config
         self.generation_config = copy.deepcopy(sampling_config)
         self.generation_config.do_sample = False
@@ -319,19 +530,26 @@ class TPRLGRPOTrainer(GRPOTrainer):
         finally:
             self.generation_config = sampling_config
         rewards_per_func = GRPOTrainer._calculate_rewards(self, unique, prompts, completions, completion_ids)
-        local = rewards_per_func[self.accelerator.process_index * len(unique) : (self.accelerator.process_index + 1) * len(unique)]
+        local = rewards_per_func[self._process_slice(len(unique))]
         greedy = (local * self.reward_weights.to(local.device)).nansum(dim=1)
         row_to_unique = torch.tensor([sum(1 for f in firsts if f <= i) - 1 for i in range(len(inputs))])
         self._metrics["train"]["tprl/greedy_reward_mean"].append(greedy.mean().item())
         return self.accelerator.gather(greedy[row_to_unique.to(greedy.device)])
 
     def _recompute_advantages(
-        self, output, mask: torch.Tensor, kl_penalty: torch.Tensor | None, greedy_rewards: torch.Tensor | None = None
+        self,
+        output: dict[str, Any],
+        mask: torch.Tensor,
+        kl_penalty: torch.Tensor | None,
+        greedy_rewards: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Advantages (B, T) from the gathered rewards, for the estimators and filters TRL does not have.
 
         `kl_penalty` (B, T) is β·KL_t of the local completions (`kl_penalty="reward"`): each completion's reward
-        becomes r − Σ_t β·KL_t (for REINFORCE++ the penalty stays per token, as in EasyR1).
+        becomes r − Σ_t β·KL_t (for REINFORCE++ the penalty stays per token, as in EasyR1). `keep` (N,) marks the
+        groups that online filtering kept: the others are removed before any statistic (group or batch mean and
+        standard deviation, REINFORCE++ whitening over `mask`, which already excludes them) and get advantage 0.
         """
         config = self.args
         rewards_per_func = self._rewards_per_func
@@ -339,16 +557,11 @@ class TPRLGRPOTrainer(GRPOTrainer):
         rewards = (rewards_per_func * weights).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
         if kl_penalty is not None and config.advantage_estimator != "reinforce_plus_plus":
-            rewards = rewards - self.accelerator.gather(kl_penalty.sum(dim=1))
+            rewards = rewards - self.accelerator.gather(kl_penalty.sum(dim=1)).to(rewards.device)
+        if keep is not None:
+            rewards = rewards.masked_fill(~keep.to(rewards.device), torch.nan)
         group_size = self.num_generations
-        keep = torch.ones_like(rewards, dtype=torch.bool)
-        if config.online_filtering:
-            filter_rewards = rewards_per_func[:, self.reward_func_names.index(config.filter_reward)]
-            keep = group_keep_mask(filter_rewards, group_size, config.filter_low, config.filter_high)
-            self._metrics["train"]["tprl/filtered_group_fraction"].append(1.0 - keep.float().mean().item())
-        process_slice = slice(
-            self.accelerator.process_index * len(mask), (self.accelerator.process_index + 1) * len(mask)
-        )
+        process_slice = self._process_slice(len(mask))
         if config.advantage_estimator == "grpo":
             group_ids = torch.arange(len(rewards), device=rewards.device) // group_size
             advantages = compute_advantages(rewards, group_ids, scale=self.scale_rewards)[process_slice]
@@ -364,10 +577,134 @@ class TPRLGRPOTrainer(GRPOTrainer):
             if kl_penalty is not None:
                 token_rewards = token_rewards - kl_penalty
             advantages = reinforce_plus_plus_advantages(token_rewards, mask, config.reinforce_gamma)
-        if config.online_filtering:
-            local_keep = keep[process_slice]
-            output["completion_mask"] = output["completion_mask"] * local_keep[:, None].to(output["completion_mask"].dtype)
-            loss_mask = output["completion_mask"] if "tool_mask" not in output else output["completion_mask"] * output["tool_mask"]
-            output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-            advantages = advantages * local_keep[:, None]
+        if keep is not None:
+            advantages = advantages * keep[process_slice].to(advantages.device)[:, None]
         return advantages
+
+    # Checkpointing: TPRL's state outside the model (KL controller, perturbation generator), one file per process,
+    # written with the RNG states (before `trainer_state.json`) and read back where TRL restores its own controllers.
+    def _tprl_state(self) -> dict[str, Any]:
+        return {
+            "beta": self.beta,
+            "kl_controller": {"coef": self.kl_controller.coef},
+            "perturbation_rng": self._perturbation_rng.bit_generator.state,
+        }
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, TPRL_STATE_NAME.format(process_index=self.accelerator.process_index))
+        with open(path, "w") as f:
+            json.dump(self._tprl_state(), f)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Load the model weights of a checkpoint to resume from.
+
+        transformers' Trainer (5.24) reads a full-model checkpoint with a plain `load_state_dict`, but `save_pretrained`
+        writes the original key layout of the models whose keys transformers renames on load (Qwen2-VL and
+        Qwen2.5-VL: `visual.*`, `model.layers.*`), so their weights would silently stay as they are (a "missing keys"
+        warning). A checkpoint whose keys are not the model's own is loaded with `from_pretrained`, which renames.
+        """
+        model = model if model is not None else self.model
+        unwrapped = self.accelerator.unwrap_model(model)
+        saved_keys = _checkpoint_keys(resume_from_checkpoint)
+        if (
+            self.is_fsdp_enabled
+            or self.is_deepspeed_enabled
+            or is_peft_model(unwrapped)
+            or saved_keys is None
+            or saved_keys <= set(unwrapped.state_dict())
+        ):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        dtype = next(unwrapped.parameters()).dtype
+        reloaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map="cpu")
+        unwrapped.load_state_dict(reloaded.state_dict())
+        del reloaded
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, TPRL_STATE_NAME.format(process_index=self.accelerator.process_index))
+        if not os.path.isfile(path):
+            logger.warning(
+                "%s has no %s: the KL coefficient and the perturbation generator restart from the configuration.",
+                checkpoint,
+                os.path.basename(path),
+            )
+            return
+        with open(path) as f:
+            state = json.load(f)
+        self.beta = state["beta"]
+        self.kl_controller.coef = state["kl_controller"]["coef"]
+        self._perturbation_rng.bit_generator.state = state["perturbation_rng"]
+
+    # Model card: TRL's card (written at every checkpoint and by `push_to_hub`), naming the base model also when it
+    # was loaded from a local directory (TRL leaves it out then), and written by `save_model` too.
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ) -> None:
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        base_model = base_model_name(get_config_model_id(self.model.config))
+        card = ModelCard.load(path)
+        if base_model is not None and card.data.base_model != base_model:
+            card.data.base_model = base_model
+            card.text = card.text.replace(
+                "[None](https://huggingface.co/None)", f"`{base_model}` (a local model directory)"
+            )
+            card.save(path)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        saved_to = os.path.abspath(output_dir or self.args.output_dir)
+        if not _internal_call and saved_to == os.path.abspath(self.args.output_dir):
+            name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(saved_to)
+            self.create_model_card(model_name=name)
+
+
+def _check_train_dataset(dataset: Any, prompts_from_environment: bool) -> None:
+    """Reject, at construction, a training dataset that cannot train: empty, or without a `prompt` column."""
+    if dataset is None:
+        return
+    if isinstance(dataset, Dataset) or (not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__")):
+        if len(dataset) == 0:
+            raise ValueError("train_dataset is empty: TPRLGRPOTrainer needs at least one prompt to train on.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "prompt" not in columns and not prompts_from_environment:
+        raise ValueError(
+            f"train_dataset has no 'prompt' column (its columns: {list(columns)}); GRPO generates completions of the "
+            "'prompt' of each row. Rename the column holding the prompts to 'prompt'."
+        )
+
+
+def _checkpoint_keys(checkpoint: str) -> set[str] | None:
+    """Parameter names of a checkpoint's safetensors weights (one file or an index), or None without them."""
+    index = os.path.join(checkpoint, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    weights = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if not os.path.isfile(weights):
+        return None
+    with safe_open(weights, "pt") as f:
+        return set(f.keys())
+
+
+def _stack_forward_kwargs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Forward kwargs of the batch `first` followed by the batch `second` (tensors along dim 0, lists joined)."""
+    stacked = {}
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            stacked[key] = torch.cat([value, second[key]], dim=0)
+        elif isinstance(value, list):
+            stacked[key] = [*value, *second[key]]
+        else:
+            stacked[key] = value
+    return stacked
