@@ -1,14 +1,24 @@
 """Wall time per training step: trl.GRPOTrainer vs TPRLGRPOTrainer (all features off / on), same tiny VLM and data.
 
-    python benchmarks/tprl_overhead.py [--steps 20] [--completion_length 16]
+    python benchmarks/tprl_overhead.py [--rounds 30] [--warmup 3] [--completion_length 16] [--batch 16]
 
-Prints a table, then a JSON object as the last line with "ratio_on" and "ratio_off" (TPRL time / GRPO time).
-Targets: ratio_on <= 1.35 (one extra no-grad forward; on-policy TPRL needs two), ratio_off <= 1.03.
+The three trainers are built once, then stepped in turn, one step each per round with the order rotating every round,
+so that drift in machine load hits all three alike (as benchmarks/flow_sde.py times its pair). A step is TRL's
+`training_step` (generate, score, TPRL's extra pass, loss, backward) plus the optimizer update; the first `--warmup`
+rounds are discarded. "Features on" is perception filtering (k = 0.4), entropy filtering (k = 0.2) and trajectory
+shaping, on-policy: one extra no-grad forward, in which the original and the perturbed images go through the model
+together as one batch of 2B sequences.
+
+Prints a table (median s/step and interquartile range per trainer), then a JSON object as the last line with
+"ratio_on" and "ratio_off": the median over rounds of each round's TPRL / GRPO step time, with their quartiles, min
+and max. Targets: ratio_on <= 1.15, ratio_off <= 1.03.
 """
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
@@ -18,48 +28,112 @@ from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl, vision_special_token_ids
 
 
-def step_time(trainer_class, config_class, path, processor, output_dir, steps, length, **features) -> float:
-    args = config_class(
-        output_dir=output_dir, per_device_train_batch_size=16, num_generations=4, max_completion_length=length,
-        max_steps=steps + 2, learning_rate=1e-4, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
-        logging_steps=1, seed=0, disable_tqdm=True,
-        generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)}, **features,
-    )  # fmt: skip
-    trainer = trainer_class(
-        model=path, reward_funcs=ColourTokenReward(length), args=args, train_dataset=colour_question_dataset(32),
-        processing_class=processor,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    trainer.train()
-    times = [entry["step_time"] for entry in trainer.state.log_history if "step_time" in entry][2:]  # skip warm-up
-    return sum(times) / len(times)
+FEATURES_ON = dict(enable_perception_filtering=True, enable_entropy_filtering=True, enable_trajectory_reweighting=True)
+
+
+class Stepper:
+    """One trainer driven step by step: `step()` runs one generation + update and returns its wall time."""
+
+    def __init__(self, trainer_class, config_class, path, processor, output_dir, cli, **features):
+        args = config_class(
+            output_dir=output_dir,
+            per_device_train_batch_size=cli.batch,
+            num_generations=4,
+            max_completion_length=cli.completion_length,
+            max_steps=cli.rounds,
+            learning_rate=1e-4,
+            bf16=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            seed=0,
+            disable_tqdm=True,
+            generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)},
+            **features,
+        )
+        torch.manual_seed(0)
+        self.trainer = trainer_class(
+            model=path,
+            reward_funcs=ColourTokenReward(cli.completion_length),
+            args=args,
+            train_dataset=colour_question_dataset(32),
+            processing_class=processor,
+        )
+        self.trainer.create_optimizer_and_scheduler(num_training_steps=cli.rounds)
+        self.trainer.current_gradient_accumulation_steps = 1
+        self.batches = self._batches()
+
+    def _batches(self):
+        while True:
+            yield from self.trainer.get_train_dataloader()
+
+    def step(self) -> float:
+        trainer = self.trainer
+        batch = next(self.batches)
+        start = time.perf_counter()
+        trainer.training_step(trainer.model, batch, None)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        trainer.optimizer.zero_grad()
+        return time.perf_counter() - start
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--completion_length", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16)
     cli = parser.parse_args()
     torch.set_num_threads(1)
+    names = ("trl.GRPOTrainer", "TPRL, features off", "TPRL, features on")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_tiny_qwen_vl(f"{tmp}/model")
         processor = load_qwen_vl_processor(path)
-        on = dict(
-            enable_perception_filtering=True, enable_entropy_filtering=True, enable_trajectory_reweighting=True
-        )
-        runs = {
-            "trl.GRPOTrainer": step_time(GRPOTrainer, GRPOConfig, path, processor, tmp, cli.steps, cli.completion_length),
-            "TPRL, features off": step_time(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli.steps, cli.completion_length),
-            "TPRL, features on": step_time(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli.steps, cli.completion_length, **on),
+        steppers = {
+            names[0]: Stepper(GRPOTrainer, GRPOConfig, path, processor, tmp, cli),
+            names[1]: Stepper(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli),
+            names[2]: Stepper(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli, **FEATURES_ON),
         }
-    base = runs["trl.GRPOTrainer"]
-    print(f"{'trainer':<22} {'s/step':>8} {'ratio':>6}")
-    for name, seconds in runs.items():
-        print(f"{name:<22} {seconds:8.4f} {seconds / base:6.3f}")
-    print(json.dumps({
-        "grpo_s_per_step": base, "ratio_off": runs["TPRL, features off"] / base,
-        "ratio_on": runs["TPRL, features on"] / base, "steps": cli.steps, "completion_length": cli.completion_length,
-    }))  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for round_index in range(cli.warmup + cli.rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                seconds = steppers[name].step()
+                if round_index >= cli.warmup:
+                    times[name].append(seconds)
+    base = times[names[0]]
+    ratios = {
+        "off": [t / b for t, b in zip(times[names[1]], base)],
+        "on": [t / b for t, b in zip(times[names[2]], base)],
+    }
+    print(f"{'trainer':<22} {'median s/step':>14} {'IQR':>17} {'ratio (median, IQR)':>26}")
+    for name, key in zip(names, (None, "off", "on")):
+        q1, median, q3 = quartiles(times[name])
+        ratio = "1"
+        if key is not None:
+            r1, r, r3 = quartiles(ratios[key])
+            ratio = f"{r:.3f} ({r1:.3f}-{r3:.3f})"
+        print(f"{name:<22} {median:14.4f} {q1:8.4f}-{q3:.4f} {ratio:>26}")
+    result = {"grpo_s_per_step": quartiles(base)[1]}
+    for key, values in ratios.items():
+        q1, median, q3 = quartiles(values)
+        result.update(
+            {
+                f"ratio_{key}": median,
+                f"ratio_{key}_q1": q1,
+                f"ratio_{key}_q3": q3,
+                f"ratio_{key}_min": min(values),
+                f"ratio_{key}_max": max(values),
+            }
+        )
+    result.update(rounds=cli.rounds, completion_length=cli.completion_length, batch=cli.batch)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
