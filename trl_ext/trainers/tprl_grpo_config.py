@@ -11,6 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""`TPRLGRPOConfig`: `trl.GRPOConfig` plus the options of Token Perception RL (VPPO) and of the RL controls TRL lacks."""
+
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -23,7 +25,8 @@ class TPRLGRPOConfig(GRPOConfig):
     [Spotlight on Token Perception for Multimodal RL](https://huggingface.co/papers/2510.09285)) and the RL controls
     that TRL lacks.
 
-    Every TPRL feature is off by default, in which case the trainer is exactly [`~trl.GRPOTrainer`].
+    Every TPRL feature is off by default, in which case the trainer is exactly [`~trl.GRPOTrainer`], TRL's own options
+    (`top_entropy_quantile`, `loss_type`, `beta`, `num_iterations`, `scale_rewards`, ...) included.
 
     Options of the seed / EasyR1 recipes map to TRL's existing fields where TRL has them:
 
@@ -57,7 +60,10 @@ class TPRLGRPOConfig(GRPOConfig):
     - the perturbation generator is seeded (`perturbation_seed`), so runs are reproducible;
     - the mean-preserving rule's unbounded β_max can be replaced by the `"bounded"` rule;
     - online filtering masks the dropped groups out of the loss (and its token normaliser) instead of re-sampling
-      new prompts to refill the batch, which TRL's sampler does not allow.
+      new prompts to refill the batch, which TRL's sampler does not allow. It runs first, so that, as in VPPO, the
+      dropped groups take no part in any statistic of the batch: the dependency mean, the min-max normalisation of
+      trajectory shaping, the rollout KL and the controller's sample count, `scale_rewards="batch"` and the
+      REINFORCE++ whitening.
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS
@@ -100,7 +106,8 @@ class TPRLGRPOConfig(GRPOConfig):
         metadata={"help": "Train only on each response's top `top_p_perception_tokens` tokens by visual dependency."},
     )
     top_p_perception_tokens: float = field(
-        default=0.4, metadata={"help": "Fraction k of each response's tokens kept by perception filtering (ceil(n*k))."}
+        default=0.4,
+        metadata={"help": "Fraction k of each response's tokens kept by perception filtering (ceil(n*k))."},
     )
     token_filter_combination: str = field(
         default="or",
@@ -132,11 +139,15 @@ class TPRLGRPOConfig(GRPOConfig):
     )
     kl_estimator: str = field(
         default="k3",
-        metadata={"help": "KL estimator: 'k1' (log-ratio), 'k2' (half squared log-ratio, 'mse'), 'k3' ('low_var_kl') or 'abs'."},
+        metadata={
+            "help": "KL estimator: 'k1' (log-ratio), 'k2' (half squared log-ratio, 'mse'), 'k3' ('low_var_kl') or 'abs'."
+        },
     )
     kl_controller: str = field(
         default="fixed",
-        metadata={"help": "'fixed' beta, or 'adaptive': beta <- beta * (1 + clip(KL/kl_target - 1, +-0.2) * n / kl_horizon)."},
+        metadata={
+            "help": "'fixed' beta, or 'adaptive': beta <- beta * (1 + clip(KL/kl_target - 1, +-0.2) * n / kl_horizon)."
+        },
     )
     kl_target: float = field(
         default=0.05,
@@ -196,9 +207,13 @@ class TPRLGRPOConfig(GRPOConfig):
         if (self.kl_penalty == "reward" or self.kl_controller == "adaptive") and self.beta == 0.0:
             raise ValueError("kl_penalty='reward' and kl_controller='adaptive' need a reference model: set beta > 0.")
         if self.advantage_estimator == "reinforce_plus_plus" and self.loss_type in ("cispo", "sapo", "vespo"):
-            raise ValueError(f"advantage_estimator='reinforce_plus_plus' is not supported with loss_type={self.loss_type!r}.")
+            raise ValueError(
+                f"advantage_estimator='reinforce_plus_plus' is not supported with loss_type={self.loss_type!r}."
+            )
         if self.advantage_estimator == "remax" and self.use_vllm:
-            raise ValueError("advantage_estimator='remax' generates its greedy baseline with transformers: set use_vllm=False.")
+            raise ValueError(
+                "advantage_estimator='remax' generates its greedy baseline with transformers: set use_vllm=False."
+            )
         if self.online_filtering:
             if self.filter_reward is None:
                 raise ValueError("online_filtering needs filter_reward: the name of the reward function to filter on.")
