@@ -147,7 +147,8 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
     for (_, loaded), (_, saved) in zip(sorted(lora.items()), sorted(trained.items())):
         torch.testing.assert_close(loaded, saved)
 
-    # resuming from checkpoint-1 and training one more step reproduces checkpoint-2's weights
+    assert f"base_model: {os.path.basename(sd3_path)}\n" in card and str(sd3_path) not in card
+    # resuming from checkpoint-1 and training one more step reproduces checkpoint-2's weights, bit for bit
     resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", max_steps=2), PROMPTS)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     assert resumed.global_step == 2
@@ -155,7 +156,7 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
         sorted((n, p) for n, p in resumed.transformer.named_parameters() if p.requires_grad),
         sorted((n, p) for n, p in trainer.transformer.named_parameters() if p.requires_grad),
     ):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_ema_of_the_lora_weights_is_saved_checkpointed_and_swapped_back(sd3_path, tmp_path):
@@ -228,11 +229,28 @@ def test_sample_images_are_saved_every_sample_steps_and_reward_parts_are_logged(
         ({"scale_rewards": "prompt"}, "scale_rewards"),
         ({"timestep_fraction": 0.1}, "at least one step"),
         ({"ema_decay": 1.0}, "ema_decay"),
+        ({"clip_range": -0.1}, "clip_range"),
+        ({"beta": -0.04}, "beta"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         _args(tmp_path, **overrides)
+
+
+def test_resolution_must_fit_the_vae_and_patch_factors_and_unscored_steps_are_skipped(sd3_path, tmp_path):
+    with pytest.raises(ValueError, match="resolution=30 must be a multiple of"):
+        FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, resolution=30), PROMPTS)
+
+    def unscored(prompts, images, **kwargs):
+        return [None] * len(prompts)
+
+    trainer = FlowRTPOTrainer(sd3_path, unscored, _args(tmp_path, max_steps=2), PROMPTS)
+    before = [p.detach().clone() for p in trainer.trainable_params]
+    trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.trainable_params))
+    assert trainer.state.log_history[-1]["skipped_steps_count"] == 2
 
 
 def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):

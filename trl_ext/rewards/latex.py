@@ -161,7 +161,9 @@ class LaTeXReward:
     ):
         unknown = set(weights or {}) - set(self.DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(f"Unknown LaTeX reward components {sorted(unknown)}; known: {sorted(self.DEFAULT_WEIGHTS)}.")
+            raise ValueError(
+                f"Unknown LaTeX reward components {sorted(unknown)}; known: {sorted(self.DEFAULT_WEIGHTS)}."
+            )
         if not 0 < min_length <= max_length:
             raise ValueError(f"Need 0 < min_length <= max_length, got {min_length} and {max_length}.")
         self.weights = {**self.DEFAULT_WEIGHTS, **(weights or {})}
@@ -197,6 +199,14 @@ class LaTeXReward:
             "empty": float(not formula),
         }
 
+    def state_dict(self) -> dict[str, list[list[str]]]:
+        """The exploration history (what a trainer checkpoints, so that a resumed run scores as an uninterrupted one)."""
+        return {"history": [sorted(grams) for grams in self.history]}
+
+    def load_state_dict(self, state: dict[str, list[list[str]]]) -> None:
+        self.history.clear()
+        self.history.extend(set(grams) for grams in state["history"])
+
     def _exploration(self, completion: str) -> tuple[float, set[str]]:
         grams = {completion[i : i + 3] for i in range(max(1, len(completion) - 2))}
         similarity = max((len(grams & seen) / len(grams | seen) for seen in self.history), default=0.0)
@@ -211,7 +221,10 @@ class LaTeXReward:
                     f"LaTeXReward's 'correct' component needs the reference solutions in the {self.solution_column!r} "
                     "dataset column."
                 )
-            correct = [answer_is_correct(text, solution) for text, solution in zip(texts, kwargs[self.solution_column], strict=True)]
+            correct = [
+                answer_is_correct(text, solution)
+                for text, solution in zip(texts, kwargs[self.solution_column], strict=True)
+            ]
         rewards, columns = [], {name: [] for name in self.weights}
         sign = {"stuffing": -1.0, "empty": -1.0}
         for text, is_correct in zip(texts, correct):
@@ -220,7 +233,11 @@ class LaTeXReward:
             self.history.append(grams)
             values["correct"] = float("nan") if is_correct is None else float(is_correct)
             rewards.append(
-                sum(sign.get(name, 1.0) * self.weights[name] * value for name, value in values.items() if not math.isnan(value))
+                sum(
+                    sign.get(name, 1.0) * self.weights[name] * value
+                    for name, value in values.items()
+                    if not math.isnan(value)
+                )
             )
             for name, value in values.items():
                 columns[name].append(value)

@@ -77,5 +77,18 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
         }.items():  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        if self.num_sigma_samples < 1:
-            raise ValueError("num_sigma_samples must be >= 1.")
+        for name in (
+            "max_prompt_length",
+            "generation_length",
+            "sampling_steps",
+            "num_sigma_samples",
+            "ppo_epochs",
+            "num_minibatches",
+            "lora_r",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.ppo_clip <= 0:
+            raise ValueError(f"ppo_clip must be > 0, got {self.ppo_clip}.")
+        if self.kl_beta < 0:
+            raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")

@@ -44,7 +44,9 @@ class FlowRTPOConfig(TrainingArguments):
     """
 
     num_inference_steps: int = field(default=10, metadata={"help": "Denoising steps per rollout (Flow-GRPO: 10)."})
-    guidance_scale: float = field(default=4.5, metadata={"help": "CFG scale for rollouts and recomputation (<= 1: none)."})
+    guidance_scale: float = field(
+        default=4.5, metadata={"help": "CFG scale for rollouts and recomputation (<= 1: none)."}
+    )
     noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (Flow-GRPO: 0.7)."})
     resolution: int = field(default=512, metadata={"help": "Image height and width in pixels."})
     max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
@@ -53,8 +55,12 @@ class FlowRTPOConfig(TrainingArguments):
         default="batch",
         metadata={"help": "Advantage std: 'batch' (Flow-GRPO's global_std), 'group' (per prompt) or 'none'."},
     )
-    adv_clip_max: float = field(default=5.0, metadata={"help": "Advantages are clipped to [-adv_clip_max, adv_clip_max]."})
-    clip_range: float = field(default=1e-4, metadata={"help": "PPO clipping range of the per-step ratio (Flow-GRPO: 1e-4)."})
+    adv_clip_max: float = field(
+        default=5.0, metadata={"help": "Advantages are clipped to [-adv_clip_max, adv_clip_max]."}
+    )
+    clip_range: float = field(
+        default=1e-4, metadata={"help": "PPO clipping range of the per-step ratio (Flow-GRPO: 1e-4)."}
+    )
     beta: float = field(
         default=0.04,
         metadata={"help": "KL coefficient to the reference (the base model, LoRA disabled); 0 disables it."},
@@ -85,7 +91,8 @@ class FlowRTPOConfig(TrainingArguments):
         },
     )
     ema_update_interval: int = field(
-        default=1, metadata={"help": "Training steps (rollout batches) between EMA updates (Flow-GRPO: every 8 updates)."}
+        default=1,
+        metadata={"help": "Training steps (rollout batches) between EMA updates (Flow-GRPO: every 8 updates)."},
     )
     sample_steps: int = field(
         default=0,
@@ -122,5 +129,21 @@ class FlowRTPOConfig(TrainingArguments):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
         if self.ema_update_interval < 1:
             raise ValueError(f"ema_update_interval must be >= 1, got {self.ema_update_interval}.")
+        for name in (
+            "num_inference_steps",
+            "resolution",
+            "max_sequence_length",
+            "num_minibatches",
+            "lora_rank",
+            "num_sample_prompts",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("clip_range", "adv_clip_max", "editor_clip_range"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+        for name in ("beta", "guidance_scale", "sample_steps", "editor_learning_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.noise_level <= 0:
             raise ValueError("noise_level must be > 0: the ODE sampler (noise_level=0) has no log-probabilities.")

@@ -70,6 +70,7 @@ HONOURED_FIELDS = frozenset(
     output_dir per_device_train_batch_size num_train_epochs max_steps learning_rate lr_scheduler_type
     lr_scheduler_kwargs warmup_steps optim optim_args weight_decay adam_beta1 adam_beta2 adam_epsilon
     gradient_accumulation_steps max_grad_norm bf16 fp16 tf32 gradient_checkpointing gradient_checkpointing_kwargs
+    activation_checkpointing activation_checkpointing_kwargs
     logging_strategy logging_steps logging_first_step log_level log_level_replica log_on_each_node disable_tqdm
     report_to run_name project trackio_space_id trackio_bucket_id trackio_static_space_id save_strategy save_steps
     save_total_limit push_to_hub hub_token hub_private_repo hub_model_id hub_revision seed data_seed
@@ -243,8 +244,8 @@ class RLLoopTrainer:
     def _prepare(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
         """Gradient checkpointing, the optimizer of `optim`, the scheduler of `lr_scheduler_type`, and
         `accelerator.prepare`; sets `self.model`, `self.optimizer`, `self.lr_scheduler`, `self.trainable_params`."""
-        if self.args.gradient_checkpointing:
-            kwargs = self.args.gradient_checkpointing_kwargs or {}
+        if self.args.gradient_checkpointing or self.args.activation_checkpointing:  # (transformers 5 aliases)
+            kwargs = self.args.gradient_checkpointing_kwargs or self.args.activation_checkpointing_kwargs or {}
             if hasattr(model, "gradient_checkpointing_enable"):  # transformers / peft
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
             elif hasattr(model, "enable_gradient_checkpointing") and not kwargs:  # diffusers
