@@ -1,5 +1,6 @@
-"""Two Flow-RTPO steps (LoRA + prompt editor) under `accelerate launch` with two CPU processes; each rank writes its
-trainable weights, its sampled prompts and the editor's radius to `output_dir/rank<i>.json`."""
+"""Two Flow-RTPO steps (LoRA + prompt editor; mode `flow_grpo`: LoRA only) under `accelerate launch` with two CPU
+processes; each rank writes its trainable weights, its sampled prompts and the editor's radius to
+`output_dir/rank<i>.json`."""
 
 import json
 import os
@@ -12,7 +13,7 @@ from trl_ext import FlowRTPOConfig, FlowRTPOTrainer, PromptEditorPolicy
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH
 
 
-def main(model_path: str, output_dir: str) -> None:
+def main(model_path: str, mode: str, output_dir: str) -> None:
     args = FlowRTPOConfig(
         output_dir=output_dir, use_cpu=True, report_to="none", per_device_train_batch_size=4, num_generations=2,
         num_edits_per_prompt=2, num_inference_steps=2, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
@@ -21,8 +22,8 @@ def main(model_path: str, output_dir: str) -> None:
     )  # fmt: skip
     seen = []
 
-    def brightness(prompts, images, original_prompt, **kwargs):
-        seen.extend(original_prompt)
+    def brightness(prompts, images, original_prompt=None, **kwargs):
+        seen.extend(original_prompt or prompts)
         return images.mean(dim=(1, 2, 3)).tolist()
 
     def encode(prompts):  # stands in for GTR: a fixed random embedding per prompt
@@ -34,16 +35,20 @@ def main(model_path: str, output_dir: str) -> None:
     torch.manual_seed(0)
     editor = PromptEditorPolicy(encode, decode, 16, hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
     prompts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg", "hhhhhhhh"]
+    if mode == "flow_grpo":
+        editor = None
+        args.num_edits_per_prompt = 1
     trainer = FlowRTPOTrainer(model_path, brightness, args, prompts, prompt_editor=editor)
     trainer.train()
     state = PartialState()
     weights = {
         "lora": torch.cat([p.detach().flatten() for p in trainer.trainable_params]).double().tolist(),
-        "editor": torch.cat([p.detach().flatten() for p in editor.parameters()]).double().tolist(),
     }
+    if editor is not None:
+        weights.update(editor=torch.cat([p.detach().flatten() for p in editor.parameters()]).double().tolist(), radius=editor.radius)
     with open(os.path.join(output_dir, f"rank{state.process_index}.json"), "w") as f:
-        json.dump({"world_size": state.num_processes, "prompts": seen, "radius": editor.radius, **weights}, f)
+        json.dump({"world_size": state.num_processes, "prompts": seen, **weights}, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

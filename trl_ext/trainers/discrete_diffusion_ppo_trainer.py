@@ -83,6 +83,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
     """
 
     _name = "SEDD-PPO"
+    _forward_bypasses_wrapper = True  # the ELBO calls the policy's submodules (row-chunked head)
 
     def __init__(
         self,
@@ -189,8 +190,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_minibatches):
                 minibatch = minibatch.to(device)
                 weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
-                # the ELBO calls the policy's submodules (row-chunked head), so gradients are synced by hand
-                with self.optimizer_update(metrics, manual_sync=True):
+                with self.optimizer_update(metrics):
                     sub_draws = draws.select(minibatch)
                     nll = elbo(self.policy, sequences[minibatch], self.noise, prompt_mask=prompt_mask[minibatch], draws=sub_draws)
                     log_ratio = (old_nll[minibatch] - nll) / normalizer

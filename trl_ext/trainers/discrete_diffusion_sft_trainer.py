@@ -64,6 +64,7 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
     """
 
     _name = "SEDD-SFT"
+    _forward_bypasses_wrapper = True  # the score-entropy loss calls the model's submodules (row-chunked head)
 
     def __init__(self, model: str | SEDDModel, args: DiscreteDiffusionSFTConfig, train_dataset: Dataset, processing_class):
         super().__init__(args)
@@ -90,8 +91,7 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         """One optimizer step (or accumulation micro-step) on this step's blocks."""
         rows = self._rows_for_step(self.state.global_step)
         metrics = defaultdict(list)
-        # the score-entropy loss calls the model's submodules (row-chunked head), so gradients are synced by hand
-        with self.optimizer_update(metrics, manual_sync=True):
+        with self.optimizer_update(metrics):
             model = self.accelerator.unwrap_model(self.model)
             blocks = self.blocks[rows].to(self.accelerator.device)
             loss = score_entropy_loss(model, blocks, self.noise, generator=self._generator).mean() / self.args.block_size

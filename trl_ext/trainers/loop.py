@@ -46,7 +46,13 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration, gather_object
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    gather_object,
+)
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerState, TrainingArguments, get_scheduler, set_seed
 from transformers.trainer_utils import (
@@ -142,6 +148,10 @@ class RLLoopTrainer:
     """
 
     _name = "RL"
+    # True when the losses call submodules of the unwrapped model (the SEDD likelihood's row-chunked head): DDP only
+    # reduces the gradients of a backward that follows its own forward, so the loop averages them itself, and FSDP
+    # (whose root module gathers the sharded weights) cannot run such a model
+    _forward_bypasses_wrapper = False
 
     def __init__(self, args: TrainingArguments):
         check_training_arguments(args)
@@ -244,6 +254,8 @@ class RLLoopTrainer:
     def _prepare(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
         """Gradient checkpointing, the optimizer of `optim`, the scheduler of `lr_scheduler_type`, and
         `accelerator.prepare`; sets `self.model`, `self.optimizer`, `self.lr_scheduler`, `self.trainable_params`."""
+        if self._forward_bypasses_wrapper and self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError(f"{type(self).__name__} does not support FSDP; launch it with DDP or DeepSpeed.")
         if self.args.gradient_checkpointing or self.args.activation_checkpointing:  # (transformers 5 aliases)
             kwargs = self.args.gradient_checkpointing_kwargs or self.args.activation_checkpointing_kwargs or {}
             if hasattr(model, "gradient_checkpointing_enable"):  # transformers / peft
@@ -252,10 +264,11 @@ class RLLoopTrainer:
                 model.enable_gradient_checkpointing()
             else:
                 raise ValueError(f"gradient_checkpointing is not supported by {type(model).__name__} here.")
-        self.trainable_params = params
         optimizer = self.create_optimizer(params)
         self.lr_scheduler = self.create_scheduler(optimizer)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # FSDP2 replaces the parameters by sharded ones (DDP and DeepSpeed keep them)
+        self.trainable_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         # not prepared: accelerate's scheduler wrapper steps it once per process and per optimizer step
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
 
@@ -285,31 +298,23 @@ class RLLoopTrainer:
         )
 
     @contextlib.contextmanager
-    def optimizer_update(
-        self,
-        metrics: dict[str, list[float]],
-        model: torch.nn.Module | None = None,
-        params: list | None = None,
-        manual_sync: bool = False,
-    ) -> Iterator[None]:
+    def optimizer_update(self, metrics: dict[str, list[float]]) -> Iterator[None]:
         """One (micro-)batch: the body runs the forwards and `accelerator.backward`; then, when gradients are synced
-        (every `gradient_accumulation_steps`), they are clipped to `max_grad_norm` (the norm is logged; DeepSpeed
-        reports none) and the optimizer steps.
-
-        `manual_sync`: the losses called submodules of the unwrapped model (DDP only reduces the gradients of a
-        backward that follows its own forward), so the gradients are averaged over the processes here.
+        (every `gradient_accumulation_steps`), they are averaged over the processes where DDP did not see the forward
+        (`_forward_bypasses_wrapper`), clipped to `max_grad_norm` (the norm is logged; DeepSpeed reports none) and the
+        optimizer steps.
         """
-        model = self.model if model is None else model
-        params = self.trainable_params if params is None else params
-        with self.accelerator.accumulate(model):
+        with self.accelerator.accumulate(self.model):
             yield
             if self.accelerator.sync_gradients:
-                if manual_sync and isinstance(model, torch.nn.parallel.DistributedDataParallel):
-                    for param in params:
+                if self._forward_bypasses_wrapper and isinstance(
+                    self.model, torch.nn.parallel.DistributedDataParallel
+                ):
+                    for param in self.trainable_params:
                         if param.grad is not None:
                             param.grad = self.accelerator.reduce(param.grad, reduction="mean")
                 if self.args.max_grad_norm:
-                    norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+                    norm = self.accelerator.clip_grad_norm_(self.trainable_params, self.args.max_grad_norm)
                     if norm is not None:
                         metrics["grad_norm"].append(float(norm))
             self.optimizer.step()
