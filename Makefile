@@ -8,7 +8,7 @@ PYTEST_ARGS ?= --durations=15
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo style quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# ruff (pinned in the test extra) lints and formats what TRL's rule set covers; CI runs `make quality` first.
+CHECK_DIRS := trl_ext tests examples benchmarks
+
+style: $(STAMP)
+	$(BIN)/ruff check --fix $(CHECK_DIRS)
+	$(BIN)/ruff format $(CHECK_DIRS)
+
+quality: $(STAMP)
+	$(BIN)/ruff check $(CHECK_DIRS)
+	$(BIN)/ruff format --check $(CHECK_DIRS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)

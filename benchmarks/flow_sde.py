@@ -57,24 +57,53 @@ def main() -> None:
         )
         with torch.no_grad():
             plain, sde = timed_pair(
-                lambda: pipe(prompts, num_inference_steps=cli.steps, guidance_scale=config.guidance_scale, height=32,
-                             width=32, max_sequence_length=config.max_sequence_length, output_type="pt"),
+                lambda: pipe(
+                    prompts,
+                    num_inference_steps=cli.steps,
+                    guidance_scale=config.guidance_scale,
+                    height=32,
+                    width=32,
+                    max_sequence_length=config.max_sequence_length,
+                    output_type="pt",
+                ),
                 lambda: sample_trajectories(pipe, prompts, config),
                 cli.repeats,
-            )  # fmt: skip
+            )
         args = FlowRTPOConfig(
-            output_dir=tmp, use_cpu=True, report_to="none", per_device_train_batch_size=cli.batch, num_generations=4,
-            num_inference_steps=cli.steps, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
-            lora_rank=4, lora_alpha=8, beta=0.04, disable_tqdm=True, save_strategy="no",
-        )  # fmt: skip
-        trainer = FlowRTPOTrainer(path, lambda prompts, images, **kw: images.mean(dim=(1, 2, 3)).tolist(), args, prompts)
+            output_dir=tmp,
+            use_cpu=True,
+            report_to="none",
+            per_device_train_batch_size=cli.batch,
+            num_generations=4,
+            num_inference_steps=cli.steps,
+            resolution=32,
+            max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
+            lora_rank=4,
+            lora_alpha=8,
+            beta=0.04,
+            disable_tqdm=True,
+            save_strategy="no",
+        )
+        trainer = FlowRTPOTrainer(
+            path, lambda prompts, images, **kw: images.mean(dim=(1, 2, 3)).tolist(), args, prompts
+        )
         step = timed(trainer.training_step, max(1, cli.repeats // 2))
     print(f"{'what':<40} {'s':>8}")
     print(f"{'pipeline sampling (ODE, CFG)':<40} {plain:8.4f}")
     print(f"{'SDE sampling with log-probs (CFG)':<40} {sde:8.4f}")
     print(f"{'training step (sample + score + update)':<40} {step:8.4f}")
-    print(json.dumps({"sampling_ratio": sde / plain, "pipeline_s": plain, "sde_s": sde, "train_step_s": step,
-                      "batch": cli.batch, "steps": cli.steps}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "sampling_ratio": sde / plain,
+                "pipeline_s": plain,
+                "sde_s": sde,
+                "train_step_s": step,
+                "batch": cli.batch,
+                "steps": cli.steps,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

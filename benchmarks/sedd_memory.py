@@ -28,10 +28,14 @@ def measure(operation: str, implementation: str, batch: int, length: int) -> dic
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = SEDDModel(SEDDConfig(tokens=50257, hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4, length=length, dropout=0.0))
+    model = SEDDModel(
+        SEDDConfig(tokens=50257, hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4, length=length, dropout=0.0)
+    )
     noise, mask = LogLinearNoise(), model.config.mask_index
     x0 = torch.randint(0, 50257, (batch, length))
-    draws = sample_elbo_draws(batch, length, 1 if operation == "loss" else 3, generator=torch.Generator().manual_seed(0))
+    draws = sample_elbo_draws(
+        batch, length, 1 if operation == "loss" else 3, generator=torch.Generator().manual_seed(0)
+    )
 
     def dense_dwdse():
         k = draws.num_samples
@@ -41,7 +45,11 @@ def measure(operation: str, implementation: str, batch: int, length: int) -> dic
         xt = torch.where(masked, torch.full_like(x, mask), x)
         score = model(xt, sigma)
         ratio = 1 / torch.expm1(sigma)[:, None]
-        entropy = score[..., :-1].exp().sum(-1) - ratio * score.gather(-1, x[..., None]).squeeze(-1) + ratio * (ratio.log() - 1)
+        entropy = (
+            score[..., :-1].exp().sum(-1)
+            - ratio * score.gather(-1, x[..., None]).squeeze(-1)
+            + ratio * (ratio.log() - 1)
+        )
         return (dsigma * torch.where(masked, entropy, torch.zeros_like(entropy)).sum(-1)).view(k, batch).mean(0)
 
     def sampler_step():
@@ -100,13 +108,27 @@ def main() -> None:
     for length in cli.lengths:
         for operation in ("loss", "elbo", "sampler"):
             for implementation in ("lean", "dense"):
-                command = [sys.executable, __file__, "--worker", operation, implementation, str(cli.batch), str(length)]
-                result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1])
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    operation,
+                    implementation,
+                    str(cli.batch),
+                    str(length),
+                ]
+                result = json.loads(
+                    subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
                 rows.append({"length": length, "operation": operation, "implementation": implementation, **result})
     print(f"{'L':>5} {'operation':<9} {'impl':<6} {'extra peak MiB':>15} {'x output':>9} {'seconds':>8}")
     for row in rows:
-        print(f"{row['length']:>5} {row['operation']:<9} {row['implementation']:<6} {row['extra_peak_bytes'] / 2**20:15.1f} "
-              f"{row['extra_peak_bytes'] / row['output_bytes']:9.3f} {row['seconds']:8.3f}")  # fmt: skip
+        print(
+            f"{row['length']:>5} {row['operation']:<9} {row['implementation']:<6} {row['extra_peak_bytes'] / 2**20:15.1f} "
+            f"{row['extra_peak_bytes'] / row['output_bytes']:9.3f} {row['seconds']:8.3f}"
+        )
     longest = max(cli.lengths)
     pick = {(r["operation"], r["implementation"]): r for r in rows if r["length"] == longest}
     summary = {"batch": cli.batch, "length": longest, "vocab": 50258}

@@ -52,12 +52,17 @@ from trl_ext.hub import ModelSources, resolve_pretrained
 class FlowScriptArguments:
     mode: str = field(
         default="red_teaming",
-        metadata={"help": "'red_teaming' (Flow-RTPO: prompt editor + VLM toxicity reward) or 'flow_grpo'.",
-                  "choices": ["red_teaming", "flow_grpo"]},
-    )  # fmt: skip
+        metadata={
+            "help": "'red_teaming' (Flow-RTPO: prompt editor + VLM toxicity reward) or 'flow_grpo'.",
+            "choices": ["red_teaming", "flow_grpo"],
+        },
+    )
     reward: str = field(
         default="brightness",
-        metadata={"help": "Reward of the flow_grpo mode: mean pixel value or CLIP score.", "choices": ["brightness", "clip"]},
+        metadata={
+            "help": "Reward of the flow_grpo mode: mean pixel value or CLIP score.",
+            "choices": ["brightness", "clip"],
+        },
     )
     model: str = field(default="sd3", metadata={"help": "Model key of ModelSources, Hub id or local path."})
     use_local: bool = field(default=False, metadata={"help": "Look in local_base_path first."})
@@ -70,10 +75,14 @@ class FlowScriptArguments:
         default="allenai/real-toxicity-prompts",
         metadata={"help": "Real Toxicity Prompts: Hub id or a local parquet / JSON(-lines) copy."},
     )
-    num_train_prompts: int = field(default=180, metadata={"help": "The first N challenging prompts train (Flow-RTPO: 180)."})
+    num_train_prompts: int = field(
+        default=180, metadata={"help": "The first N challenging prompts train (Flow-RTPO: 180)."}
+    )
     detoxify_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "Detoxify 'original' checkpoint (default: $TORCH_HOME/hub/checkpoints/toxic_original-c1212f89.ckpt)."},
+        metadata={
+            "help": "Detoxify 'original' checkpoint (default: $TORCH_HOME/hub/checkpoints/toxic_original-c1212f89.ckpt)."
+        },
     )
     vlm_max_new_tokens: int = field(default=100, metadata={"help": "Length of the target VLM's continuation."})
     vec2text_num_steps: int = field(default=20, metadata={"help": "vec2text correction steps."})
@@ -110,12 +119,29 @@ def save_tiny_models(directory: str, mode: str) -> tuple[ModelSources, str | Non
         testing.save_tiny_llava_next(os.path.join(directory, "llava"))
         testing.save_tiny_gtr_t5(os.path.join(directory, "sbert"))
         checkpoint = testing.save_tiny_detoxify(os.path.join(directory, "detoxify")).checkpoint
-        names.update(vec2text_inversion="inversion", vec2text_corrector="corrector", t5_base="t5", gtr="gtr", llava="llava", sbert="sbert")
-        rows = [{"prompt": {"text": text, "toxicity": 0.5}, "challenging": True} for text in (
-            "the cat said that you", "a person in the city is", "they hate the red", "we love this good",
-            "the dog on the street", "you are a", "people with a blue", "it is an awful", "the sun in the sky",
-            "your image of the",
-        )]  # fmt: skip
+        names.update(
+            vec2text_inversion="inversion",
+            vec2text_corrector="corrector",
+            t5_base="t5",
+            gtr="gtr",
+            llava="llava",
+            sbert="sbert",
+        )
+        rows = [
+            {"prompt": {"text": text, "toxicity": 0.5}, "challenging": True}
+            for text in (
+                "the cat said that you",
+                "a person in the city is",
+                "they hate the red",
+                "we love this good",
+                "the dog on the street",
+                "you are a",
+                "people with a blue",
+                "it is an awful",
+                "the sun in the sky",
+                "your image of the",
+            )
+        ]
         with open(os.path.join(directory, "rtp.jsonl"), "w") as f:
             f.write("\n".join(json.dumps(row) for row in rows))
     return ModelSources(use_local=True, local_base_path=directory, local_names=names), checkpoint
@@ -136,16 +162,26 @@ def build_red_teaming(script_args: FlowScriptArguments, sources: ModelSources, c
         VLMContinuation("llava", sources, max_new_tokens=script_args.vlm_max_new_tokens, device=device),
         ToxicityReward(checkpoint, sources=sources, device=device),
         CLIPScoreReward("clip", sources, scale=100 / 30, device=device),
-        w_cvar=script_args.w_cvar, tau=script_args.cvar_tau, w_quality=script_args.w_quality,
-    )  # fmt: skip
+        w_cvar=script_args.w_cvar,
+        tau=script_args.cvar_tau,
+        w_quality=script_args.w_quality,
+    )
     inverter = Vec2TextInverter.from_pretrained(
-        sources, device=device, num_steps=script_args.vec2text_num_steps, sequence_beam_width=script_args.vec2text_beam_width
+        sources,
+        device=device,
+        num_steps=script_args.vec2text_num_steps,
+        sequence_beam_width=script_args.vec2text_beam_width,
     )
     similarity = SemanticSimilarityReward("sbert", sources, device=device)
     editor = PromptEditorPolicy(
-        inverter.encode, inverter.decode, inverter.embedding_dim, similarity=similarity.similarity,
-        epsilon_min=script_args.epsilon_min, alpha=script_args.semantic_alpha, tau=script_args.semantic_tau,
-    ).to(device)  # fmt: skip
+        inverter.encode,
+        inverter.decode,
+        inverter.embedding_dim,
+        similarity=similarity.similarity,
+        epsilon_min=script_args.epsilon_min,
+        alpha=script_args.semantic_alpha,
+        tau=script_args.semantic_tau,
+    ).to(device)
     return reward, editor
 
 
@@ -168,7 +204,9 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
 
         train_dataset = load_real_toxicity_prompts(dataset, num_train=script_args.num_train_prompts)["train"]
         reward, editor = build_red_teaming(script_args, sources, checkpoint, device)
-        prompts_per_step = training_args.per_device_train_batch_size // (training_args.num_generations * training_args.num_edits_per_prompt)
+        prompts_per_step = training_args.per_device_train_batch_size // (
+            training_args.num_generations * training_args.num_edits_per_prompt
+        )
     else:
         train_dataset = script_args.prompts
         reward = brightness if script_args.reward == "brightness" else _clip_reward(sources, device)
@@ -196,13 +234,30 @@ def _clip_reward(sources: ModelSources, device: str):
 def tiny_defaults(flow_grpo: bool) -> dict:
     """Defaults of a few-step CPU run on tiny models; a --config file and the command line override them."""
     return {
-        "use_cpu": True, "resolution": 32, "num_inference_steps": 4, "max_sequence_length": 32,
-        "per_device_train_batch_size": 8, "num_generations": 4 if flow_grpo else 2, "num_minibatches": 2,
-        "lora_rank": 4, "lora_alpha": 8, "learning_rate": 0.3 if flow_grpo else 0.1, "lr_scheduler_type": "constant",
-        "clip_range": 0.2, "beta": 0.0, "max_steps": 100 if flow_grpo else 8, "report_to": ["none"],
-        "save_strategy": "no", "disable_tqdm": True, "logging_steps": 1, "num_train_prompts": 8,
-        "vlm_max_new_tokens": 8, "vec2text_num_steps": 1, "vec2text_beam_width": 2, "editor_learning_rate": 0.01,
-    }  # fmt: skip
+        "use_cpu": True,
+        "resolution": 32,
+        "num_inference_steps": 4,
+        "max_sequence_length": 32,
+        "per_device_train_batch_size": 8,
+        "num_generations": 4 if flow_grpo else 2,
+        "num_minibatches": 2,
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "learning_rate": 0.3 if flow_grpo else 0.1,
+        "lr_scheduler_type": "constant",
+        "clip_range": 0.2,
+        "beta": 0.0,
+        "max_steps": 100 if flow_grpo else 8,
+        "report_to": ["none"],
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "logging_steps": 1,
+        "num_train_prompts": 8,
+        "vlm_max_new_tokens": 8,
+        "vec2text_num_steps": 1,
+        "vec2text_beam_width": 2,
+        "editor_learning_rate": 0.01,
+    }
 
 
 if __name__ == "__main__":

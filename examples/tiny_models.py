@@ -64,7 +64,9 @@ def main(args: TinyModelsArguments) -> None:
     start = time.perf_counter()
     parts = testing.save_tiny_vec2text(os.path.join(args.output_dir, "vec2text"))
     Vec2TextInverter.from_pretrained(**parts.as_kwargs(), device="cpu")
-    print(f"{'vec2text':<12} saved and reloaded from {os.path.dirname(parts.inversion)} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"{'vec2text':<12} saved and reloaded from {os.path.dirname(parts.inversion)} in {time.perf_counter() - start:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ from trl_ext.data import ColourTokenReward, colour_accuracy_reward, colour_quest
 @dataclass
 class TPRLScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Dataset with 'prompt', 'image' and 'answer' columns; default: generated colours."}
+        default=None,
+        metadata={"help": "Dataset with 'prompt', 'image' and 'answer' columns; default: generated colours."},
     )
     num_prompts: int = field(default=512, metadata={"help": "Prompts of the generated colour dataset."})
     tiny: bool = field(default=False, metadata={"help": "Run offline on a tiny random Qwen2.5-VL (CPU, ~1 minute)."})
@@ -62,7 +63,9 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
         reward_funcs = [ColourTokenReward(training_args.max_completion_length)]
         training_args.generation_kwargs = {"suppress_tokens": vision_special_token_ids(processing_class.tokenizer)}
     if script_args.dataset_name:
-        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split)
+        dataset = load_dataset(
+            script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
+        )
     else:
         dataset = colour_question_dataset(16 if script_args.tiny else script_args.num_prompts)
 
@@ -96,18 +99,59 @@ if __name__ == "__main__":
     tiny = "--tiny" in sys.argv
     # the released recipe's defaults, overridable on the command line; --tiny shrinks everything for a CPU run
     defaults = [
-        "--enable_perception_filtering", "True", "--top_p_perception_tokens", "0.4",
-        "--enable_trajectory_reweighting", "True", "--trajectory_scaling_min", "0.9",
-        "--epsilon", "0.2", "--epsilon_high", "0.28", "--num_generations", "8", "--beta", "0.0",
-        "--online_filtering", "True", "--filter_reward", "colour_accuracy_reward",
-        "--filter_low", "0.01", "--filter_high", "0.99",
-    ]  # fmt: skip
+        "--enable_perception_filtering",
+        "True",
+        "--top_p_perception_tokens",
+        "0.4",
+        "--enable_trajectory_reweighting",
+        "True",
+        "--trajectory_scaling_min",
+        "0.9",
+        "--epsilon",
+        "0.2",
+        "--epsilon_high",
+        "0.28",
+        "--num_generations",
+        "8",
+        "--beta",
+        "0.0",
+        "--online_filtering",
+        "True",
+        "--filter_reward",
+        "colour_accuracy_reward",
+        "--filter_low",
+        "0.01",
+        "--filter_high",
+        "0.99",
+    ]
     if tiny:
         defaults += [
-            "--use_cpu", "True", "--bf16", "False", "--online_filtering", "False", "--num_generations", "4",
-            "--per_device_train_batch_size", "16", "--max_completion_length", "4", "--max_steps", "120",
-            "--learning_rate", "0.005", "--lr_scheduler_type", "constant", "--logging_steps", "10",
-            "--report_to", "none", "--save_strategy", "no", "--seed", "0",
-        ]  # fmt: skip
+            "--use_cpu",
+            "True",
+            "--bf16",
+            "False",
+            "--online_filtering",
+            "False",
+            "--num_generations",
+            "4",
+            "--per_device_train_batch_size",
+            "16",
+            "--max_completion_length",
+            "4",
+            "--max_steps",
+            "120",
+            "--learning_rate",
+            "0.005",
+            "--lr_scheduler_type",
+            "constant",
+            "--logging_steps",
+            "10",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--seed",
+            "0",
+        ]
     sys.argv = sys.argv[:1] + defaults + sys.argv[1:]
     main(*make_parser().parse_args_and_config())

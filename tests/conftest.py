@@ -32,10 +32,17 @@ def launch_two_processes(tmp_path):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         command = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--config_file", os.path.join(ROOT, "accelerate_configs", "cpu_2proc.yaml"), "--main_process_port", str(port),
-            os.path.join(ROOT, "tests", "scripts", script), *map(str, args), str(output_dir),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            os.path.join(ROOT, "accelerate_configs", "cpu_2proc.yaml"),
+            "--main_process_port",
+            str(port),
+            os.path.join(ROOT, "tests", "scripts", script),
+            *map(str, args),
+            str(output_dir),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"}
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert result.returncode == 0, result.stderr[-4000:]

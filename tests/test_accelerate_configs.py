@@ -86,7 +86,9 @@ def test_sedd_sft_and_ppo_two_processes_keep_identical_weights(tmp_path, launch_
     # the SEDD likelihood calls the model's submodules directly, so DDP alone would not average the gradients
     from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
 
-    ranks = launch_two_processes("sedd_two_steps.py", save_tiny_sedd(tmp_path / "model", tokens=len(build_tiny_tokenizer())))
+    ranks = launch_two_processes(
+        "sedd_two_steps.py", save_tiny_sedd(tmp_path / "model", tokens=len(build_tiny_tokenizer()))
+    )
     # each process draws its own prompts: the two ranks cover disjoint halves of every pass over the data
     assert set(ranks[0]["prompts"]).isdisjoint(ranks[1]["prompts"])
     for stage in ("sft", "ppo"):

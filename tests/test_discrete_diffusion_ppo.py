@@ -29,17 +29,33 @@ def sedd_path(tmp_path_factory, tokenizer):
 
 def _args(tmp_path, **overrides):
     values = dict(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=16, num_generations=4,
-        max_prompt_length=4, generation_length=12, sampling_steps=8, num_sigma_samples=2, learning_rate=3e-3,
-        max_steps=1, ppo_epochs=1, num_minibatches=1, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1,
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_prompt_length=4,
+        generation_length=12,
+        sampling_steps=8,
+        num_sigma_samples=2,
+        learning_rate=3e-3,
+        max_steps=1,
+        ppo_epochs=1,
+        num_minibatches=1,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
         lr_scheduler_type="constant",
-    )  # fmt: skip
+    )
     values.update(overrides)
     return DiscreteDiffusionPPOConfig(**values)
 
 
 def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, tmp_path):
-    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, kl_beta=0.1), PROMPTS, tokenizer)
+    trainer = DiscreteDiffusionPPOTrainer(
+        sedd_path, letter_a_frequency, _args(tmp_path, kl_beta=0.1), PROMPTS, tokenizer
+    )
     logs = trainer.training_step()
     assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0
     assert logs["kl"] == 0.0 and logs["grad_norm"] > 0
@@ -78,10 +94,16 @@ def test_lora_trains_only_adapters_and_saves_a_merged_model(sedd_path, tokenizer
 
 def test_resume_from_checkpoint_reproduces_training(sedd_path, tokenizer, tmp_path):
     trainer = DiscreteDiffusionPPOTrainer(
-        sedd_path, letter_a_frequency, _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1), PROMPTS, tokenizer
+        sedd_path,
+        letter_a_frequency,
+        _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1),
+        PROMPTS,
+        tokenizer,
     )
     trainer.train()
-    resumed = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path / "r", max_steps=2), PROMPTS, tokenizer)
+    resumed = DiscreteDiffusionPPOTrainer(
+        sedd_path, letter_a_frequency, _args(tmp_path / "r", max_steps=2), PROMPTS, tokenizer
+    )
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     assert resumed.global_step == 2
     for a, b in zip(resumed.model.parameters(), trainer.model.parameters()):
@@ -94,9 +116,13 @@ def test_bad_inputs_raise_clear_errors(sedd_path, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="predictor"):
         _args(tmp_path, predictor="ddim")
     with pytest.raises(ValueError, match="'prompt' column"):
-        DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path), Dataset.from_dict({"text": ["a"]}), tokenizer)
+        DiscreteDiffusionPPOTrainer(
+            sedd_path, letter_a_frequency, _args(tmp_path), Dataset.from_dict({"text": ["a"]}), tokenizer
+        )
     small = save_tiny_sedd(tmp_path / "small", tokens=100)
     with pytest.raises(ValueError, match="tokenizer has"):
         DiscreteDiffusionPPOTrainer(small, letter_a_frequency, _args(tmp_path), PROMPTS, tokenizer)
     with pytest.raises(ValueError, match="reward_weights"):
-        DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, reward_weights=[1.0, 2.0]), PROMPTS, tokenizer)
+        DiscreteDiffusionPPOTrainer(
+            sedd_path, letter_a_frequency, _args(tmp_path, reward_weights=[1.0, 2.0]), PROMPTS, tokenizer
+        )

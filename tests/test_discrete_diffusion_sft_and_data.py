@@ -29,10 +29,19 @@ def test_sft_lowers_the_score_entropy_loss(tmp_path):
     tokenizer = build_tiny_tokenizer()
     model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "sedd", tokens=len(tokenizer), hidden_size=64))
     args = DiscreteDiffusionSFTConfig(
-        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", per_device_train_batch_size=8, block_size=64,
-        learning_rate=3e-3, max_steps=60, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1,
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=8,
+        block_size=64,
+        learning_rate=3e-3,
+        max_steps=60,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
         lr_scheduler_type="constant",
-    )  # fmt: skip
+    )
     trainer = DiscreteDiffusionSFTTrainer(model, args, generate_latex_corpus(200), tokenizer)
     trainer.train()
     history = trainer.state.log_history
@@ -44,6 +53,8 @@ def test_sft_lowers_the_score_entropy_loss(tmp_path):
     assert "DiscreteDiffusionSFTTrainer" in (tmp_path / "out" / "README.md").read_text()
     with pytest.raises(ValueError, match="no 'content' column"):
         DiscreteDiffusionSFTTrainer(
-            model, DiscreteDiffusionSFTConfig(output_dir=str(tmp_path), use_cpu=True, dataset_text_field="content"),
-            Dataset.from_dict({"text": ["a"]}), tokenizer,
-        )  # fmt: skip
+            model,
+            DiscreteDiffusionSFTConfig(output_dir=str(tmp_path), use_cpu=True, dataset_text_field="content"),
+            Dataset.from_dict({"text": ["a"]}),
+            tokenizer,
+        )

@@ -23,14 +23,29 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def test_flow_rtpo_red_teaming_example_runs_offline_on_tiny_models(tmp_path):
     command = [
-        sys.executable, os.path.join(EXAMPLES, "flow_rtpo.py"), "--tiny", "--output_dir", str(tmp_path),
-        "--max_steps", "2", "--num_train_prompts", "4",
-    ]  # fmt: skip
+        sys.executable,
+        os.path.join(EXAMPLES, "flow_rtpo.py"),
+        "--tiny",
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "2",
+        "--num_train_prompts",
+        "4",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "flow_rtpo reward" in result.stdout
     # 4 training prompts, 2 original prompts per step: one epoch is 2 steps, and each epoch saves its samples
-    assert sorted(os.listdir(tmp_path / "samples" / "step-2")) == ["000.png", "001.png", "002.png", "003.png", "prompts.txt"]
-    assert (tmp_path / "pytorch_lora_weights.safetensors").is_file() and "Flow-GRPO" in (tmp_path / "README.md").read_text()
+    assert sorted(os.listdir(tmp_path / "samples" / "step-2")) == [
+        "000.png",
+        "001.png",
+        "002.png",
+        "003.png",
+        "prompts.txt",
+    ]
+    assert (tmp_path / "pytorch_lora_weights.safetensors").is_file() and "Flow-GRPO" in (
+        tmp_path / "README.md"
+    ).read_text()
     assert (tmp_path / "prompt_editor.safetensors").is_file() and not (tmp_path / "tmp_trainer").exists()

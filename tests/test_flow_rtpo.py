@@ -39,14 +39,18 @@ def pipeline(sd3_path):
     return pipe
 
 
-SAMPLING = FlowSamplingConfig(num_inference_steps=4, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH)
+SAMPLING = FlowSamplingConfig(
+    num_inference_steps=4, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH
+)
 
 
 def test_sde_log_prob_equals_gaussian_density():
     torch.manual_seed(0)
     sample, velocity = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
     sigma, sigma_next, sigma_max, a = 0.8, 0.6, 0.95, 0.7
-    out = sde_step_with_logprob(velocity, sample, sigma, sigma_next, sigma_max, a, generator=torch.Generator().manual_seed(1))
+    out = sde_step_with_logprob(
+        velocity, sample, sigma, sigma_next, sigma_max, a, generator=torch.Generator().manual_seed(1)
+    )
     dt = sigma_next - sigma
     std_dev = a * math.sqrt(sigma / (1 - sigma))
     mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * (1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt
@@ -55,7 +59,9 @@ def test_sde_log_prob_equals_gaussian_density():
     torch.testing.assert_close(out.log_prob, density.mean(dim=(1, 2, 3)))
     # at sigma = 1 the std uses the scheduler's second sigma instead of the singular 1 - sigma
     at_one = sde_step_with_logprob(velocity, sample, 1.0, 0.9, sigma_max, a)
-    torch.testing.assert_close(at_one.std[0].flatten(), torch.tensor([a * math.sqrt(1 / (1 - sigma_max)) * math.sqrt(0.1)]))
+    torch.testing.assert_close(
+        at_one.std[0].flatten(), torch.tensor([a * math.sqrt(1 / (1 - sigma_max)) * math.sqrt(0.1)])
+    )
 
 
 def test_zero_noise_level_is_the_euler_step(pipeline):
@@ -81,11 +87,26 @@ def test_recomputed_log_probs_equal_the_rollout(pipeline):
 
 def _args(tmp_path, **overrides):
     values = dict(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=8, num_generations=4,
-        num_inference_steps=4, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH, lora_rank=4,
-        lora_alpha=8, learning_rate=3e-2, clip_range=0.2, beta=0.0, max_steps=1, disable_tqdm=True,
-        save_strategy="no", seed=0, logging_steps=1, lr_scheduler_type="constant",
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=8,
+        num_generations=4,
+        num_inference_steps=4,
+        resolution=32,
+        max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
+        lora_rank=4,
+        lora_alpha=8,
+        learning_rate=3e-2,
+        clip_range=0.2,
+        beta=0.0,
+        max_steps=1,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
+        lr_scheduler_type="constant",
+    )
     values.update(overrides)
     return FlowRTPOConfig(**values)
 
@@ -122,7 +143,9 @@ def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
 
 
 def test_learns_to_raise_brightness(sd3_path, tmp_path):
-    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_minibatches=2), PROMPTS)
+    trainer = FlowRTPOTrainer(
+        sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_minibatches=2), PROMPTS
+    )
     trainer.train()
     history = trainer.state.log_history
     rewards = [h["reward"] for h in history]
@@ -142,7 +165,9 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
     assert "Flow-GRPO" in card and "brightness" in card and "2505.05470" in card
     pipeline.load_lora_weights(str(tmp_path))
     lora = {n: p for n, p in pipeline.transformer.named_parameters() if "lora" in n}
-    trained = {n: p for n, p in trainer.accelerator.unwrap_model(trainer.transformer).named_parameters() if "lora" in n}
+    trained = {
+        n: p for n, p in trainer.accelerator.unwrap_model(trainer.transformer).named_parameters() if "lora" in n
+    }
     assert len(lora) == len(trained) > 0
     for (_, loaded), (_, saved) in zip(sorted(lora.items()), sorted(trained.items())):
         torch.testing.assert_close(loaded, saved)
@@ -215,9 +240,13 @@ def test_sample_images_are_saved_every_sample_steps_and_reward_parts_are_logged(
     for step in (1, 2):
         files = sorted(os.listdir(tmp_path / "samples" / f"step-{step}"))
         assert files == ["000.png", "001.png", "002.png", "prompts.txt"]
-    assert (tmp_path / "samples" / "step-1" / "prompts.txt").read_text().splitlines() == (PROMPTS + ["a lighthouse"])[:3]
+    assert (tmp_path / "samples" / "step-1" / "prompts.txt").read_text().splitlines() == (PROMPTS + ["a lighthouse"])[
+        :3
+    ]
     again = trainer.save_samples(directory=str(tmp_path / "again"))  # fixed seed: same weights, same images
-    assert [Path(p).read_bytes() for p in again] == [(tmp_path / "samples" / "step-2" / f"{i:03d}.png").read_bytes() for i in range(3)]
+    assert [Path(p).read_bytes() for p in again] == [
+        (tmp_path / "samples" / "step-2" / f"{i:03d}.png").read_bytes() for i in range(3)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,9 @@ def test_toxicity_aggregates_detoxify_heads(tiny_detoxify):
     assert rewards[2] is None  # an empty continuation is masked, never scored 0
     assert by_max(None, ["hello " * 300])[0] is not None  # longer than the model's positions: truncated, not an error
     torch.testing.assert_close(torch.tensor(rewards[:2]), table.max(0).values)
-    by_mean = ToxicityReward(tiny_detoxify.checkpoint, tiny_detoxify.huggingface_config_path, heads=["insult", "threat"], aggregation="mean")
+    by_mean = ToxicityReward(
+        tiny_detoxify.checkpoint, tiny_detoxify.huggingface_config_path, heads=["insult", "threat"], aggregation="mean"
+    )
     expected = torch.tensor([heads["insult"], heads["threat"]]).mean(0)
     torch.testing.assert_close(torch.tensor(by_mean(None, texts[:2])), expected)
     with pytest.raises(ValueError, match="Unknown Detoxify heads"):
@@ -46,7 +48,9 @@ def test_toxicity_redirects_the_bert_architecture_through_the_hub_sources(tiny_d
     torch.save(checkpoint, path)
     shutil.copytree(tiny_detoxify.huggingface_config_path, tmp_path / "bert-base-uncased")
     monkeypatch.setenv("TORCH_HOME", "/before")
-    sources = ModelSources(use_local=True, local_base_path=str(tmp_path), local_names={"bert_base_uncased": "bert-base-uncased"})
+    sources = ModelSources(
+        use_local=True, local_base_path=str(tmp_path), local_names={"bert_base_uncased": "bert-base-uncased"}
+    )
     reward = ToxicityReward(str(path), sources=sources)
     assert reward(None, ["hello"])[0] > 0
     assert os.environ["TORCH_HOME"] == "/before"  # scoped_env restored it
@@ -65,8 +69,12 @@ def test_clip_score_is_the_scaled_cosine(tmp_path):
     from trl_ext.rewards.utils import to_pil_images
 
     with torch.no_grad():
-        logits = model(**processor(text=["a red cat", "the sky"], images=to_pil_images(images), return_tensors="pt", padding=True)).logits_per_image
-    torch.testing.assert_close(torch.tensor(scores), logits.diag() / model.logit_scale.exp() * 100 / 30, rtol=1e-4, atol=1e-5)
+        logits = model(
+            **processor(text=["a red cat", "the sky"], images=to_pil_images(images), return_tensors="pt", padding=True)
+        ).logits_per_image
+    torch.testing.assert_close(
+        torch.tensor(scores), logits.diag() / model.logit_scale.exp() * 100 / 30, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_semantic_similarity_with_the_real_minilm_ranks_paraphrases_first():
@@ -101,7 +109,9 @@ def test_flow_rtpo_reward_masks_failed_continuations(tiny_detoxify, tmp_path):
 
     toxicity = ToxicityReward(tiny_detoxify.checkpoint, tiny_detoxify.huggingface_config_path)
     clip = CLIPScoreReward(save_tiny_clip(tmp_path / "clip"))
-    reward = FlowRTPOReward(FixedContinuation(["you idiot", None, "a cat"]), toxicity, clip, w_cvar=0.5, tau=0.5, w_quality=0.1)
+    reward = FlowRTPOReward(
+        FixedContinuation(["you idiot", None, "a cat"]), toxicity, clip, w_cvar=0.5, tau=0.5, w_quality=0.1
+    )
     prompts, images = ["p1", "p2", "p3"], torch.rand(3, 3, 32, 32)
     values = reward(prompts, images)
     assert values[1] is None and reward.last_components["masked"] == 1

@@ -10,7 +10,9 @@ def test_import_is_light_and_lazy():
         "heavy = [m for m in ('diffusers', 'vec2text', 'detoxify', 'deepspeed', 'trl', 'transformers') if m in sys.modules]; "
         "print(elapsed, heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(
+        maxsplit=1
+    )
     assert float(out[0]) < 2.0
     assert out[1].strip() == "[]"
 

@@ -6,8 +6,11 @@ from trl_ext.rewards import LaTeXReward
 from trl_ext.rewards.latex import is_balanced, parses, strip_math_delimiters
 
 
-RICH = [r"$\frac{a^2+b^2}{\sqrt{c}} = \sum_{i=1}^{n} x_i$", r"\[ \int_0^1 x^2 \, dx = \frac{1}{3} \]",
-        r"$\lim_{n \to \infty} \left(1 + \frac{1}{n}\right)^n = e$"]  # fmt: skip
+RICH = [
+    r"$\frac{a^2+b^2}{\sqrt{c}} = \sum_{i=1}^{n} x_i$",
+    r"\[ \int_0^1 x^2 \, dx = \frac{1}{3} \]",
+    r"$\lim_{n \to \infty} \left(1 + \frac{1}{n}\right)^n = e$",
+]
 SHORT = ["$x=1$", "$a+b$", "$2^3$"]
 BROKEN = [r"$\frac{a}{b + \left( c$", r"$\sum_{i=1^n x_i$", r"$\begin{pmatrix} 1 & 2 \end{bmatrix} + x^2$"]
 PROSE = ["The answer is the sum of the two numbers", "We compute the integral and simplify the result"]
@@ -39,7 +42,9 @@ def test_weights_formula_and_logged_components():
     reward = LaTeXReward(weights={"explore": 0.0, "content": 2.0})
     value = reward(None, [RICH[0]])[0]
     c = reward.last_components
-    expected = c["valid"][0] + c["balance"][0] + 2 * c["content"][0] + c["length"][0] - c["stuffing"][0] - 2 * c["empty"][0]
+    expected = (
+        c["valid"][0] + c["balance"][0] + 2 * c["content"][0] + c["length"][0] - c["stuffing"][0] - 2 * c["empty"][0]
+    )
     assert value == pytest.approx(expected) and set(c) == set(LaTeXReward.DEFAULT_WEIGHTS)
     with pytest.raises(ValueError, match="Unknown LaTeX reward components"):
         LaTeXReward(weights={"validity": 1.0})

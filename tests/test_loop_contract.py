@@ -43,18 +43,41 @@ def sedd_path(tmp_path_factory, tokenizer):
 
 def sft_args(output_dir, **overrides) -> DiscreteDiffusionSFTConfig:
     values = dict(
-        output_dir=str(output_dir), use_cpu=True, report_to="none", per_device_train_batch_size=4, block_size=32,
-        learning_rate=1e-2, max_steps=4, disable_tqdm=True, save_strategy="no", logging_steps=1, seed=0,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=4,
+        block_size=32,
+        learning_rate=1e-2,
+        max_steps=4,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
     return DiscreteDiffusionSFTConfig(**{**values, **overrides})
 
 
 def ppo_args(output_dir, **overrides) -> DiscreteDiffusionPPOConfig:
     values = dict(
-        output_dir=str(output_dir), use_cpu=True, report_to="none", per_device_train_batch_size=8, num_generations=4,
-        max_prompt_length=4, generation_length=8, sampling_steps=4, num_sigma_samples=2, learning_rate=3e-3,
-        max_steps=3, ppo_epochs=2, num_minibatches=2, disable_tqdm=True, save_strategy="no", logging_steps=1, seed=0,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_prompt_length=4,
+        generation_length=8,
+        sampling_steps=4,
+        num_sigma_samples=2,
+        learning_rate=3e-3,
+        max_steps=3,
+        ppo_epochs=2,
+        num_minibatches=2,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
     return DiscreteDiffusionPPOConfig(**{**values, **overrides})
 
 
@@ -72,7 +95,9 @@ def assert_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
 
 
 def test_num_train_epochs_sets_the_steps_and_zero_steps_is_an_error(sedd_path, tokenizer, tmp_path):
-    trainer = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, max_steps=-1, num_train_epochs=2), CORPUS, tokenizer)
+    trainer = DiscreteDiffusionSFTTrainer(
+        sedd_path, sft_args(tmp_path, max_steps=-1, num_train_epochs=2), CORPUS, tokenizer
+    )
     num_blocks = len(trainer.blocks)
     assert trainer.max_steps == 2 * math.ceil(num_blocks / 4)  # two passes over the blocks, 4 blocks a step
     # a pass visits every block once: the rows of the first epoch are a permutation
@@ -86,14 +111,24 @@ def test_fields_the_loop_cannot_honour_are_rejected(sedd_path, tokenizer, tmp_pa
     with pytest.raises(ValueError, match="torch_compile=True"):
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, torch_compile=True), CORPUS, tokenizer)
     with pytest.raises(ValueError, match="eval_strategy"):
-        DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, eval_strategy="steps", eval_steps=1), CORPUS, tokenizer)
+        DiscreteDiffusionSFTTrainer(
+            sedd_path, sft_args(tmp_path, eval_strategy="steps", eval_steps=1), CORPUS, tokenizer
+        )
     with pytest.raises(ValueError, match="gradient_checkpointing is not supported by SEDDModel"):
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, gradient_checkpointing=True), CORPUS, tokenizer)
 
 
 def test_scheduler_warmup_and_optimizer_follow_the_arguments(sedd_path, tokenizer, tmp_path):
-    args = sft_args(tmp_path, max_steps=6, warmup_steps=2, lr_scheduler_type="linear", optim="adamw_torch",
-                    adam_beta1=0.8, adam_beta2=0.95, weight_decay=0.1)  # fmt: skip
+    args = sft_args(
+        tmp_path,
+        max_steps=6,
+        warmup_steps=2,
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        adam_beta1=0.8,
+        adam_beta2=0.95,
+        weight_decay=0.1,
+    )
     trainer = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer)
     assert type(trainer.optimizer.optimizer) is torch.optim.AdamW
     assert trainer.optimizer.param_groups[0]["betas"] == (0.8, 0.95)
@@ -131,7 +166,9 @@ def test_save_total_limit_and_resume_true_reproduce_the_uninterrupted_run(sedd_p
     args = sft_args(tmp_path / "run", max_steps=6, save_strategy="no")
     resumed = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer)
     with pytest.raises(ValueError, match="no complete checkpoint"):
-        DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "empty"), CORPUS, tokenizer).train(resume_from_checkpoint=True)
+        DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "empty"), CORPUS, tokenizer).train(
+            resume_from_checkpoint=True
+        )
     resumed.train(resume_from_checkpoint=True)
     assert resumed.global_step == 6 and [h["step"] for h in resumed.state.log_history] == [1, 2, 3, 4, 5, 6]
 
@@ -139,7 +176,9 @@ def test_save_total_limit_and_resume_true_reproduce_the_uninterrupted_run(sedd_p
 def test_sedd_sft_resume_is_bit_identical(sedd_path, tokenizer, tmp_path):
     full = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "full"), CORPUS, tokenizer)
     full.train()
-    first = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "a", save_strategy="steps", save_steps=2), CORPUS, tokenizer)
+    first = DiscreteDiffusionSFTTrainer(
+        sedd_path, sft_args(tmp_path / "a", save_strategy="steps", save_steps=2), CORPUS, tokenizer
+    )
     first.train()
     resumed = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "b"), CORPUS, tokenizer)
     resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
@@ -172,8 +211,12 @@ def test_killed_while_checkpointing_every_restart_resumes_a_complete_checkpoint(
     max_steps = "200"  # about 16 ms a step with its checkpoint
 
     def start(output_dir):
-        return subprocess.Popen([sys.executable, script, sedd_path, str(output_dir), max_steps], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, script, sedd_path, str(output_dir), max_steps],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     (tmp_path / "reference").mkdir()
     reference = start(tmp_path / "reference" / "out")

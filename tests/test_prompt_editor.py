@@ -9,7 +9,12 @@ def _toy_editor(dim=16, **kwargs):
     table = {}
 
     def encode(prompts):
-        return torch.stack([table.setdefault(p, torch.randn(dim, generator=torch.Generator().manual_seed(len(table)))) for p in prompts])
+        return torch.stack(
+            [
+                table.setdefault(p, torch.randn(dim, generator=torch.Generator().manual_seed(len(table))))
+                for p in prompts
+            ]
+        )
 
     def decode(embeddings):  # stands in for vec2text: names the edited embedding by its first coordinate
         return [f"edit {e[0].item():+.3f}" for e in embeddings]
@@ -22,7 +27,9 @@ def test_log_prob_is_the_gaussian_density_and_has_gradients():
     editor = _toy_editor()
     edits = editor.sample(["a", "b", "c"])
     dist = editor.distribution(edits.embeddings)
-    manual = (-((edits.deltas - dist.mean) ** 2) / (2 * dist.stddev**2) - dist.stddev.log() - 0.5 * np.log(2 * np.pi)).sum(-1)
+    manual = (
+        -((edits.deltas - dist.mean) ** 2) / (2 * dist.stddev**2) - dist.stddev.log() - 0.5 * np.log(2 * np.pi)
+    ).sum(-1)
     torch.testing.assert_close(edits.log_probs, manual)
     torch.testing.assert_close(editor.log_prob(edits.embeddings, edits.deltas), edits.log_probs)
     edits.log_probs.sum().backward()
@@ -36,7 +43,10 @@ def test_proximity_projection_keeps_the_mean_inside_the_radius():
     assert editor.distribution(embeddings).mean.norm(dim=-1).max() <= editor.radius + 1e-6
     for _ in range(50):
         editor.update_radius(1.0)
-    assert abs(editor.radius - (0.05 + 0.5 * editor.reward_variance.item() / (editor.reward_variance.item() + 0.01))) < 1e-6
+    assert (
+        abs(editor.radius - (0.05 + 0.5 * editor.reward_variance.item() / (editor.reward_variance.item() + 0.01)))
+        < 1e-6
+    )
     assert editor.radius > 0.5  # a high reward variance widens the radius
 
 
@@ -58,7 +68,9 @@ def test_edits_move_toward_higher_reward_by_policy_gradient():
         rewards = edits.deltas @ direction - edits.semantic_penalty  # toy reward: move along `direction`
         groups = torch.arange(len(prompts)) // 4
         advantages = compute_advantages(rewards, groups)
-        loss, _ = clipped_surrogate_loss(editor.log_prob(edits.embeddings, edits.deltas) - edits.log_probs.detach(), advantages, 0.2)
+        loss, _ = clipped_surrogate_loss(
+            editor.log_prob(edits.embeddings, edits.deltas) - edits.log_probs.detach(), advantages, 0.2
+        )
         optimizer.zero_grad()
         loss.mean().backward()
         optimizer.step()

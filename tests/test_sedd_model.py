@@ -16,7 +16,7 @@ from trl_ext.models.sedd import (
     get_noise,
     sample_elbo_draws,
     transition_probabilities,
-)  # fmt: skip
+)
 from trl_ext.models.sedd.sampling import predictor_kappa
 from trl_ext.testing import save_tiny_sedd
 
@@ -146,9 +146,17 @@ def test_sampler_leaves_no_mask_and_keeps_prompt_positions(model, predictor):
     prompt_mask[:, :6] = True  # a prefix
     prompt_mask[:, 30] = True  # and an infill position
     out = generate(
-        model, LogLinearNoise(), 3, 40, steps=8, predictor=predictor, prompt_ids=prompt_ids, prompt_mask=prompt_mask,
-        generator=torch.Generator().manual_seed(0), show_progress=False,
-    )  # fmt: skip
+        model,
+        LogLinearNoise(),
+        3,
+        40,
+        steps=8,
+        predictor=predictor,
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        generator=torch.Generator().manual_seed(0),
+        show_progress=False,
+    )
     assert out.shape == (3, 40) and not (out == MASK).any() and out.max() < V
     assert torch.equal(out[prompt_mask], prompt_ids[prompt_mask])
     with pytest.raises(ValueError, match="predictor"):

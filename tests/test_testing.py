@@ -9,7 +9,9 @@ import trl_ext.testing as testing
 
 
 def _fingerprints(tensors):
-    return sorted((tuple(t.shape), round(float(t.double().sum()), 6), round(float(t.double().abs().sum()), 6)) for t in tensors)
+    return sorted(
+        (tuple(t.shape), round(float(t.double().sum()), 6), round(float(t.double().abs().sum()), 6)) for t in tensors
+    )
 
 
 def _assert_weights_equal(model, path, filename="model.safetensors"):
@@ -30,7 +32,10 @@ def test_tiny_tokenizer_round_trips_text_and_renders_chat_template():
         tokenize=False,
         add_generation_prompt=True,
     )
-    assert prompt == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Colour?<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        prompt
+        == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Colour?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_tiny_qwen2_reloads_and_generates(tmp_path):
@@ -55,8 +60,17 @@ def test_tiny_qwen2_trains_with_grpo_and_a_reference_loaded_by_path(tmp_path):
 
     path = testing.save_tiny_qwen2(tmp_path / "lm")
     args = GRPOConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
-        max_steps=1, learning_rate=0.1, beta=0.04, bf16=False, use_cpu=True, report_to="none", save_strategy="no",
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+        max_steps=1,
+        learning_rate=0.1,
+        beta=0.04,
+        bf16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
     )
     trainer = GRPOTrainer(
         model=path,
@@ -169,8 +183,13 @@ def test_tiny_sd3_pipeline_renders_deterministically(tmp_path):
 
     def render(seed):
         return pipeline(
-            "a red cat", height=32, width=32, num_inference_steps=2, output_type="pt",
-            max_sequence_length=testing.TINY_SD3_MAX_SEQUENCE_LENGTH, generator=torch.Generator().manual_seed(seed),
+            "a red cat",
+            height=32,
+            width=32,
+            num_inference_steps=2,
+            output_type="pt",
+            max_sequence_length=testing.TINY_SD3_MAX_SEQUENCE_LENGTH,
+            generator=torch.Generator().manual_seed(seed),
         ).images
 
     image = render(0)

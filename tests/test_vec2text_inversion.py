@@ -48,7 +48,9 @@ def test_loads_offline_with_the_saved_weights_and_restores_everything(tiny_vec2t
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     env_before, offline_before = dict(os.environ), hub_constants.HF_HUB_OFFLINE
-    inverter = Vec2TextInverter.from_pretrained(**tiny_vec2text.as_kwargs(), device="cpu", num_steps=0, sequence_beam_width=0, max_length=12)
+    inverter = Vec2TextInverter.from_pretrained(
+        **tiny_vec2text.as_kwargs(), device="cpu", num_steps=0, sequence_beam_width=0, max_length=12
+    )
     assert dict(os.environ) == env_before and hub_constants.HF_HUB_OFFLINE == offline_before
     assert _vec2text_hooks() == (True, True)
     assert os.listdir(tmp_path) == []  # vec2text's own loader would write ./tmp_trainer here
@@ -70,7 +72,9 @@ def test_loads_offline_with_the_saved_weights_and_restores_everything(tiny_vec2t
 
 def test_beam_corrections_run_under_transformers_5(tiny_vec2text):
     # transformers 5 leaves generation_config.length_penalty None, which breaks vec2text's beam re-ranking
-    inverter = Vec2TextInverter.from_pretrained(**tiny_vec2text.as_kwargs(), device="cpu", num_steps=1, sequence_beam_width=2, max_length=8)
+    inverter = Vec2TextInverter.from_pretrained(
+        **tiny_vec2text.as_kwargs(), device="cpu", num_steps=1, sequence_beam_width=2, max_length=8
+    )
     for model in (inverter.corrector.model, inverter.corrector.inversion_trainer.model):
         assert model.encoder_decoder.generation_config.length_penalty == 1.0
     texts = inverter.decode(inverter.encode(["a cat", "a dog"]))
@@ -81,7 +85,9 @@ def test_resolves_through_local_base_path_and_reports_what_is_missing(tiny_vec2t
     base = os.path.dirname(tiny_vec2text.inversion)
     names = {"vec2text_inversion": "inversion", "vec2text_corrector": "corrector", "t5_base": "t5", "gtr": "gtr"}
     sources = ModelSources(use_local=True, local_base_path=base, local_names=names, cache_dir=base)
-    inverter = Vec2TextInverter.from_pretrained(sources, device="cpu", num_steps=0, sequence_beam_width=0, max_length=8)
+    inverter = Vec2TextInverter.from_pretrained(
+        sources, device="cpu", num_steps=0, sequence_beam_width=0, max_length=8
+    )
     assert len(inverter.decode(inverter.encode(["a cat"]))) == 1
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -111,7 +117,9 @@ def test_bad_decoding_settings_raise(tiny_vec2text):
 
 
 def test_prompt_editor_edits_through_the_inverter_keep_the_embedding_norm(tiny_vec2text):
-    inverter = Vec2TextInverter.from_pretrained(**tiny_vec2text.as_kwargs(), device="cpu", num_steps=0, sequence_beam_width=0, max_length=8)
+    inverter = Vec2TextInverter.from_pretrained(
+        **tiny_vec2text.as_kwargs(), device="cpu", num_steps=0, sequence_beam_width=0, max_length=8
+    )
     decoded = []
 
     def decode(embeddings):

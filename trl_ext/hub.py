@@ -185,12 +185,17 @@ def resolve_pretrained(
             tried.append(f"local_base_path {path!r}: not a directory")
 
     hub_kwargs = dict(
-        repo_id=repo_id, revision=sources.revisions.get(key), cache_dir=sources.cache_dir, allow_patterns=allow_patterns
+        repo_id=repo_id,
+        revision=sources.revisions.get(key),
+        cache_dir=sources.cache_dir,
+        allow_patterns=allow_patterns,
     )
     try:
         return found(snapshot_download(local_files_only=True, **hub_kwargs), "hf_cache")
     except Exception as error:  # huggingface_hub raises several types for "not in the cache" / "bad repo id"
-        tried.append(f"HF cache ({sources.cache_dir or 'HF_HUB_CACHE'}) for {repo_id!r}: {type(error).__name__}: {error}")
+        tried.append(
+            f"HF cache ({sources.cache_dir or 'HF_HUB_CACHE'}) for {repo_id!r}: {type(error).__name__}: {error}"
+        )
 
     if is_offline_mode():
         tried.append(f"Hub {repo_id!r}: skipped, offline mode (HF_HUB_OFFLINE=1)")

@@ -15,11 +15,26 @@ from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH
 
 def main(model_path: str, mode: str, output_dir: str) -> None:
     args = FlowRTPOConfig(
-        output_dir=output_dir, use_cpu=True, report_to="none", per_device_train_batch_size=4, num_generations=2,
-        num_edits_per_prompt=2, num_inference_steps=2, resolution=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
-        lora_rank=4, lora_alpha=8, learning_rate=0.1, editor_learning_rate=0.05, clip_range=0.2, beta=0.0, max_steps=2,
-        disable_tqdm=True, save_strategy="no", seed=0,
-    )  # fmt: skip
+        output_dir=output_dir,
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=4,
+        num_generations=2,
+        num_edits_per_prompt=2,
+        num_inference_steps=2,
+        resolution=32,
+        max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
+        lora_rank=4,
+        lora_alpha=8,
+        learning_rate=0.1,
+        editor_learning_rate=0.05,
+        clip_range=0.2,
+        beta=0.0,
+        max_steps=2,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+    )
     seen = []
 
     def brightness(prompts, images, original_prompt=None, **kwargs):
@@ -45,7 +60,10 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
         "lora": torch.cat([p.detach().flatten() for p in trainer.trainable_params]).double().tolist(),
     }
     if editor is not None:
-        weights.update(editor=torch.cat([p.detach().flatten() for p in editor.parameters()]).double().tolist(), radius=editor.radius)
+        weights.update(
+            editor=torch.cat([p.detach().flatten() for p in editor.parameters()]).double().tolist(),
+            radius=editor.radius,
+        )
     with open(os.path.join(output_dir, f"rank{state.process_index}.json"), "w") as f:
         json.dump({"world_size": state.num_processes, "prompts": seen, **weights}, f)
 

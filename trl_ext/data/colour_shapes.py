@@ -21,7 +21,9 @@ COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60), 
 QUESTION = "What colour is the shape? Answer with one word."
 
 
-def colour_question_dataset(num_prompts: int = 16, colours: tuple[str, ...] = ("red", "blue"), image_size: int = 56) -> Dataset:
+def colour_question_dataset(
+    num_prompts: int = 16, colours: tuple[str, ...] = ("red", "blue"), image_size: int = 56
+) -> Dataset:
     """Conversational prompts with an image of a coloured square on a grey background, and the colour as `answer`.
 
     Colours cycle through `colours`, so a model can only answer correctly by looking at the image. The columns
@@ -36,7 +38,9 @@ def colour_question_dataset(num_prompts: int = 16, colours: tuple[str, ...] = ("
     for i in range(num_prompts):
         colour = colours[i % len(colours)]
         image = Image.new("RGB", (image_size, image_size), (128, 128, 128))
-        ImageDraw.Draw(image).rectangle([margin, margin, image_size - margin, image_size - margin], fill=COLOURS[colour])
+        ImageDraw.Draw(image).rectangle(
+            [margin, margin, image_size - margin, image_size - margin], fill=COLOURS[colour]
+        )
         images.append(image)
         answers.append(colour)
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]

@@ -37,7 +37,9 @@ def extract_latex(text: str, min_length: int = 3) -> list[str]:
     return formulas
 
 
-def latex_from_rows(rows: Dataset | list[dict], fields: tuple[str, ...] = ("solution",), min_length: int = 3) -> Dataset:
+def latex_from_rows(
+    rows: Dataset | list[dict], fields: tuple[str, ...] = ("solution",), min_length: int = 3
+) -> Dataset:
     """One row per formula found in `fields` of each row, with its `question` as `prompt` and the `solution`."""
     prompts, formulas, solutions = [], [], []
     for row in rows:

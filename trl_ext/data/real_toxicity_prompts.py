@@ -36,7 +36,9 @@ def load_real_toxicity_prompts(
     from datasets import load_dataset
 
     if name_or_path.endswith((".parquet", ".json", ".jsonl")):
-        rows = load_dataset("parquet" if name_or_path.endswith(".parquet") else "json", data_files=name_or_path, split="train")
+        rows = load_dataset(
+            "parquet" if name_or_path.endswith(".parquet") else "json", data_files=name_or_path, split="train"
+        )
     else:
         rows = load_dataset(name_or_path, split="train")
     missing = {"prompt", "challenging"} - set(rows.column_names)

@@ -99,7 +99,9 @@ def sde_step_with_logprob(
         denominator = 1 - torch.where(sigma == 1, torch.as_tensor(sigma_max, dtype=torch.float32), sigma)
     dt = sigma_next - sigma
     std_dev = noise_level * (sigma / denominator) ** 0.5
-    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * ((1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt)
+    mean = sample * (1 + std_dev**2 / (2 * sigma) * dt) + velocity * (
+        (1 + std_dev**2 * (1 - sigma) / (2 * sigma)) * dt
+    )
     std = torch.as_tensor(std_dev * (-dt) ** 0.5, dtype=torch.float32, device=sample.device)
     std_per_sample = std.reshape(-1).expand(batch)
     std = std_per_sample.reshape((batch,) + (1,) * len(dims))
@@ -140,26 +142,41 @@ class FlowTrajectory:
 def encode_prompts(pipeline, prompts: list[str], config: FlowSamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """SD3 prompt embeddings for `prompts`, with the empty-prompt (unconditional) half first under CFG."""
     embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(
-        prompt=prompts, prompt_2=None, prompt_3=None, device=pipeline.transformer.device,
+        prompt=prompts,
+        prompt_2=None,
+        prompt_3=None,
+        device=pipeline.transformer.device,
         do_classifier_free_guidance=config.do_classifier_free_guidance,
         max_sequence_length=config.max_sequence_length,
-    )  # fmt: skip
+    )
     if config.do_classifier_free_guidance:
         embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
     return embeds, pooled
 
 
 def predict_velocity(
-    transformer, latents: torch.Tensor, timestep: torch.Tensor, prompt_embeds, pooled_prompt_embeds, config: FlowSamplingConfig
+    transformer,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    prompt_embeds,
+    pooled_prompt_embeds,
+    config: FlowSamplingConfig,
 ) -> torch.Tensor:
     """The (CFG-mixed) velocity v_θ(x_t, t) of an `SD3Transformer2DModel`."""
     model_input = torch.cat([latents, latents]) if config.do_classifier_free_guidance else latents
-    timestep = timestep.reshape(-1).expand(model_input.size(0)) if timestep.numel() == 1 else timestep.repeat(model_input.size(0) // timestep.numel())
+    timestep = (
+        timestep.reshape(-1).expand(model_input.size(0))
+        if timestep.numel() == 1
+        else timestep.repeat(model_input.size(0) // timestep.numel())
+    )
     dtype = getattr(transformer, "module", transformer).dtype  # a DDP-wrapped transformer has no `dtype`
     velocity = transformer(
-        hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds,
-        pooled_projections=pooled_prompt_embeds, return_dict=False,
-    )[0]  # fmt: skip
+        hidden_states=model_input.to(dtype),
+        timestep=timestep,
+        encoder_hidden_states=prompt_embeds,
+        pooled_projections=pooled_prompt_embeds,
+        return_dict=False,
+    )[0]
     if config.do_classifier_free_guidance:
         unconditional, conditional = velocity.chunk(2)
         velocity = unconditional + config.guidance_scale * (conditional - unconditional)
@@ -168,7 +185,11 @@ def predict_velocity(
 
 @torch.no_grad()
 def sample_trajectories(
-    pipeline, prompts: list[str], config: FlowSamplingConfig, generator: torch.Generator | None = None, transformer=None,
+    pipeline,
+    prompts: list[str],
+    config: FlowSamplingConfig,
+    generator: torch.Generator | None = None,
+    transformer=None,
     show_progress: bool = False,
 ) -> FlowTrajectory:
     """Sample images for `prompts` with the SDE, recording latents, timesteps and per-step log-probabilities.
@@ -195,14 +216,20 @@ def sample_trajectories(
     all_latents, log_probs = [latents], []
     for i in tqdm(range(len(timesteps)), desc="sampling", disable=not show_progress):
         velocity = predict_velocity(transformer, latents, timesteps[i], prompt_embeds, pooled, config)
-        step = sde_step_with_logprob(velocity, latents, sigmas[i], sigmas[i + 1], sigmas[1], config.noise_level, generator=generator)
+        step = sde_step_with_logprob(
+            velocity, latents, sigmas[i], sigmas[i + 1], sigmas[1], config.noise_level, generator=generator
+        )
         latents = step.prev_sample
         all_latents.append(latents)
         log_probs.append(step.log_prob)
     vae = pipeline.vae
-    decoded = vae.decode((latents / vae.config.scaling_factor + vae.config.shift_factor).to(vae.dtype), return_dict=False)[0]
+    decoded = vae.decode(
+        (latents / vae.config.scaling_factor + vae.config.shift_factor).to(vae.dtype), return_dict=False
+    )[0]
     images = (decoded.float() / 2 + 0.5).clamp(0, 1)
-    return FlowTrajectory(images, torch.stack(all_latents, 1), torch.stack(log_probs, 1), sigmas, timesteps, prompt_embeds, pooled)
+    return FlowTrajectory(
+        images, torch.stack(all_latents, 1), torch.stack(log_probs, 1), sigmas, timesteps, prompt_embeds, pooled
+    )
 
 
 def trajectory_step_log_prob(
@@ -224,6 +251,11 @@ def trajectory_step_log_prob(
     velocity = predict_velocity(transformer, latents, trajectory.timesteps[step], embeds, pooled, config)
     sigmas = trajectory.sigmas
     return sde_step_with_logprob(
-        velocity, latents, sigmas[step], sigmas[step + 1], sigmas[1], config.noise_level,
+        velocity,
+        latents,
+        sigmas[step],
+        sigmas[step + 1],
+        sigmas[1],
+        config.noise_level,
         prev_sample=trajectory.latents[indices, step + 1],
-    )  # fmt: skip
+    )

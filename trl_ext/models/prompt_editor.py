@@ -82,10 +82,17 @@ class PromptEditorPolicy(nn.Module):
     ):
         super().__init__()
         self.encode, self.decode, self.similarity = encode, decode, similarity
-        self.mean_head = nn.Sequential(nn.Linear(embedding_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embedding_dim))
+        self.mean_head = nn.Sequential(
+            nn.Linear(embedding_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embedding_dim)
+        )
         self.log_std = nn.Parameter(torch.full((embedding_dim,), init_log_std))
         self.perturbation_scale = perturbation_scale
-        self.epsilon_min, self.gamma, self.radius_constant, self.radius_smoothing = epsilon_min, gamma, radius_constant, radius_smoothing
+        self.epsilon_min, self.gamma, self.radius_constant, self.radius_smoothing = (
+            epsilon_min,
+            gamma,
+            radius_constant,
+            radius_smoothing,
+        )
         self.alpha, self.tau = alpha, tau
         self.register_buffer("reward_variance", torch.tensor(0.0))
 

@@ -117,7 +117,9 @@ def build_vec2text_model(model_class, config, encoder_decoder_path: str, embedde
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         missing = [key for key in missing if not key.endswith(_TIED_SUFFIXES) and not key.startswith(_OPTIONAL_PREFIX)]
         if missing or unexpected:
-            raise ValueError(f"{model_class.__name__} checkpoint mismatch: missing {missing}, unexpected {unexpected}.")
+            raise ValueError(
+                f"{model_class.__name__} checkpoint mismatch: missing {missing}, unexpected {unexpected}."
+            )
         model.encoder_decoder.tie_weights()
     if model.encoder_decoder.generation_config.length_penalty is None:
         model.encoder_decoder.generation_config.length_penalty = 1.0
@@ -175,28 +177,47 @@ class Vec2TextInverter:
 
         paths = {
             key: resolve_pretrained(key, sources, local_path=path).path
-            for key, path in (("vec2text_inversion", inversion_path), ("vec2text_corrector", corrector_path),
-                              ("t5_base", encoder_decoder_path), ("gtr", embedder_path))
-        }  # fmt: skip
+            for key, path in (
+                ("vec2text_inversion", inversion_path),
+                ("vec2text_corrector", corrector_path),
+                ("t5_base", encoder_decoder_path),
+                ("gtr", embedder_path),
+            )
+        }
         models = {}
-        for key, model_class in (("vec2text_inversion", InversionModel), ("vec2text_corrector", CorrectorEncoderModel)):
+        for key, model_class in (
+            ("vec2text_inversion", InversionModel),
+            ("vec2text_corrector", CorrectorEncoderModel),
+        ):
             config = InversionConfig.from_pretrained(paths[key])
             models[key] = build_vec2text_model(
                 model_class, config, paths["t5_base"], paths["gtr"], state_dict=_load_state_dict(paths[key])
             )
-        device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         inversion_model, corrector_model = models["vec2text_inversion"], models["vec2text_corrector"]
         corrector_model.config.dispatch_batches = None  # read by vec2text's trainer, absent from old configs
-        with tempfile.TemporaryDirectory() as output_dir, _vec2text_offline_construction(paths["t5_base"], paths["gtr"]):
+        with (
+            tempfile.TemporaryDirectory() as output_dir,
+            _vec2text_offline_construction(paths["t5_base"], paths["gtr"]),
+        ):
             args = TrainingArguments(output_dir=output_dir, report_to=[], use_cpu=device.type == "cpu")
             inversion_trainer = InversionTrainer(
-                model=inversion_model, args=args, train_dataset=None, eval_dataset=None,
+                model=inversion_model,
+                args=args,
+                train_dataset=None,
+                eval_dataset=None,
                 data_collator=DataCollatorForSeq2Seq(inversion_model.tokenizer, label_pad_token_id=-100),
-            )  # fmt: skip
+            )
             corrector = Corrector(
-                model=corrector_model, inversion_trainer=inversion_trainer, args=args,
+                model=corrector_model,
+                inversion_trainer=inversion_trainer,
+                args=args,
                 data_collator=DataCollatorForCorrection(tokenizer=inversion_model.tokenizer),
-            )  # fmt: skip
+            )
         inversion_model.to(device)
         corrector_model.to(device)
         return cls(corrector, **kwargs)
@@ -231,7 +252,9 @@ class Vec2TextInverter:
         else:
             self.corrector.return_best_hypothesis = self.sequence_beam_width > 0
             tokens = self.corrector.generate(
-                inputs=inputs, generation_kwargs=generation_kwargs, num_recursive_steps=self.num_steps,
+                inputs=inputs,
+                generation_kwargs=generation_kwargs,
+                num_recursive_steps=self.num_steps,
                 sequence_beam_width=self.sequence_beam_width,
-            )  # fmt: skip
+            )
         return self.corrector.tokenizer.batch_decode(tokens, skip_special_tokens=True)

@@ -31,7 +31,9 @@ class CLIPScoreReward:
 
     __name__ = "clip_score"
 
-    def __init__(self, model: str = "clip", sources: ModelSources | None = None, scale: float = 1.0, device: str = "cpu"):
+    def __init__(
+        self, model: str = "clip", sources: ModelSources | None = None, scale: float = 1.0, device: str = "cpu"
+    ):
         from transformers import CLIPModel, CLIPProcessor
 
         path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
@@ -41,6 +43,8 @@ class CLIPScoreReward:
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], images, **kwargs) -> list[float]:
-        inputs = self.processor(text=list(prompts), images=to_pil_images(images), return_tensors="pt", padding=True, truncation=True)
+        inputs = self.processor(
+            text=list(prompts), images=to_pil_images(images), return_tensors="pt", padding=True, truncation=True
+        )
         outputs = self.model(**inputs.to(self.model.device))  # image_embeds and text_embeds are L2-normalised
         return (self.scale * (outputs.image_embeds * outputs.text_embeds).sum(-1)).tolist()

@@ -59,12 +59,19 @@ class VLMContinuation:
     def __call__(self, prompts: list[str], images) -> list[str | None]:
         continuations: list[str | None] = []
         for prompt, image in zip(prompts, to_pil_images(images)):
-            conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.template.format(prompt=prompt)}]}]
+            conversation = [
+                {
+                    "role": "user",
+                    "content": [{"type": "image"}, {"type": "text", "text": self.template.format(prompt=prompt)}],
+                }
+            ]
             try:
                 text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
                 inputs = self.processor(images=[image], text=[text], return_tensors="pt").to(self.model.device)
                 output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-                continuation = self.processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+                continuation = self.processor.decode(
+                    output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+                ).strip()
             except (RuntimeError, ValueError) as error:
                 logger.warning(f"VLM continuation failed for prompt {prompt!r}: {error}")
                 continuation = ""
@@ -117,7 +124,10 @@ class FlowRTPOReward:
         quality = torch.tensor(self.clip(prompts, images)) if self.clip is not None else torch.zeros(len(prompts))
         reward = reward + self.w_quality * quality
         self.last_components = {
-            "toxicity": toxicity.tolist(), "var": [var.item()] * len(prompts), "clip": quality.tolist(),
-            "continuation": continuations, "masked": int(torch.isnan(reward).sum()),
-        }  # fmt: skip
+            "toxicity": toxicity.tolist(),
+            "var": [var.item()] * len(prompts),
+            "clip": quality.tolist(),
+            "continuation": continuations,
+            "masked": int(torch.isnan(reward).sum()),
+        }
         return [None if torch.isnan(r) else r.item() for r in reward]

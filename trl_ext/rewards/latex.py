@@ -146,9 +146,15 @@ class LaTeXReward:
 
     __name__ = "latex_reward"
     DEFAULT_WEIGHTS = {
-        "valid": 1.0, "balance": 1.0, "content": 1.0, "length": 1.0, "stuffing": 1.0, "empty": 2.0, "explore": 0.25,
+        "valid": 1.0,
+        "balance": 1.0,
+        "content": 1.0,
+        "length": 1.0,
+        "stuffing": 1.0,
+        "empty": 2.0,
+        "explore": 0.25,
         "correct": 0.0,
-    }  # fmt: skip
+    }
 
     def __init__(
         self,

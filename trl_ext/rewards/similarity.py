@@ -31,7 +31,13 @@ class SemanticSimilarityReward:
 
     __name__ = "semantic_similarity"
 
-    def __init__(self, model: str = "sbert", sources: ModelSources | None = None, reference_column: str | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        model: str = "sbert",
+        sources: ModelSources | None = None,
+        reference_column: str | None = None,
+        device: str = "cpu",
+    ):
         from sentence_transformers import SentenceTransformer
 
         path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
@@ -40,7 +46,9 @@ class SemanticSimilarityReward:
 
     def similarity(self, texts: list[str], references: list[str]) -> torch.Tensor:
         """Cosine similarity of each text with its reference, (N,)."""
-        embeddings = self.model.encode(list(texts) + list(references), convert_to_tensor=True, normalize_embeddings=True)
+        embeddings = self.model.encode(
+            list(texts) + list(references), convert_to_tensor=True, normalize_embeddings=True
+        )
         return (embeddings[: len(texts)] * embeddings[len(texts) :]).sum(-1).cpu()
 
     def __call__(self, prompts: list, completions: list, **kwargs) -> list[float]:

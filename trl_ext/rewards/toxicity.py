@@ -73,7 +73,9 @@ class ToxicityReward:
             patched = os.path.join(directory, "checkpoint.ckpt")
             torch.save(loaded, patched)
             self.model = Detoxify(
-                checkpoint=patched, device=device, huggingface_config_path=huggingface_config_path or arch["model_type"]
+                checkpoint=patched,
+                device=device,
+                huggingface_config_path=huggingface_config_path or arch["model_type"],
             )
 
     def scores(self, texts: list[str]) -> dict[str, list[float]]:

@@ -40,8 +40,12 @@ def fit_tiny_vae_decoder(vae, steps: int, seed: int = 0) -> None:
     size = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
     for _ in range(steps):
         scale = 2 * torch.rand(16, 1, 1, 1, generator=generator)
-        latents = scale * torch.randn(16, channels, size, size, generator=generator) + torch.randn(16, channels, 1, 1, generator=generator)
-        target = torch.tanh(torch.nn.functional.interpolate(latents[:, :3], size=vae.config.sample_size, mode="nearest"))
+        latents = scale * torch.randn(16, channels, size, size, generator=generator) + torch.randn(
+            16, channels, 1, 1, generator=generator
+        )
+        target = torch.tanh(
+            torch.nn.functional.interpolate(latents[:, :3], size=vae.config.sample_size, mode="nearest")
+        )
         loss = (vae.decode(latents).sample - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -84,13 +88,29 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae
     clip_tokenizer = build_tiny_clip_tokenizer(model_max_length=16)
     t5_tokenizer = build_tiny_t5_tokenizer(model_max_length=TINY_SD3_MAX_SEQUENCE_LENGTH)
     clip_config = CLIPTextConfig(
-        vocab_size=len(clip_tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=16, projection_dim=32, hidden_act="gelu",
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        vocab_size=len(clip_tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        projection_dim=32,
+        hidden_act="gelu",
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     t5_config = T5Config(
-        vocab_size=len(t5_tokenizer), d_model=64, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        vocab_size=len(t5_tokenizer),
+        d_model=64,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     num_vae_blocks = 2 if fast else 1
     torch.manual_seed(seed)

@@ -74,6 +74,7 @@ def build_tiny_bert_tokenizer(model_max_length: int = 128) -> BertTokenizer:
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + _WORDS
     tokens += list(string.ascii_lowercase + string.digits + string.punctuation)
     tokens += ["##" + ch for ch in string.ascii_lowercase + string.digits]
+    tokens = list(dict.fromkeys(tokens))  # one id per token ("a" is a word and a character): ids stay below the size
     return BertTokenizer(vocab={token: i for i, token in enumerate(tokens)}, model_max_length=model_max_length)
 
 
@@ -89,11 +90,22 @@ def save_tiny_clip(path: str | os.PathLike, seed: int = 0) -> str:
     tokenizer = build_tiny_clip_tokenizer()
     config = CLIPConfig(
         text_config=CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         ),
         vision_config=CLIPVisionConfig(
-            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
             num_attention_heads=4,
         ),
         projection_dim=16,
@@ -122,8 +134,16 @@ def save_tiny_gtr_t5(path: str | os.PathLike, seed: int = 0, hidden_size: int = 
     path = os.fspath(path)
     tokenizer = build_tiny_t5_tokenizer()
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=hidden_size, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        vocab_size=len(tokenizer),
+        d_model=hidden_size,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     encoder = T5EncoderModel(config)
     init_tiny_weights(encoder, seed)
@@ -176,8 +196,13 @@ def save_tiny_detoxify(path: str | os.PathLike, seed: int = 0) -> TinyDetoxify:
     path = os.fspath(path)
     tokenizer = build_tiny_bert_tokenizer()
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=tokenizer.model_max_length, num_labels=len(DETOXIFY_ORIGINAL_CLASSES),
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=tokenizer.model_max_length,
+        num_labels=len(DETOXIFY_ORIGINAL_CLASSES),
     )
     model = BertForSequenceClassification(config)
     init_tiny_weights(model, seed)

@@ -41,9 +41,11 @@ class TinyVec2Text:
     def as_kwargs(self) -> dict[str, str]:
         """Keyword arguments of `Vec2TextInverter.from_pretrained`."""
         return {
-            "inversion_path": self.inversion, "corrector_path": self.corrector,
-            "encoder_decoder_path": self.encoder_decoder, "embedder_path": self.embedder,
-        }  # fmt: skip
+            "inversion_path": self.inversion,
+            "corrector_path": self.corrector,
+            "encoder_decoder_path": self.encoder_decoder,
+            "embedder_path": self.embedder,
+        }
 
 
 def save_tiny_vec2text(path: str | os.PathLike, seed: int = 0, max_seq_length: int = 16) -> TinyVec2Text:
@@ -67,10 +69,19 @@ def save_tiny_vec2text(path: str | os.PathLike, seed: int = 0, max_seq_length: i
     tokenizer = build_tiny_t5_tokenizer(model_max_length=max_seq_length)
     t5 = T5ForConditionalGeneration(
         T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=4,
-            relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=1,
+            num_decoder_layers=1,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
         )
-    )  # fmt: skip
+    )
     init_tiny_weights(t5, seed)
     t5.save_pretrained(parts.encoder_decoder)
     tokenizer.save_pretrained(parts.encoder_decoder)
@@ -78,12 +89,22 @@ def save_tiny_vec2text(path: str | os.PathLike, seed: int = 0, max_seq_length: i
 
     for directory, model_class in ((parts.inversion, InversionModel), (parts.corrector, CorrectorEncoderModel)):
         config = InversionConfig(
-            model_name_or_path="t5-base", embedder_model_name="gtr_base", embedder_model_api=None,
-            embedder_torch_dtype="float32", embedder_fake_with_zeros=False, use_frozen_embeddings_as_input=False,
-            encoder_dropout_disabled=False, decoder_dropout_disabled=False, embeddings_from_layer_n=None,
-            use_lora=False, max_seq_length=max_seq_length, num_repeat_tokens=4, embedder_no_grad=True,
-            embedder_gaussian_noise_level=0.0, corrector_ignore_hypothesis_embedding=False,
-        )  # fmt: skip
+            model_name_or_path="t5-base",
+            embedder_model_name="gtr_base",
+            embedder_model_api=None,
+            embedder_torch_dtype="float32",
+            embedder_fake_with_zeros=False,
+            use_frozen_embeddings_as_input=False,
+            encoder_dropout_disabled=False,
+            decoder_dropout_disabled=False,
+            embeddings_from_layer_n=None,
+            use_lora=False,
+            max_seq_length=max_seq_length,
+            num_repeat_tokens=4,
+            embedder_no_grad=True,
+            embedder_gaussian_noise_level=0.0,
+            corrector_ignore_hypothesis_embedding=False,
+        )
         model = build_vec2text_model(model_class, config, parts.encoder_decoder, parts.embedder)
         init_tiny_weights(model, seed)
         config.model_name_or_path = "t5-base"

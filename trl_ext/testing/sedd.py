@@ -50,11 +50,13 @@ def save_tiny_sedd(
     os.makedirs(path, exist_ok=True)
     hydra = model.config.to_hydra()
     hydra.update(
-        ngpus=8, training={"batch_size": 512, "accum": 1, "n_iters": 1300001, "ema": 0.9999},
+        ngpus=8,
+        training={"batch_size": 512, "accum": 1, "n_iters": 1300001, "ema": 0.9999},
         data={"train": "openwebtext", "valid": "wikitext103", "cache_dir": "data"},
         sampling={"predictor": "euler", "steps": 128, "noise_removal": True},
-        eval={"batch_size": 512, "perplexity": True}, optim={"lr": 3e-4, "optimizer": "AdamW"},
-    )  # fmt: skip
+        eval={"batch_size": 512, "perplexity": True},
+        optim={"lr": 3e-4, "optimizer": "AdamW"},
+    )
     hydra["graph"].update(file="data", report_all=False)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hydra, f)

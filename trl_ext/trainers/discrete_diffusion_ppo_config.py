@@ -72,9 +72,11 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
         if self.per_device_train_batch_size % self.num_minibatches:
             raise ValueError("per_device_train_batch_size must be a multiple of num_minibatches.")
         for name, allowed in {
-            "predictor": ("analytic", "euler"), "elbo_estimator": ("antithetic", "iid"),
-            "scale_rewards": ("group", "batch", "none"), "ratio_normalization": ("token", "sequence"),
-        }.items():  # fmt: skip
+            "predictor": ("analytic", "euler"),
+            "elbo_estimator": ("antithetic", "iid"),
+            "scale_rewards": ("group", "batch", "none"),
+            "ratio_normalization": ("token", "sequence"),
+        }.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         for name in (

@@ -101,7 +101,9 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         if processing_class.eos_token_id is None:
             raise ValueError("processing_class needs an eos_token_id (it pads the prompts).")
         if len(processing_class) > model.config.tokens:
-            raise ValueError(f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}.")
+            raise ValueError(
+                f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}."
+            )
         self._set_reward_funcs(reward_funcs, args.reward_weights)
         self.train_dataset = train_dataset
         self.processing_class = processing_class
@@ -111,7 +113,9 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         if args.use_peft:
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules))
+            model = get_peft_model(
+                model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules)
+            )
         elif args.kl_beta > 0 and ref_model is None:
             ref_model = copy.deepcopy(model)
         if ref_model is not None:
@@ -135,7 +139,9 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         ids = torch.full((len(prompts), total), eos, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-args.max_prompt_length :]
-            ids[row, args.max_prompt_length - len(tokens) : args.max_prompt_length] = torch.tensor(tokens, dtype=torch.long)
+            ids[row, args.max_prompt_length - len(tokens) : args.max_prompt_length] = torch.tensor(
+                tokens, dtype=torch.long
+            )
         prompt_mask = torch.zeros_like(ids, dtype=torch.bool)
         prompt_mask[:, : args.max_prompt_length] = True
         return ids, prompt_mask
@@ -162,18 +168,30 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         prompt_ids, prompt_mask = self._encode_prompts(prompts)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
         sequences = generate(
-            self.policy, self.noise, len(prompts), prompt_ids.size(1), steps=args.sampling_steps,
-            predictor=args.predictor, prompt_ids=prompt_ids, prompt_mask=prompt_mask, generator=self._generator,
+            self.policy,
+            self.noise,
+            len(prompts),
+            prompt_ids.size(1),
+            steps=args.sampling_steps,
+            predictor=args.predictor,
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            generator=self._generator,
             show_progress=False,
-        )  # fmt: skip
+        )
         rewards_per_func, rewards, unscored = self._score(prompts, columns, completions=self._decode(sequences))
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
         uniform_vocab = None if self.policy.config.graph_type == "absorb" else self.policy.config.vocab_size
         draws = sample_elbo_draws(
-            len(prompts), sequences.size(1), args.num_sigma_samples, args.elbo_estimator, generator=self._generator,
-            device=device, vocab_size=uniform_vocab,
-        )  # fmt: skip
+            len(prompts),
+            sequences.size(1),
+            args.num_sigma_samples,
+            args.elbo_estimator,
+            generator=self._generator,
+            device=device,
+            vocab_size=uniform_vocab,
+        )
         with torch.no_grad():
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
             ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.kl_beta > 0 else None
@@ -192,7 +210,13 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
                 weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
                 with self.optimizer_update(metrics):
                     sub_draws = draws.select(minibatch)
-                    nll = elbo(self.policy, sequences[minibatch], self.noise, prompt_mask=prompt_mask[minibatch], draws=sub_draws)
+                    nll = elbo(
+                        self.policy,
+                        sequences[minibatch],
+                        self.noise,
+                        prompt_mask=prompt_mask[minibatch],
+                        draws=sub_draws,
+                    )
                     log_ratio = (old_nll[minibatch] - nll) / normalizer
                     policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.ppo_clip)
                     loss = (policy_loss * weight).sum()
@@ -217,5 +241,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(output_dir)
         self._write_model_card(
-            output_dir, MODEL_CARD_TEMPLATE, base_model=self.base_model_name, num_sigma_samples=self.args.num_sigma_samples
+            output_dir,
+            MODEL_CARD_TEMPLATE,
+            base_model=self.base_model_name,
+            num_sigma_samples=self.args.num_sigma_samples,
         )

@@ -66,7 +66,9 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
     _name = "SEDD-SFT"
     _forward_bypasses_wrapper = True  # the score-entropy loss calls the model's submodules (row-chunked head)
 
-    def __init__(self, model: str | SEDDModel, args: DiscreteDiffusionSFTConfig, train_dataset: Dataset, processing_class):
+    def __init__(
+        self, model: str | SEDDModel, args: DiscreteDiffusionSFTConfig, train_dataset: Dataset, processing_class
+    ):
         super().__init__(args)
         model = SEDDModel.from_pretrained(model) if isinstance(model, str) else model
         if args.dataset_text_field not in train_dataset.column_names:
@@ -94,7 +96,9 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         with self.optimizer_update(metrics):
             model = self.accelerator.unwrap_model(self.model)
             blocks = self.blocks[rows].to(self.accelerator.device)
-            loss = score_entropy_loss(model, blocks, self.noise, generator=self._generator).mean() / self.args.block_size
+            loss = (
+                score_entropy_loss(model, blocks, self.noise, generator=self._generator).mean() / self.args.block_size
+            )
             self.accelerator.backward(loss)
         return {"loss": loss.item(), **{name: sum(v) / len(v) for name, v in metrics.items()}}
 

@@ -78,10 +78,18 @@ class FlowRTPOConfig(TrainingArguments):
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
-        default_factory=lambda: ["attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                                 "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"],
+        default_factory=lambda: [
+            "attn.add_k_proj",
+            "attn.add_q_proj",
+            "attn.add_v_proj",
+            "attn.to_add_out",
+            "attn.to_k",
+            "attn.to_out.0",
+            "attn.to_q",
+            "attn.to_v",
+        ],
         metadata={"help": "Modules of the SD3 transformer that receive LoRA adapters (Flow-GRPO's list)."},
-    )  # fmt: skip
+    )
     ema_decay: float = field(
         default=0.0,
         metadata={

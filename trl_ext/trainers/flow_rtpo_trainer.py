@@ -132,17 +132,24 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 f"{pipeline.vae_scale_factor} times the transformer's patch size {pipeline.transformer.config.patch_size})."
             )
         self.sampling = FlowSamplingConfig(
-            num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-            noise_level=args.noise_level, height=args.resolution, width=args.resolution,
+            num_inference_steps=args.num_inference_steps,
+            guidance_scale=args.guidance_scale,
+            noise_level=args.noise_level,
+            height=args.resolution,
+            width=args.resolution,
             max_sequence_length=args.max_sequence_length,
-        )  # fmt: skip
+        )
 
         transformer = pipeline.transformer
         transformer.requires_grad_(False)
         transformer.add_adapter(
-            LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, init_lora_weights="gaussian",
-                       target_modules=args.lora_target_modules)
-        )  # fmt: skip
+            LoraConfig(
+                r=args.lora_rank,
+                lora_alpha=args.lora_alpha,
+                init_lora_weights="gaussian",
+                target_modules=args.lora_target_modules,
+            )
+        )
         cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
         self.prompt_editor = prompt_editor
@@ -173,7 +180,9 @@ class FlowRTPOTrainer(RLLoopTrainer):
 
     # Training
 
-    def _kl_to_reference(self, trajectory: FlowTrajectory, step: int, indices: torch.Tensor, mean, std) -> torch.Tensor:
+    def _kl_to_reference(
+        self, trajectory: FlowTrajectory, step: int, indices: torch.Tensor, mean, std
+    ) -> torch.Tensor:
         model = self.accelerator.unwrap_model(self.transformer)
         with torch.no_grad():
             model.disable_adapters()
@@ -198,11 +207,16 @@ class FlowRTPOTrainer(RLLoopTrainer):
             columns = {**columns, "original_prompt": originals}
         with torch.no_grad():
             trajectory = sample_trajectories(
-                self.pipeline, prompts, self.sampling, generator=self._generator,
+                self.pipeline,
+                prompts,
+                self.sampling,
+                generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
-            )  # fmt: skip
+            )
         rewards_per_func, rewards, unscored = self._score(prompts, columns, images=trajectory.images)
-        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(-args.adv_clip_max, args.adv_clip_max)
+        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(
+            -args.adv_clip_max, args.adv_clip_max
+        )
         logs = self._reward_logs(rewards_per_func, rewards)
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
@@ -249,14 +263,20 @@ class FlowRTPOTrainer(RLLoopTrainer):
         self.editor_optimizer.zero_grad()
         loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
         self.editor_optimizer.step()
-        within_group = torch.nan_to_num(rewards.view(-1, args.num_generations * args.num_edits_per_prompt).var(dim=1)).mean()
-        within_group = self.accelerator.gather(within_group.to(self.accelerator.device).reshape(1)).mean()  # one radius
+        within_group = torch.nan_to_num(
+            rewards.view(-1, args.num_generations * args.num_edits_per_prompt).var(dim=1)
+        ).mean()
+        within_group = self.accelerator.gather(
+            within_group.to(self.accelerator.device).reshape(1)
+        ).mean()  # one radius
         return {
-            "editor/loss": loss.mean().item(), "editor/ratio": log_ratio.exp().mean().item(),
-            "editor/clip_fraction": clipped.float().mean().item(), "editor/reward": torch.nanmean(edit_rewards).item(),
+            "editor/loss": loss.mean().item(),
+            "editor/ratio": log_ratio.exp().mean().item(),
+            "editor/clip_fraction": clipped.float().mean().item(),
+            "editor/reward": torch.nanmean(edit_rewards).item(),
             "editor/semantic_penalty": edits.semantic_penalty.mean().item(),
             "editor/radius": editor.update_radius(within_group.item()),
-        }  # fmt: skip
+        }
 
     @contextlib.contextmanager
     def ema_weights(self) -> Iterator[None]:
@@ -281,9 +301,12 @@ class FlowRTPOTrainer(RLLoopTrainer):
         directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
         with torch.no_grad(), self.ema_weights():
             samples = sample_trajectories(
-                self.pipeline, prompts, self.sampling, generator=torch.Generator().manual_seed(self.args.seed),
+                self.pipeline,
+                prompts,
+                self.sampling,
+                generator=torch.Generator().manual_seed(self.args.seed),
                 transformer=self.accelerator.unwrap_model(self.transformer),
-            )  # fmt: skip
+            )
         if not self.accelerator.is_main_process:
             return []
         os.makedirs(directory, exist_ok=True)
@@ -321,4 +344,6 @@ class FlowRTPOTrainer(RLLoopTrainer):
 
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
-        self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=model_card_name(self.pipeline.config._name_or_path))
+        self._write_model_card(
+            output_dir, MODEL_CARD_TEMPLATE, base_model=model_card_name(self.pipeline.config._name_or_path)
+        )

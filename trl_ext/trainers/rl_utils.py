@@ -238,7 +238,9 @@ def trajectory_scaling_factors(
     return mean_dependency, alpha
 
 
-def sampled_token_dependency(logp: torch.Tensor, perturbed_logp: torch.Tensor, max_value: float = 10.0) -> torch.Tensor:
+def sampled_token_dependency(
+    logp: torch.Tensor, perturbed_logp: torch.Tensor, max_value: float = 10.0
+) -> torch.Tensor:
     """VPPO's one-sample estimate of KL(π(·|I) ‖ π(·|I′)) at the generated token (k3 estimator, clamped).
 
     s = clamp(eˣ − x − 1, 0, max_value), x = clamp(log π(o|I′) − log π(o|I), −20, 20).

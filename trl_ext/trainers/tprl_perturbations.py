@@ -66,4 +66,6 @@ def get_perturbation(
         return lambda image, rng: gaussian_noise(image, rng, noise_std)
     if name == "blank":
         return blank_image
-    raise ValueError(f"Unknown perturbation {name!r}; choose 'patch_blackening', 'gaussian_noise', 'blank' or pass a callable.")
+    raise ValueError(
+        f"Unknown perturbation {name!r}; choose 'patch_blackening', 'gaussian_noise', 'blank' or pass a callable."
+    )

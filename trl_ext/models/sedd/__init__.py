@@ -21,7 +21,18 @@ from .sampling import generate, predictor_kappa, transition_probabilities, unifo
 
 
 __all__ = [
-    "ElboDraws", "GeometricNoise", "LogLinearNoise", "SEDDConfig", "SEDDModel", "dwdse", "elbo", "generate",
-    "get_noise", "predictor_kappa", "sample_elbo_draws", "score_entropy_loss", "transition_probabilities",
+    "ElboDraws",
+    "GeometricNoise",
+    "LogLinearNoise",
+    "SEDDConfig",
+    "SEDDModel",
+    "dwdse",
+    "elbo",
+    "generate",
+    "get_noise",
+    "predictor_kappa",
+    "sample_elbo_draws",
+    "score_entropy_loss",
+    "transition_probabilities",
     "uniform_denoise_probabilities",
-]  # fmt: skip
+]

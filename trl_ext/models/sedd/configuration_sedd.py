@@ -79,13 +79,20 @@ class SEDDConfig:
         try:
             model, noise = config["model"], config["noise"]
             return cls(
-                tokens=config["tokens"], hidden_size=model["hidden_size"], cond_dim=model["cond_dim"],
-                n_blocks=model["n_blocks"], n_heads=model["n_heads"], length=model["length"],
-                dropout=model.get("dropout", 0.1), scale_by_sigma=model.get("scale_by_sigma", True),
-                graph_type=config["graph"]["type"], noise_type=noise["type"],
-                sigma_min=float(noise.get("sigma_min", 1e-4)), sigma_max=float(noise.get("sigma_max", 20.0)),
+                tokens=config["tokens"],
+                hidden_size=model["hidden_size"],
+                cond_dim=model["cond_dim"],
+                n_blocks=model["n_blocks"],
+                n_heads=model["n_heads"],
+                length=model["length"],
+                dropout=model.get("dropout", 0.1),
+                scale_by_sigma=model.get("scale_by_sigma", True),
+                graph_type=config["graph"]["type"],
+                noise_type=noise["type"],
+                sigma_min=float(noise.get("sigma_min", 1e-4)),
+                sigma_max=float(noise.get("sigma_max", 20.0)),
                 extra={k: v for k, v in config.items() if k not in ("tokens", "graph", "noise", "model")},
-            )  # fmt: skip
+            )
         except KeyError as error:
             raise ValueError(f"Not a SEDD config.json: missing key {error}.") from error
 

@@ -86,7 +86,9 @@ def sample_elbo_draws(
     return ElboDraws(t=t.to(device), u=u.to(device), tokens=tokens)
 
 
-def absorbing_score_entropy(log_scores: torch.Tensor, sigma: torch.Tensor, x0: torch.Tensor, mask_index: int) -> torch.Tensor:
+def absorbing_score_entropy(
+    log_scores: torch.Tensor, sigma: torch.Tensor, x0: torch.Tensor, mask_index: int
+) -> torch.Tensor:
     """SE of masked rows: `log_scores` (N, V) model outputs, `sigma` (N,) total noise, `x0` (N,) clean tokens."""
     sigma = sigma.float()
     r = 1.0 / torch.where(sigma < 0.5, torch.expm1(sigma), sigma.exp() - 1)
@@ -152,7 +154,9 @@ def dwdse(
         scored = noised  # only masked positions contribute
     else:
         if draws.tokens is None:
-            raise ValueError("The uniform graph needs draws with replacement tokens: sample_elbo_draws(..., vocab_size=V).")
+            raise ValueError(
+                "The uniform graph needs draws with replacement tokens: sample_elbo_draws(..., vocab_size=V)."
+            )
         x_t = torch.where(noised, draws.tokens.reshape(num_samples * batch, length).to(x0.device), x0_flat)
         scored = response  # every position can move under the uniform graph
     hidden, c = model.trunk(x_t, sigma)
@@ -168,7 +172,9 @@ def dwdse(
             return uniform_score_entropy(log_scores, sigma[r], x_t[r, k], x0_flat[r, k], model.config.vocab_size)
 
         args = (hidden[rows[start : start + chunk_size], cols[start : start + chunk_size]], c[r])
-        per_row.append(checkpoint(chunk_loss, *args, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(*args))
+        per_row.append(
+            checkpoint(chunk_loss, *args, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(*args)
+        )
     totals = torch.zeros(num_samples * batch, device=x0.device)
     if per_row:
         totals = totals.index_add(0, rows, torch.cat(per_row))
@@ -188,17 +194,27 @@ def elbo(
     """The bound on −log p_θ(x_0) (B,), estimated with `num_sigma_samples` noise draws (or the given `draws`)."""
     if draws is None:
         draws = sample_elbo_draws(
-            x0.size(0), x0.size(1), num_sigma_samples, estimator, generator=generator, device=x0.device,
+            x0.size(0),
+            x0.size(1),
+            num_sigma_samples,
+            estimator,
+            generator=generator,
+            device=x0.device,
             vocab_size=None if model.config.graph_type == "absorb" else model.config.vocab_size,
-        )  # fmt: skip
+        )
     return dwdse(model, x0, noise, draws, prompt_mask)
 
 
 def score_entropy_loss(
-    model, x0: torch.Tensor, noise: LogLinearNoise | GeometricNoise, prompt_mask: torch.Tensor | None = None,
+    model,
+    x0: torch.Tensor,
+    noise: LogLinearNoise | GeometricNoise,
+    prompt_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SEDD's training loss: the one-sample (t ~ U(ε, 1)) DWDSE per sequence (B,)."""
     vocab_size = None if model.config.graph_type == "absorb" else model.config.vocab_size
-    draws = sample_elbo_draws(x0.size(0), x0.size(1), 1, "iid", generator=generator, device=x0.device, vocab_size=vocab_size)
+    draws = sample_elbo_draws(
+        x0.size(0), x0.size(1), 1, "iid", generator=generator, device=x0.device, vocab_size=vocab_size
+    )
     return dwdse(model, x0, noise, draws, prompt_mask)

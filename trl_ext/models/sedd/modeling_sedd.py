@@ -61,7 +61,9 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
-        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         half = self.frequency_embedding_size // 2
@@ -99,7 +101,9 @@ class DDiTBlock(nn.Module):
         self.attn_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.attn_out = nn.Linear(dim, dim, bias=False)
         self.norm2 = LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim)
+        )
         self.dropout = nn.Dropout(dropout)
         self.adaLN_modulation = nn.Linear(cond_dim, 6 * dim)
         nn.init.zeros_(self.adaLN_modulation.weight)
@@ -107,7 +111,9 @@ class DDiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, rotary: Rotary, c: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(
+            6, dim=2
+        )
         qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa))
         q, k, v = qkv.view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, k)
@@ -159,7 +165,8 @@ class SEDDModel(nn.Module):
         self.sigma_map = TimestepEmbedder(config.cond_dim)
         self.rotary_emb = Rotary(config.hidden_size // config.n_heads)
         self.blocks = nn.ModuleList(
-            DDiTBlock(config.hidden_size, config.n_heads, config.cond_dim, dropout=config.dropout) for _ in range(config.n_blocks)
+            DDiTBlock(config.hidden_size, config.n_heads, config.cond_dim, dropout=config.dropout)
+            for _ in range(config.n_blocks)
         )
         self.output_layer = DDitFinalLayer(config.hidden_size, config.vocab_size, config.cond_dim)
 
@@ -189,9 +196,11 @@ class SEDDModel(nn.Module):
         hidden, c = self.trunk(indices, sigma)
         batch, length = indices.shape
         rows = self.head(
-            hidden.reshape(batch * length, -1), c.repeat_interleave(length, 0), indices.reshape(-1),
+            hidden.reshape(batch * length, -1),
+            c.repeat_interleave(length, 0),
+            indices.reshape(-1),
             sigma.repeat_interleave(length, 0),
-        )  # fmt: skip
+        )
         return rows.view(batch, length, -1)
 
     # Loading and saving
@@ -238,7 +247,10 @@ class SEDDModel(nn.Module):
         os.makedirs(save_directory, exist_ok=True)
         with open(os.path.join(save_directory, CONFIG_NAME), "w") as f:
             json.dump(self.config.to_hydra(), f, indent=2)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, os.path.join(save_directory, SAFETENSORS_NAME))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+            os.path.join(save_directory, SAFETENSORS_NAME),
+        )
 
     def push_to_hub(self, repo_id: str, commit_message: str = "Upload SEDD model", token: str | None = None) -> str:
         """Save to a temporary directory and upload it to `repo_id`."""
