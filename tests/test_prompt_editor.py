@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from trl_ext.models.prompt_editor import PromptEditorPolicy
-from trl_ext.trainers.rl_utils import clipped_surrogate_loss, compute_advantages
+from trl_ext.rl.advantages import compute_advantages
+from trl_ext.rl.losses import clipped_surrogate_loss
 
 
 def _toy_editor(dim=16, **kwargs):

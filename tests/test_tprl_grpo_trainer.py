@@ -18,9 +18,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
+from trl_ext.hub import model_card_name
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen2, save_tiny_qwen_vl, vision_special_token_ids
-from trl_ext.trainers.tprl_grpo_trainer import base_model_name
-from trl_ext.trainers.tprl_perturbations import random_patch_blackening
+from trl_ext.trainers.tprl.perturbations import random_patch_blackening
 
 
 MAX_COMPLETION_LENGTH = 4
@@ -587,7 +587,7 @@ def test_model_card_names_the_base_model(vlm, tmp_path):
     assert card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "[Qwen/Qwen2.5-VL-3B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct)" in card.text
     cache = "/cache/hub/models--Qwen--Qwen2.5-VL-3B-Instruct/snapshots/0123abc"
-    assert base_model_name(cache) == "Qwen/Qwen2.5-VL-3B-Instruct" and base_model_name(str(tmp_path)) == tmp_path.name
+    assert model_card_name(cache) == "Qwen/Qwen2.5-VL-3B-Instruct" and model_card_name(str(tmp_path)) == tmp_path.name
 
 
 class _RewardWithParts:

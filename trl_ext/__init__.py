@@ -25,14 +25,14 @@ _import_structure = {
     "models.prompt_editor": ["PromptEditorPolicy"],
     "models.sedd": ["SEDDConfig", "SEDDModel"],
     "models.vec2text_inversion": ["Vec2TextInverter"],
-    "trainers.discrete_diffusion_sft_config": ["DiscreteDiffusionSFTConfig"],
-    "trainers.discrete_diffusion_sft_trainer": ["DiscreteDiffusionSFTTrainer"],
-    "trainers.discrete_diffusion_ppo_config": ["DiscreteDiffusionPPOConfig"],
-    "trainers.discrete_diffusion_ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
-    "trainers.flow_rtpo_config": ["FlowRTPOConfig"],
-    "trainers.flow_rtpo_trainer": ["FlowRTPOTrainer"],
-    "trainers.tprl_grpo_config": ["TPRLGRPOConfig"],
-    "trainers.tprl_grpo_trainer": ["TPRLGRPOTrainer"],
+    "trainers.sedd.sft_config": ["DiscreteDiffusionSFTConfig"],
+    "trainers.sedd.sft_trainer": ["DiscreteDiffusionSFTTrainer"],
+    "trainers.sedd.ppo_config": ["DiscreteDiffusionPPOConfig"],
+    "trainers.sedd.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
+    "trainers.flow_rtpo.config": ["FlowRTPOConfig"],
+    "trainers.flow_rtpo.trainer": ["FlowRTPOTrainer"],
+    "trainers.tprl.config": ["TPRLGRPOConfig"],
+    "trainers.tprl.trainer": ["TPRLGRPOTrainer"],
 }
 
 if TYPE_CHECKING:
@@ -40,13 +40,13 @@ if TYPE_CHECKING:
     from .models.prompt_editor import PromptEditorPolicy
     from .models.sedd import SEDDConfig, SEDDModel
     from .models.vec2text_inversion import Vec2TextInverter
-    from .trainers.discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
-    from .trainers.discrete_diffusion_ppo_trainer import DiscreteDiffusionPPOTrainer
-    from .trainers.discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig
-    from .trainers.discrete_diffusion_sft_trainer import DiscreteDiffusionSFTTrainer
-    from .trainers.flow_rtpo_config import FlowRTPOConfig
-    from .trainers.flow_rtpo_trainer import FlowRTPOTrainer
-    from .trainers.tprl_grpo_config import TPRLGRPOConfig
-    from .trainers.tprl_grpo_trainer import TPRLGRPOTrainer
+    from .trainers.flow_rtpo.config import FlowRTPOConfig
+    from .trainers.flow_rtpo.trainer import FlowRTPOTrainer
+    from .trainers.sedd.ppo_config import DiscreteDiffusionPPOConfig
+    from .trainers.sedd.ppo_trainer import DiscreteDiffusionPPOTrainer
+    from .trainers.sedd.sft_config import DiscreteDiffusionSFTConfig
+    from .trainers.sedd.sft_trainer import DiscreteDiffusionSFTTrainer
+    from .trainers.tprl.config import TPRLGRPOConfig
+    from .trainers.tprl.trainer import TPRLGRPOTrainer
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

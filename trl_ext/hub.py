@@ -24,6 +24,7 @@ Some third-party loaders (vec2text, Detoxify) take no path and read caches from 
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -209,15 +210,25 @@ def resolve_pretrained(
     raise ModelNotFoundError(f"Could not find model {key!r}. Tried, in order:\n{places}")
 
 
+_HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\][^/\\]+$")
+
+
 def model_card_name(name_or_path: str | os.PathLike | None) -> str | None:
-    """The base model as a model card names it: a Hub id as it is, a local directory by its name only (never an
-    absolute path); `None` when unknown."""
+    """The name a model card gives the base model: its Hub id, never a local path; `None` when unknown.
+
+    A Hub id (`org/name`) is returned as is; a directory of the Hugging Face cache
+    (`.../models--org--name/snapshots/<revision>`) gives `org/name`; any other local directory gives its own name.
+    """
     if not name_or_path:
         return None
     name = os.fspath(name_or_path)
-    if os.path.isabs(name) or os.path.isdir(name):
-        return os.path.basename(os.path.normpath(name))
-    return name
+    path = os.path.normpath(os.path.expanduser(name))
+    if not os.path.isdir(path) and not os.path.isabs(path):
+        return name
+    match = _HF_CACHE_SNAPSHOT.search(os.path.abspath(path))
+    if match:
+        return f"{match['org']}/{match['name']}"
+    return os.path.basename(os.path.abspath(path)) or None
 
 
 def from_pretrained(model_class: Any, key: str, sources: ModelSources | None = None, *, local_path=None, **kwargs):

@@ -29,7 +29,7 @@ def lazy_getattr(package: str, import_structure: dict[str, list[str]]) -> tuple[
         package (`str`):
             The package's `__name__`.
         import_structure (`dict[str, list[str]]`):
-            Maps a submodule path relative to `package` (e.g. `"trainers.tprl_grpo_trainer"`) to the names it exports.
+            Maps a submodule path relative to `package` (e.g. `"trainers.tprl.trainer"`) to the names it exports.
 
     Returns:
         `tuple[Callable, list[str]]`: the module-level `__getattr__` and the sorted `__all__`.

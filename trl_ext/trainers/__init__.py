@@ -11,4 +11,4 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Trainers and the RL maths they share (`rl_utils`)."""
+"""Trainers: one folder per method, and `loop.RLLoopTrainer`, the base of the trainers that own their loop."""

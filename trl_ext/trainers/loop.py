@@ -41,7 +41,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import torch
@@ -63,6 +63,8 @@ from transformers.trainer_utils import (
     rotate_checkpoints,
 )
 from transformers.utils import logging
+
+from ..rl.scoring import RewardFunc, RewardScorer
 
 
 logger = logging.get_logger(__name__)
@@ -327,82 +329,13 @@ class RLLoopTrainer:
 
     # Rewards
 
-    def _set_reward_funcs(self, reward_funcs: Callable | list[Callable], reward_weights: list[float] | None) -> None:
-        self.reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-        if not self.reward_funcs or not all(callable(f) for f in self.reward_funcs):
-            raise TypeError("reward_funcs must be a callable or a non-empty list of callables.")
-        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
-        weights = reward_weights or [1.0] * len(self.reward_funcs)
-        if len(weights) != len(self.reward_funcs):
-            raise ValueError(f"{len(weights)} reward_weights for {len(self.reward_funcs)} reward functions.")
-        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+    def _set_reward_funcs(
+        self, reward_funcs: RewardFunc | list[RewardFunc], reward_weights: list[float] | None
+    ) -> None:
+        self.scorer = RewardScorer(reward_funcs, reward_weights)
+        self.reward_funcs, self.reward_func_names = self.scorer.funcs, self.scorer.names
         # rewards with a state (e.g. LaTeXReward's exploration history) are checkpointed per process
-        self.stateful_rewards = [
-            f for f in self.reward_funcs if hasattr(f, "state_dict") and hasattr(f, "load_state_dict")
-        ]
-
-    def _score(
-        self, prompts: list, columns: dict[str, list], **outputs
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Call every reward function as `fn(prompts=..., **outputs, **columns)`.
-
-        Returns the (N, F) rewards per function (NaN where a function returned None), the weighted sum (N,) (NaN where
-        every function returned None) and that "unscored" mask (N,). A function that returns something other than a
-        list of N numbers or `None`, or a non-finite number, raises an error naming it.
-        """
-        rewards_per_func = torch.full((len(prompts), len(self.reward_funcs)), float("nan"))
-        for j, func in enumerate(self.reward_funcs):
-            name = self.reward_func_names[j]
-            values = func(prompts=prompts, **outputs, **columns)
-            if isinstance(values, torch.Tensor) or hasattr(values, "tolist"):
-                values = values.tolist()
-            if not isinstance(values, (list, tuple)):
-                raise TypeError(
-                    f"Reward function {name} must return a list of floats or None, got {type(values).__name__}."
-                )
-            if len(values) != len(prompts):
-                raise ValueError(f"Reward function {name} returned {len(values)} values for {len(prompts)} samples.")
-            for i, value in enumerate(values):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(
-                        f"Reward function {name} returned {value!r} for sample {i}: expected a float or None."
-                    )
-                if not math.isfinite(value):
-                    raise ValueError(
-                        f"Reward function {name} returned {value} for sample {i}: rewards must be finite (return None "
-                        "to leave a sample unscored)."
-                    )
-                rewards_per_func[i, j] = float(value)
-        rewards = (rewards_per_func * self.reward_weights).nansum(dim=1)
-        unscored = torch.isnan(rewards_per_func).all(dim=1)
-        rewards[unscored] = float("nan")
-        return rewards_per_func, rewards, unscored
-
-    def _reward_logs(self, rewards_per_func: torch.Tensor, rewards: torch.Tensor) -> dict[str, float]:
-        """Mean and std of the total reward and of each function, and the count of masked (None) samples."""
-
-        def stats(values: torch.Tensor) -> tuple[float, float]:
-            values = values[~torch.isnan(values)]
-            return (
-                values.mean().item() if values.numel() else float("nan"),
-                values.std().item() if values.numel() > 1 else 0.0,
-            )
-
-        logs = dict(zip(("reward", "reward_std"), stats(rewards)))
-        for j, name in enumerate(self.reward_func_names):
-            logs[f"rewards/{name}/mean"], logs[f"rewards/{name}/std"] = stats(rewards_per_func[:, j])
-            logs[f"rewards/{name}/masked_count"] = int(torch.isnan(rewards_per_func[:, j]).sum())
-        logs["unscored_count"] = int(torch.isnan(rewards).sum())
-        # reward functions that expose the parts of their last reward (e.g. FlowRTPOReward) have each part logged
-        for func, name in zip(self.reward_funcs, self.reward_func_names):
-            for part, values in (getattr(func, "last_components", None) or {}).items():
-                if isinstance(values, (int, float)):
-                    logs[f"rewards/{name}/{part}"] = values
-                elif values and all(isinstance(v, (int, float)) for v in values):
-                    logs[f"rewards/{name}/{part}"] = stats(torch.tensor(values, dtype=torch.float64))[0]
-        return logs
+        self.stateful_rewards = self.scorer.stateful
 
     # Logging
 

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from trl_ext.trainers.rl_utils import clipped_surrogate_loss, compute_advantages, kl_divergence
+from trl_ext.rl.advantages import compute_advantages
+from trl_ext.rl.kl import kl_divergence
+from trl_ext.rl.losses import clipped_surrogate_loss
 
 
 def test_group_advantages_match_per_group_formula():

@@ -18,10 +18,10 @@ from collections import defaultdict
 import torch
 from datasets import Dataset
 
-from ..hub import model_card_name
-from ..models.sedd import SEDDModel, get_noise, score_entropy_loss
-from .discrete_diffusion_sft_config import DiscreteDiffusionSFTConfig
-from .loop import RLLoopTrainer
+from ...hub import model_card_name
+from ...models.sedd import SEDDModel, get_noise, score_entropy_loss
+from ..loop import RLLoopTrainer
+from .sft_config import DiscreteDiffusionSFTConfig
 
 
 MODEL_CARD_TEMPLATE = """---

@@ -16,20 +16,21 @@
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from datasets import Dataset
 
-from ..hub import model_card_name
-from ..models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
-from ..models.prompt_editor import PromptEditorPolicy, PromptEdits
-from .flow_rtpo_config import FlowRTPOConfig
-from .loop import RLLoopTrainer
-from .rl_utils import clipped_surrogate_loss, compute_advantages
+from ...hub import model_card_name
+from ...models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from ...models.prompt_editor import PromptEditorPolicy, PromptEdits
+from ...rl.advantages import compute_advantages
+from ...rl.losses import clipped_surrogate_loss
+from ...rl.scoring import RewardFunc
+from ..loop import RLLoopTrainer
+from .config import FlowRTPOConfig
 
 
-ImageRewardFunc = Callable[..., list[float | None]]
 PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
 
 MODEL_CARD_TEMPLATE = """---
@@ -100,7 +101,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def __init__(
         self,
         pipeline,
-        reward_funcs: ImageRewardFunc | list[ImageRewardFunc],
+        reward_funcs: RewardFunc | list[RewardFunc],
         args: FlowRTPOConfig,
         train_dataset: Dataset | list[str],
         prompt_editor: PromptEditorPolicy | None = None,
@@ -213,11 +214,11 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
             )
-        rewards_per_func, rewards, unscored = self._score(prompts, columns, images=trajectory.images)
+        rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, images=trajectory.images)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(
             -args.adv_clip_max, args.adv_clip_max
         )
-        logs = self._reward_logs(rewards_per_func, rewards)
+        logs = self.scorer.logs(rewards_per_func, rewards)
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs
@@ -295,7 +296,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         """Render `prompts` (default: the first `num_sample_prompts` training prompts) with a fixed seed and the EMA
         weights (the live ones without EMA), and save them as PNG files in `directory` (default:
         `output_dir/samples/step-<global_step>`). Returns the file paths."""
-        from ..rewards.utils import to_pil_images
+        from ...rewards.utils import to_pil_images
 
         prompts = prompts or self.train_dataset["prompt"][: self.args.num_sample_prompts]
         directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")

@@ -15,19 +15,19 @@
 
 import copy
 from collections import defaultdict
-from collections.abc import Callable
 
 import torch
 from datasets import Dataset
 
-from ..hub import model_card_name
-from ..models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
-from .discrete_diffusion_ppo_config import DiscreteDiffusionPPOConfig
-from .loop import RLLoopTrainer
-from .rl_utils import clipped_surrogate_loss, compute_advantages, kl_divergence
+from ...hub import model_card_name
+from ...models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
+from ...rl.advantages import compute_advantages
+from ...rl.kl import kl_divergence
+from ...rl.losses import clipped_surrogate_loss
+from ...rl.scoring import RewardFunc
+from ..loop import RLLoopTrainer
+from .ppo_config import DiscreteDiffusionPPOConfig
 
-
-RewardFunc = Callable[..., list[float | None]]
 
 MODEL_CARD_TEMPLATE = """---
 library_name: trl_ext
@@ -179,7 +179,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             generator=self._generator,
             show_progress=False,
         )
-        rewards_per_func, rewards, unscored = self._score(prompts, columns, completions=self._decode(sequences))
+        rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, completions=self._decode(sequences))
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
         uniform_vocab = None if self.policy.config.graph_type == "absorb" else self.policy.config.vocab_size
@@ -196,7 +196,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
             ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.kl_beta > 0 else None
         normalizer = float(args.generation_length) if args.ratio_normalization == "token" else 1.0
-        logs = {"old_elbo_nll": old_nll.mean().item(), **self._reward_logs(rewards_per_func, rewards)}
+        logs = {"old_elbo_nll": old_nll.mean().item(), **self.scorer.logs(rewards_per_func, rewards)}
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs

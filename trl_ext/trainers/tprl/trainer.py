@@ -21,9 +21,7 @@ into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
 import copy
 import json
 import logging
-import math
 import os
-import re
 import textwrap
 from typing import Any
 
@@ -39,22 +37,20 @@ from trl import GRPOTrainer
 from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import get_config_model_id
 
-from .rl_utils import (
-    AdaptiveKLController,
-    FixedKLController,
+from ...hub import model_card_name
+from ...rl.advantages import (
     compute_advantages,
     group_keep_mask,
-    kl_divergence,
     outcome_token_rewards,
     reinforce_plus_plus_advantages,
     remax_advantages,
     rloo_advantages,
-    sampled_token_dependency,
-    top_k_per_row_mask,
-    trajectory_scaling_factors,
 )
-from .tprl_grpo_config import TPRLGRPOConfig
-from .tprl_perturbations import Perturbation, get_perturbation
+from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
+from ...rl.scoring import reward_component_values
+from .config import TPRLGRPOConfig
+from .perception import sampled_token_dependency, top_k_per_row_mask, trajectory_scaling_factors
+from .perturbations import Perturbation, get_perturbation
 
 
 logger = logging.getLogger(__name__)
@@ -70,24 +66,6 @@ _VISION_KEYS = (
 )
 # Per-process file (in every checkpoint) with the state TPRL keeps outside the model: KL controller and perturbation RNG.
 TPRL_STATE_NAME = "tprl_state_{process_index}.json"
-_HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\][^/\\]+$")
-
-
-def base_model_name(name_or_path: str | None) -> str | None:
-    """The name a model card gives the base model: its Hub id, never a local path.
-
-    A Hub id (`org/name`) is returned as is; a directory of the Hugging Face cache
-    (`.../models--org--name/snapshots/<revision>`) gives `org/name`; any other local directory gives its own name.
-    """
-    if not name_or_path:
-        return None
-    path = os.path.normpath(os.path.expanduser(name_or_path))
-    if not os.path.isdir(path) and not os.path.isabs(path):
-        return name_or_path
-    match = _HF_CACHE_SNAPSHOT.search(os.path.abspath(path))
-    if match:
-        return f"{match['org']}/{match['name']}"
-    return os.path.basename(os.path.abspath(path)) or None
 
 
 class TPRLGRPOTrainer(GRPOTrainer):
@@ -241,17 +219,9 @@ class TPRLGRPOTrainer(GRPOTrainer):
         (averaged over processes). The values go through TRL's `log_metric` buffer, which `GRPOTrainer` averages
         across processes right after the rewards are computed.
         """
-        for func, name in zip(self.reward_funcs, self.reward_func_names, strict=True):
-            components = getattr(func, "last_components", None)
-            if not isinstance(components, dict):
-                continue
-            for part, values in components.items():
-                values = [values] if isinstance(values, (int, float)) else values
-                if not isinstance(values, (list, tuple)):
-                    continue
-                for value in values:
-                    if isinstance(value, (int, float)) and math.isfinite(value):
-                        self._log_metric(f"rewards/{name}/{part}", float(value))
+        for key, values in reward_component_values(self.reward_funcs, self.reward_func_names).items():
+            for value in values:
+                self._log_metric(key, value)
 
     def _compute_loss(self, model, inputs):
         if self.args.kl_penalty == "loss":
@@ -652,7 +622,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
         if not self.is_world_process_zero():
             return
         path = os.path.join(self.args.output_dir, "README.md")
-        base_model = base_model_name(get_config_model_id(self.model.config))
+        base_model = model_card_name(get_config_model_id(self.model.config))
         card = ModelCard.load(path)
         if base_model is not None and card.data.base_model != base_model:
             card.data.base_model = base_model

@@ -3,17 +3,14 @@ import math
 import pytest
 import torch
 
-from trl_ext.trainers.rl_utils import (
-    AdaptiveKLController,
-    FixedKLController,
+from trl_ext.rl.advantages import (
     group_keep_mask,
     outcome_token_rewards,
     reinforce_plus_plus_advantages,
     rloo_advantages,
-    sampled_token_dependency,
-    top_k_per_row_mask,
-    trajectory_scaling_factors,
 )
+from trl_ext.rl.kl import AdaptiveKLController, FixedKLController
+from trl_ext.trainers.tprl.perception import sampled_token_dependency, top_k_per_row_mask, trajectory_scaling_factors
 
 
 def test_top_k_per_row_keeps_ceil_n_k_tokens_per_response():
