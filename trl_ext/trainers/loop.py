@@ -504,20 +504,45 @@ class RLLoopTrainer:
 
     # Outputs
 
-    def _write_model_card(self, output_dir: str, template: str, base_model: str | None, **fields) -> None:
-        """Fill `template` and write `output_dir/README.md`. Besides `fields`, the template receives `model_name`,
-        `base_model` (a Hub id or a directory's name, see [`~trl_ext.hub.model_card_name`]), `base_model_metadata`
-        (the YAML line, empty when the base model is unknown), `rewards`, `steps` and `config`."""
+    def _write_model_card(
+        self,
+        output_dir: str,
+        base_model: str | None,
+        summary: str,
+        usage: str,
+        tags: list[str],
+        library_name: str = "trl_ext",
+    ) -> None:
+        """Fill `trl_ext/templates/model_card.md` and write `output_dir/README.md`.
+
+        Args:
+            base_model: A Hub id or a directory's name (see [`~trl_ext.hub.model_card_name`]); `None` when unknown.
+            summary: What the model is and how it was trained (Markdown). `usage`: Python code loading it, where
+                `{model_name}` and `{base_model}` are filled in. `tags`: tags besides `trl_ext`.
+        """
+        from importlib.resources import files
+
+        model_name = self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
         config = {k: v for k, v in self.args.to_dict().items() if k in type(self.args).__dataclass_fields__}
         config = {k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}
-        card = template.format(
-            model_name=self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
-            base_model=base_model or "a model built in memory",
-            base_model_metadata=f"base_model: {base_model}\n" if base_model else "",
-            rewards=", ".join(getattr(self, "reward_func_names", [])),
-            steps=self.state.global_step,
-            config=json.dumps(config, indent=2, default=str),
-            **fields,
+        details = [f"- Base model: `{base_model or 'a model built in memory'}`"]
+        if getattr(self, "reward_func_names", None):
+            details.append(f"- Reward functions: {', '.join(self.reward_func_names)}")
+        details.append(f"- Steps trained: {self.state.global_step}")
+        card = (
+            files("trl_ext")
+            .joinpath("templates", "model_card.md")
+            .read_text()
+            .format(
+                library_name=library_name,
+                base_model_metadata=f"base_model: {base_model}\n" if base_model else "",
+                tags="\n".join(f"- {tag}" for tag in ["trl_ext", *tags]),
+                model_name=model_name,
+                summary=summary,
+                details="\n".join(details),
+                usage=usage.format(model_name=model_name, base_model=base_model or "<base model>"),
+                config=json.dumps(config, indent=2, default=str),
+            )
         )
         with open(os.path.join(output_dir, "README.md"), "w") as f:
             f.write(card)

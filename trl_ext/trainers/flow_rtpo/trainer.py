@@ -33,38 +33,6 @@ from .config import FlowRTPOConfig
 
 PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
 
-MODEL_CARD_TEMPLATE = """---
-library_name: diffusers
-{base_model_metadata}tags:
-- trl_ext
-- flow-grpo
-- lora
-- text-to-image
----
-
-# {model_name}
-
-LoRA adapter for `{base_model}` trained with `trl_ext.FlowRTPOTrainer`
-(Flow-GRPO: GRPO on the SDE denoising trajectories of a flow-matching model,
-[arXiv 2505.05470](https://huggingface.co/papers/2505.05470)).
-
-- Reward functions: {rewards}
-- Steps trained: {steps}
-
-```python
-from diffusers import StableDiffusion3Pipeline
-
-pipe = StableDiffusion3Pipeline.from_pretrained("{base_model}")
-pipe.load_lora_weights("{model_name}")
-```
-
-## Training configuration
-
-```json
-{config}
-```
-"""
-
 
 class FlowRTPOTrainer(RLLoopTrainer):
     r"""
@@ -346,5 +314,17 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
         self._write_model_card(
-            output_dir, MODEL_CARD_TEMPLATE, base_model=model_card_name(self.pipeline.config._name_or_path)
+            output_dir,
+            model_card_name(self.pipeline.config._name_or_path),
+            summary=(
+                "LoRA adapter trained with `trl_ext.FlowRTPOTrainer` (Flow-GRPO: GRPO on the SDE denoising trajectories "
+                "of a flow-matching model, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470))."
+            ),
+            usage=(
+                "from diffusers import StableDiffusion3Pipeline\n\n"
+                'pipe = StableDiffusion3Pipeline.from_pretrained("{base_model}")\n'
+                'pipe.load_lora_weights("{model_name}")'
+            ),
+            tags=["flow-grpo", "lora", "text-to-image"],
+            library_name="diffusers",
         )

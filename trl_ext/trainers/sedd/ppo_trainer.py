@@ -27,38 +27,7 @@ from ...rl.losses import clipped_surrogate_loss
 from ...rl.scoring import RewardFunc
 from ..loop import RLLoopTrainer
 from .ppo_config import DiscreteDiffusionPPOConfig
-
-
-MODEL_CARD_TEMPLATE = """---
-library_name: trl_ext
-{base_model_metadata}tags:
-- trl_ext
-- sedd
-- discrete-diffusion
-- ppo
----
-
-# {model_name}
-
-A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion](https://huggingface.co/papers/2310.16834))
-fine-tuned from `{base_model}` with `trl_ext.DiscreteDiffusionPPOTrainer`: PPO whose sequence log-likelihood is a
-{num_sigma_samples}-sample ELBO estimate evaluated on common random numbers.
-
-- Reward functions: {rewards}
-- Steps trained: {steps}
-
-```python
-from trl_ext import SEDDModel
-
-model = SEDDModel.from_pretrained("{model_name}")
-```
-
-## Training configuration
-
-```json
-{config}
-```
-"""
+from .sft_trainer import SEDD_USAGE
 
 
 class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
@@ -242,7 +211,13 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         model.save_pretrained(output_dir)
         self._write_model_card(
             output_dir,
-            MODEL_CARD_TEMPLATE,
-            base_model=self.base_model_name,
-            num_sigma_samples=self.args.num_sigma_samples,
+            self.base_model_name,
+            summary=(
+                "A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion]"
+                "(https://huggingface.co/papers/2310.16834)) fine-tuned with `trl_ext.DiscreteDiffusionPPOTrainer`: PPO "
+                f"whose sequence log-likelihood is a {self.args.num_sigma_samples}-sample ELBO estimate evaluated on "
+                "common random numbers."
+            ),
+            usage=SEDD_USAGE,
+            tags=["sedd", "discrete-diffusion", "ppo"],
         )

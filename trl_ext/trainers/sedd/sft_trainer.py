@@ -24,32 +24,9 @@ from ..loop import RLLoopTrainer
 from .sft_config import DiscreteDiffusionSFTConfig
 
 
-MODEL_CARD_TEMPLATE = """---
-library_name: trl_ext
-{base_model_metadata}tags:
-- trl_ext
-- sedd
-- discrete-diffusion
-- sft
----
+SEDD_USAGE = """from trl_ext import SEDDModel
 
-# {model_name}
-
-A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion](https://huggingface.co/papers/2310.16834))
-fine-tuned from `{base_model}` with `trl_ext.DiscreteDiffusionSFTTrainer` (score-entropy loss) for {steps} steps.
-
-```python
-from trl_ext import SEDDModel
-
-model = SEDDModel.from_pretrained("{model_name}")
-```
-
-## Training configuration
-
-```json
-{config}
-```
-"""
+model = SEDDModel.from_pretrained("{model_name}")"""
 
 
 class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
@@ -107,4 +84,14 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         output_dir = output_dir or self.args.output_dir
         if self.accelerator.is_main_process:
             self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
-            self._write_model_card(output_dir, MODEL_CARD_TEMPLATE, base_model=self.base_model_name)
+            self._write_model_card(
+                output_dir,
+                self.base_model_name,
+                summary=(
+                    "A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion]"
+                    "(https://huggingface.co/papers/2310.16834)) fine-tuned with "
+                    "`trl_ext.DiscreteDiffusionSFTTrainer` (score-entropy loss)."
+                ),
+                usage=SEDD_USAGE,
+                tags=["sedd", "discrete-diffusion", "sft"],
+            )
