@@ -22,15 +22,35 @@ _import_structure = {
     "clip_score": ["CLIPScoreReward"],
     "flow_rtpo": ["FlowRTPOReward", "VLMContinuation", "cvar_reward"],
     "latex": ["LaTeXReward"],
+    "score_parsing": ["parse_score"],
     "similarity": ["SemanticSimilarityReward"],
     "toxicity": ["DETOXIFY_HEADS", "ToxicityReward"],
+    "vlm_judge": [
+        "JUDGE_PROMPTS",
+        "JudgeOutput",
+        "JudgeRequest",
+        "LocalVLMJudge",
+        "OpenAICompatibleJudge",
+        "VLMJudgeReward",
+        "load_vlm_processor",
+    ],
 }
 
 if TYPE_CHECKING:
     from .clip_score import CLIPScoreReward
     from .flow_rtpo import FlowRTPOReward, VLMContinuation, cvar_reward
     from .latex import LaTeXReward
+    from .score_parsing import parse_score
     from .similarity import SemanticSimilarityReward
     from .toxicity import DETOXIFY_HEADS, ToxicityReward
+    from .vlm_judge import (
+        JUDGE_PROMPTS,
+        JudgeOutput,
+        JudgeRequest,
+        LocalVLMJudge,
+        OpenAICompatibleJudge,
+        VLMJudgeReward,
+        load_vlm_processor,
+    )
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

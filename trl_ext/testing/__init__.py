@@ -36,6 +36,8 @@ _import_structure = {
         "save_tiny_gtr_t5",
     ],
     "inversion": ["TinyVec2Text", "save_tiny_vec2text"],
+    "qwen3_vl": ["build_tiny_qwen3_vl_processor", "save_tiny_qwen3_vl"],
+    "qwen_image_edit": ["save_tiny_qwen_image_edit"],
     "sedd": ["save_tiny_sedd"],
     "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
     "vision_language": [
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
         save_tiny_gtr_t5,
     )
     from .inversion import TinyVec2Text, save_tiny_vec2text
+    from .qwen3_vl import build_tiny_qwen3_vl_processor, save_tiny_qwen3_vl
+    from .qwen_image_edit import save_tiny_qwen_image_edit
     from .sedd import save_tiny_sedd
     from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
     from .vision_language import (

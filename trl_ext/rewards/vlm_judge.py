@@ -1,0 +1,720 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A vision-language model as a judge: [`VLMJudgeReward`], its judge backends and prompt templates.
+
+- [`LocalVLMJudge`]: any `AutoModelForImageTextToText` chat VLM (Qwen3-VL, Qwen2.5-VL, LLaVA-NeXT) loaded through
+  `trl_ext.hub`, with a torchvision-free processor ([`load_vlm_processor`]); batched (left padding).
+- [`OpenAICompatibleJudge`]: a chat-completions server (vLLM's `vllm serve`, the usual way to run a 30B judge), with
+  timeouts and bounded retries.
+
+Two scoring modes. `"expected"`: the answer is prefilled up to the number ("Score: ") and the score is the expectation
+of the judge's probabilities over the digit tokens at the next position, Σ p(d)·d (for 0-10 the probability of "1" is
+split into "10" and "1" by the probability of "0" after it). `"generate"`: the judge writes its answer and
+[`parse_score`] reads it. A sample the judge did not score (a reply without an unambiguous score, too little
+probability on the digits, a server that kept failing) is `None`, counted, and its raw text kept: never a default.
+"""
+
+import base64
+import concurrent.futures
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers.utils import logging
+
+from .score_parsing import parse_score
+from .utils import completion_texts, to_pil_images
+
+
+logger = logging.get_logger(__name__)
+
+ScoringMode = Literal["expected", "generate"]
+JudgeStatus = Literal["ok", "parse_failure", "low_digit_mass", "error"]
+
+_ANSWER_FORMAT = (
+    "Answer on the first line exactly as `Score: N`, where N is an integer from {low} to {high}, then give a short "
+    "justification."
+)
+_EDIT_INTRO = (
+    "You are a strict judge of image edits. The editing instruction was:\n{instruction}\n{reference_block}"
+    "{images_block}\n"
+)
+JUDGE_PROMPTS: dict[str, str] = {
+    "generic": _EDIT_INTRO
+    + "Rate how well the edited image carries out the instruction while keeping everything else "
+    "unchanged and looking natural. " + _ANSWER_FORMAT,
+    "physics": _EDIT_INTRO + "Judge the physical plausibility of the result: lighting, shadows, reflections, "
+    "materials and physical laws must be consistent with the edit. " + _ANSWER_FORMAT,
+    "environment": _EDIT_INTRO + "Judge the environmental change: season, weather, time of day, lighting and "
+    "atmosphere must change coherently across the whole scene. " + _ANSWER_FORMAT,
+    "social": _EDIT_INTRO + "Judge whether the result is culturally and socially appropriate and plausible for the "
+    "situation the instruction describes. " + _ANSWER_FORMAT,
+    "causal": _EDIT_INTRO + "Judge the cause-and-effect logic: the image must show the consequence the instruction "
+    "implies, not only the literal change. " + _ANSWER_FORMAT,
+    "referential": _EDIT_INTRO + "Judge whether exactly the object the instruction refers to was edited, and nothing "
+    "else. " + _ANSWER_FORMAT,
+    "answer": "Question:\n{instruction}\n{images_block}\nAnswer to judge:\n{response}\n{reference_block}\nRate the "
+    "correctness and quality of the answer. " + _ANSWER_FORMAT,
+}
+_FIELD = re.compile(r"\{(instruction|reference_block|images_block|response|low|high)\}")
+
+
+def resolve_prompt_template(name_or_path: str, templates: dict[str, str] | None = None) -> str:
+    """A prompt template by name (`templates` first, then [`JUDGE_PROMPTS`]), or the text of a template file.
+
+    Templates are plain text with the fields `{instruction}`, `{response}`, `{reference_block}`, `{images_block}`,
+    `{low}` and `{high}`; every other brace is kept as it is (JSON examples in a template are safe).
+    """
+    templates = {**JUDGE_PROMPTS, **(templates or {})}
+    if name_or_path in templates:
+        value = templates[name_or_path]
+        return _read_template_file(value) if _looks_like_file(value) else value
+    if _looks_like_file(name_or_path):
+        return _read_template_file(name_or_path)
+    raise ValueError(f"Unknown judge prompt template {name_or_path!r}: not one of {sorted(templates)} nor a file.")
+
+
+def _looks_like_file(value: str) -> bool:
+    return "\n" not in value and len(value) < 4096 and os.path.isfile(value)
+
+
+def _read_template_file(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def fill_template(template: str, **values: str) -> str:
+    """Replace the known `{field}`s of `template` with `values` (missing ones become empty)."""
+    return _FIELD.sub(lambda m: str(values.get(m.group(1), "")), template)
+
+
+@dataclass
+class JudgeRequest:
+    """One judgement: the images the judge sees (in order) and the user text."""
+
+    text: str
+    images: list = field(default_factory=list)
+
+
+@dataclass
+class JudgeOutput:
+    """What the judge said about one request.
+
+    `score` is `None` unless `status == "ok"`; `text` is the raw answer (generate mode) and `digit_mass` the judge's
+    total probability on the valid digits (expected mode).
+    """
+
+    score: float | None
+    status: JudgeStatus
+    text: str | None = None
+    digit_mass: float | None = None
+    error: str | None = None
+
+
+# ---- processors without torchvision -------------------------------------------------------------------------------
+
+
+def _without_empty_slots(processor_class: type) -> type:
+    """`processor_class` whose empty sub-processor slots (the video processor) pass ProcessorMixin's class check."""
+
+    class TorchvisionFreeProcessor(processor_class):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    TorchvisionFreeProcessor.__name__ = processor_class.__name__
+    TorchvisionFreeProcessor.__qualname__ = processor_class.__qualname__
+    return TorchvisionFreeProcessor
+
+
+def load_vlm_processor(path: str | os.PathLike, **kwargs):
+    """`AutoProcessor.from_pretrained(path)`, or, when that needs torchvision (the Qwen-VL video processors), the same
+    processor class rebuilt from the saved tokenizer and (PIL) image processor with an empty video slot."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    path = os.fspath(path)
+    try:
+        return AutoProcessor.from_pretrained(path, **kwargs)
+    except (ImportError, OSError, AttributeError, ValueError) as error:
+        model_type = AutoConfig.from_pretrained(path).model_type
+        class_name = PROCESSOR_MAPPING_NAMES.get(model_type)
+        if class_name is None:
+            raise
+        import transformers
+
+        processor_class = getattr(transformers, class_name)
+        parameters = inspect.signature(processor_class.__init__).parameters
+        if "video_processor" not in parameters:
+            raise
+        logger.info(
+            f"AutoProcessor failed ({type(error).__name__}); rebuilding {class_name} without a video processor."
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
+        return _without_empty_slots(processor_class)(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=getattr(tokenizer, "chat_template", None),
+        )
+
+
+def _messages(request: JudgeRequest) -> list[dict]:
+    content = [{"type": "image"} for _ in request.images] + [{"type": "text", "text": request.text}]
+    return [{"role": "user", "content": content}]
+
+
+# ---- backends -----------------------------------------------------------------------------------------------------
+
+
+class LocalVLMJudge:
+    r"""
+    A chat VLM (`AutoModelForImageTextToText`) run in this process as a judge.
+
+    Parameters:
+        model (`PreTrainedModel`):
+            The judge model.
+        processor (`ProcessorMixin`):
+            Its processor (chat template, tokenizer, image processor); padding is set to the left.
+        max_new_tokens (`int`, *optional*, defaults to `128`):
+            Generation length in `"generate"` mode.
+        score_prefix (`str`, *optional*, defaults to `"Score: "`):
+            The answer prefilled in `"expected"` mode; each digit must be one token right after it.
+        generation_kwargs (`dict`, *optional*):
+            Extra arguments of `generate` (greedy by default). The vision placeholder tokens are always suppressed.
+        name (`str`, *optional*):
+            Judge id recorded in reports; defaults to the model's `name_or_path`.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        max_new_tokens: int = 128,
+        score_prefix: str = "Score: ",
+        generation_kwargs: dict | None = None,
+        name: str | None = None,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_new_tokens = max_new_tokens
+        self.score_prefix = score_prefix
+        self.generation_kwargs = dict(generation_kwargs or {})
+        self.name = name or str(getattr(model, "name_or_path", "") or type(model).__name__)
+        self._digit_ids: list[int] | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        sources=None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        device: str | None = None,
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ) -> "LocalVLMJudge":
+        """Load a judge through `trl_ext.hub` (a local directory, `local_base_path`, the HF cache, then the Hub).
+
+        `dtype="auto"` is bfloat16 on a GPU that supports it, else float32. `attn_implementation="flash_attention_2"`
+        falls back to SDPA, with a warning, when `flash_attn` is not installed. Other `kwargs` go to [`LocalVLMJudge`].
+        """
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        from ..hub import resolve_pretrained
+
+        path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            use_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            torch_dtype = torch.bfloat16 if use_bf16 else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            logger.warning("flash_attention_2 was asked for but flash_attn is not installed: using SDPA.")
+            attn_implementation = "sdpa"
+        load_kwargs = {"dtype": torch_dtype}
+        if attn_implementation is not None:
+            load_kwargs["attn_implementation"] = attn_implementation
+        judge_model = AutoModelForImageTextToText.from_pretrained(path, **load_kwargs).to(device)
+        processor = load_vlm_processor(path, **(processor_kwargs or {}))
+        return cls(judge_model, processor, name=kwargs.pop("name", None) or model, **kwargs)
+
+    # inputs
+
+    def _inputs(self, requests: Sequence[JudgeRequest], suffix: str = ""):
+        texts = [
+            self.processor.apply_chat_template(_messages(r), tokenize=False, add_generation_prompt=True) + suffix
+            for r in requests
+        ]
+        images = [list(r.images) for r in requests]
+        if not any(images):
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        else:
+            if not all(images):
+                raise ValueError("A judge batch mixes requests with and without images; batch them separately.")
+            inputs = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return inputs.to(self.model.device)
+
+    def digit_token_ids(self) -> list[int]:
+        """The token id of each digit 0-9 as it follows `score_prefix`; an error if a digit is not one token there."""
+        if self._digit_ids is None:
+            encode = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+            base = encode(self.score_prefix)
+            ids = []
+            for digit in range(10):
+                tokens = encode(self.score_prefix + str(digit))
+                if tokens[: len(base)] != base or len(tokens) != len(base) + 1:
+                    raise ValueError(
+                        f"The judge's tokenizer does not encode {self.score_prefix + str(digit)!r} as the prefix plus "
+                        "one digit token: use mode='generate' or another `score_prefix`."
+                    )
+                ids.append(tokens[-1])
+            if encode(self.score_prefix + "10") != base + [ids[1], ids[0]]:
+                raise ValueError("The judge's tokenizer does not split '10' into '1', '0': use mode='generate'.")
+            self._digit_ids = ids
+        return self._digit_ids
+
+    def digit_probabilities(self, requests: Sequence[JudgeRequest]):
+        """(B, 11) probabilities of the answers 0..10 after `score_prefix` (not renormalised).
+
+        One forward of `prompt + score_prefix + "1"` gives both the next-token distribution after the prefix (position
+        -2) and the probability of "0" after "1" (position -1): P(10) = P(1)·P(0 | 1), P(1) = P(1)·(1 - P(0 | 1)).
+        """
+        import torch
+
+        ids = torch.tensor(self.digit_token_ids())
+        inputs = self._inputs(requests, suffix=self.score_prefix + "1")
+        with torch.no_grad():
+            logits = self.model(**inputs).logits[:, -2:, :].float().cpu()
+        first = logits[:, 0].softmax(-1)[:, ids]  # P(d) for d = 0..9
+        zero_after_one = logits[:, 1].softmax(-1)[:, ids[0]]
+        ten = first[:, 1] * zero_after_one
+        probabilities = torch.cat([first, ten[:, None]], dim=1)
+        probabilities[:, 1] = first[:, 1] * (1 - zero_after_one)
+        return probabilities
+
+    def generate(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """Greedy (unless `generation_kwargs` say otherwise) answers of the judge, special tokens removed."""
+        import torch
+
+        inputs = self._inputs(requests)
+        config = self.model.config
+        suppress = [getattr(config, name, None) for name in ("image_token_id", "video_token_id", "image_token_index")]
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        kwargs.update(self.generation_kwargs)
+        kwargs["suppress_tokens"] = sorted(
+            {*(kwargs.get("suppress_tokens") or []), *[t for t in suppress if isinstance(t, int)]}
+        )
+        with torch.no_grad():
+            output = self.model.generate(**inputs, **kwargs)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def _image_data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class OpenAICompatibleJudge:
+    r"""
+    A judge behind an OpenAI-compatible `/chat/completions` endpoint (e.g. `vllm serve Qwen/Qwen3-VL-30B-A3B-Instruct`).
+
+    Images are sent inline as PNG data URLs. Each request has a `timeout`; connection errors, timeouts, HTTP 429 and
+    5xx are retried up to `max_retries` times with exponential back-off, other HTTP errors are not. A request that
+    still fails gives `None` (the sample is unscored and counted as a judge error), never a score.
+
+    Parameters:
+        base_url (`str`):
+            Server root including the API prefix, e.g. `"http://localhost:8000/v1"`.
+        model (`str`):
+            Model name the server expects.
+        api_key (`str`, *optional*):
+            Sent as a bearer token; defaults to the `OPENAI_API_KEY` environment variable when set.
+        timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds per HTTP request.
+        max_retries (`int`, *optional*, defaults to `3`):
+            Retries after the first attempt.
+        retry_backoff (`float`, *optional*, defaults to `1.0`):
+            First back-off in seconds, doubled after each retry.
+        max_new_tokens (`int`, *optional*, defaults to `128`):
+            `max_tokens` of each request.
+        temperature (`float`, *optional*, defaults to `0.0`):
+            Sampling temperature.
+        max_workers (`int`, *optional*, defaults to `8`):
+            Requests in flight at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        retry_backoff: float = 1.0,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        max_workers: int = 8,
+    ):
+        if max_retries < 0 or timeout <= 0:
+            raise ValueError("max_retries must be >= 0 and timeout > 0.")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.name = model
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.max_workers = max_workers
+        self.last_errors: list[str | None] = []
+
+    def _payload(self, request: JudgeRequest) -> bytes:
+        content = [{"type": "image_url", "image_url": {"url": _image_data_url(image)}} for image in request.images]
+        content.append({"type": "text", "text": request.text})
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
+        return json.dumps(body).encode("utf-8")
+
+    def _post(self, payload: bytes) -> tuple[str | None, str | None]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        error = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.retry_backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    answer = json.loads(response.read().decode("utf-8"))
+                return answer["choices"][0]["message"]["content"] or "", None
+            except urllib.error.HTTPError as http_error:
+                error = f"HTTP {http_error.code}: {http_error.reason}"
+                if http_error.code != 429 and http_error.code < 500:
+                    break
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as network_error:
+                error = f"{type(network_error).__name__}: {network_error}"
+            except (KeyError, IndexError, TypeError, ValueError) as bad_answer:
+                error = f"malformed answer: {type(bad_answer).__name__}: {bad_answer}"
+                break
+            logger.warning(f"Judge request to {self.url} failed (attempt {attempt + 1}): {error}")
+        return None, error
+
+    def generate(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """The answers, in order; `None` where a request failed after every retry (reason in `last_errors`)."""
+        payloads = [self._payload(r) for r in requests]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(payloads)))) as pool:
+            results = list(pool.map(self._post, payloads))
+        self.last_errors = [error for _, error in results]
+        return [text for text, _ in results]
+
+
+# ---- the reward ---------------------------------------------------------------------------------------------------
+
+
+def _prompt_text(prompt: Any) -> str:
+    """The user's text of a TRL prompt: a string, or the last user message of a conversation (text parts joined)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+        users = [m for m in prompt if m.get("role") == "user"] or prompt
+        content = users[-1].get("content", "")
+        if isinstance(content, str):
+            return content
+        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return str(prompt)
+
+
+def _as_image_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [image for image in value if image is not None]
+    return [value]
+
+
+class VLMJudgeReward:
+    r"""
+    A VLM judge as a reward in TRL's convention: `reward(prompts, completions, **columns) -> list[float | None]`.
+
+    - As an image reward (`FlowRTPOTrainer`, which passes `images` as a (B, 3, H, W) tensor in [0, 1], or PIL
+      images, and no completions): each image is judged against its prompt (the instruction).
+    - As a text reward (`TPRLGRPOTrainer` / TRL trainers): each completion is judged as an answer to its prompt, with
+      the sample's `image`/`images` column shown to the judge.
+
+    Optional columns: `category` (picks the prompt template of that name when there is one), `reference` (the expected
+    outcome, shown to the judge), `source_image` (shown before the judged image when `compare_with_original`).
+
+    A sample the judge did not score is `None` (TRL masks it), counted in `parse_failures`, `low_digit_mass` or
+    `judge_errors`, logged, and its raw answer kept in `last_outputs`. `last_components` holds the per-sample scores,
+    digit masses and the counts of the last call.
+
+    Parameters:
+        judge (`str`, `LocalVLMJudge` or `OpenAICompatibleJudge`):
+            A backend, or a model for [`LocalVLMJudge.from_pretrained`] (a `trl_ext.hub` key, Hub id or directory).
+        mode (`str`, *optional*, defaults to `"expected"`):
+            `"expected"` (Σ p·d over the digit tokens; local judges only) or `"generate"` (generate, then
+            [`parse_score`]).
+        prompt_template (`str`, *optional*):
+            Template name or file used for every sample; by default the sample's category template (or `"generic"`)
+            for images and `"answer"` for text completions.
+        templates (`dict[str, str]`, *optional*):
+            Extra or replacement templates by name (text or file path).
+        compare_with_original (`bool`, *optional*, defaults to `False`):
+            Show the `source_image` column before the judged image.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Requests per judge call.
+        low (`int`, *optional*, defaults to `0`), high (`int`, *optional*, defaults to `10`):
+            Score range; `"expected"` mode needs 0 <= low < high <= 10.
+        min_digit_mass (`float`, *optional*, defaults to `0.5`):
+            In `"expected"` mode, a sample whose probability on the valid digits is below this is unscored.
+        scale (`float`, *optional*, defaults to `1.0`):
+            The reward is `scale * score`.
+        sources (`ModelSources`, *optional*), dtype, attn_implementation, device, max_new_tokens, generation_kwargs:
+            Passed to [`LocalVLMJudge.from_pretrained`] when `judge` is a model name.
+    """
+
+    __name__ = "vlm_judge"
+
+    def __init__(
+        self,
+        judge,
+        mode: ScoringMode = "expected",
+        prompt_template: str | None = None,
+        templates: dict[str, str] | None = None,
+        compare_with_original: bool = False,
+        batch_size: int = 8,
+        low: int = 0,
+        high: int = 10,
+        min_digit_mass: float = 0.5,
+        scale: float = 1.0,
+        category_column: str = "category",
+        reference_column: str = "reference",
+        source_image_column: str = "source_image",
+        sources=None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        device: str | None = None,
+        max_new_tokens: int = 128,
+        generation_kwargs: dict | None = None,
+    ):
+        if mode not in ("expected", "generate"):
+            raise ValueError(f"mode must be 'expected' or 'generate', got {mode!r}.")
+        if isinstance(judge, (str, os.PathLike)):
+            judge = LocalVLMJudge.from_pretrained(
+                os.fspath(judge),
+                sources,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                device=device,
+                max_new_tokens=max_new_tokens,
+                generation_kwargs=generation_kwargs,
+            )
+        if mode == "expected":
+            if not hasattr(judge, "digit_probabilities"):
+                raise ValueError(f"mode='expected' needs the judge's probabilities: {type(judge).__name__} has none.")
+            if not (0 <= low < high <= 10 and int(low) == low and int(high) == high):
+                raise ValueError(f"mode='expected' scores integers 0..10: got low={low}, high={high}.")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1.")
+        self.judge = judge
+        self.mode = mode
+        self.templates = dict(templates or {})
+        self.prompt_template = prompt_template
+        if prompt_template is not None:
+            resolve_prompt_template(prompt_template, self.templates)  # fail early on an unknown name
+        self.compare_with_original = compare_with_original
+        self.batch_size = batch_size
+        self.low, self.high = low, high
+        self.min_digit_mass = min_digit_mass
+        self.scale = scale
+        self.category_column = category_column
+        self.reference_column = reference_column
+        self.source_image_column = source_image_column
+        self.parse_failures = 0
+        self.low_digit_mass = 0
+        self.judge_errors = 0
+        self.last_outputs: list[JudgeOutput] = []
+        self.last_components: dict[str, Any] = {}
+
+    @property
+    def judge_name(self) -> str:
+        return str(getattr(self.judge, "name", type(self.judge).__name__))
+
+    def template_for(self, category: str | None, text_answer: bool = False) -> str:
+        """The template text used for a sample of `category`."""
+        if self.prompt_template is not None:
+            return resolve_prompt_template(self.prompt_template, self.templates)
+        if text_answer:
+            return resolve_prompt_template("answer", self.templates)
+        names = {**JUDGE_PROMPTS, **self.templates}
+        return resolve_prompt_template(category if category in names else "generic", self.templates)
+
+    def build_request(
+        self,
+        instruction: str,
+        image=None,
+        category: str | None = None,
+        reference: str | None = None,
+        source_image=None,
+        response: str | None = None,
+    ) -> JudgeRequest:
+        """The judge request for one sample: the judged `image` (or text `response`) for `instruction`."""
+        text_answer = response is not None
+        template = self.template_for(category, text_answer=text_answer)
+        images = []
+        if text_answer:
+            images = _as_image_list(image)
+            images_block = "The image is part of the question.\n" if images else ""
+        elif self.compare_with_original and source_image is not None:
+            images = [source_image, image]
+            images_block = "The first image is the original, the second one the edited result.\n"
+        else:
+            images = [image]
+            images_block = "The image is the edited result.\n"
+        reference_block = f"Expected outcome: {reference}\n" if reference else ""
+        text = fill_template(
+            template,
+            instruction=instruction,
+            response=response or "",
+            reference_block=reference_block,
+            images_block=images_block,
+            low=str(self.low),
+            high=str(self.high),
+        )
+        return JudgeRequest(text=text, images=[im.convert("RGB") if hasattr(im, "convert") else im for im in images])
+
+    def judge_requests(self, requests: Sequence[JudgeRequest], progress: bool = False) -> list[JudgeOutput]:
+        """Judge `requests` in batches of `batch_size`; the counters are updated."""
+        outputs: list[JudgeOutput] = []
+        batches = range(0, len(requests), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="judging", unit="batch")
+        for start in batches:
+            outputs.extend(self._judge_batch(list(requests[start : start + self.batch_size])))
+        for output in outputs:
+            if output.status == "parse_failure":
+                self.parse_failures += 1
+            elif output.status == "low_digit_mass":
+                self.low_digit_mass += 1
+            elif output.status == "error":
+                self.judge_errors += 1
+        unscored = [o for o in outputs if o.status != "ok"]
+        if unscored:
+            logger.warning(
+                f"{self.judge_name}: {len(unscored)}/{len(outputs)} samples unscored "
+                f"({', '.join(sorted({o.status for o in unscored}))}); e.g. {str(unscored[0].text)[:120]!r}"
+            )
+        return outputs
+
+    def _judge_batch(self, requests: list[JudgeRequest]) -> list[JudgeOutput]:
+        if self.mode == "expected":
+            probabilities = self.judge.digit_probabilities(requests)
+            values = list(range(self.low, self.high + 1))
+            outputs = []
+            for row in probabilities.tolist():
+                weights = row[self.low : self.high + 1]
+                mass = float(sum(weights))
+                if not math.isfinite(mass) or mass <= 0 or mass < self.min_digit_mass:
+                    outputs.append(JudgeOutput(None, "low_digit_mass", digit_mass=mass))
+                    continue
+                score = sum(v * w for v, w in zip(values, weights)) / mass
+                outputs.append(JudgeOutput(float(score), "ok", digit_mass=mass))
+            return outputs
+        texts = self.judge.generate(requests)
+        errors = getattr(self.judge, "last_errors", None) or [None] * len(texts)
+        outputs = []
+        for text, error in zip(texts, errors):
+            if text is None:
+                outputs.append(JudgeOutput(None, "error", error=error))
+                continue
+            score = parse_score(text, low=self.low, high=self.high)
+            outputs.append(JudgeOutput(score, "ok" if score is not None else "parse_failure", text=text))
+        return outputs
+
+    def __call__(self, prompts: list, completions: list | None = None, images=None, **kwargs) -> list[float | None]:
+        n = len(prompts)
+        categories = kwargs.get(self.category_column) or [None] * n
+        references = kwargs.get(self.reference_column) or [None] * n
+        sources = kwargs.get(self.source_image_column) or [None] * n
+        if not isinstance(sources, (list, tuple)):  # a (B, 3, H, W) tensor
+            sources = to_pil_images(sources)
+        instructions = [_prompt_text(p) for p in prompts]
+        if completions is None:  # image reward: the images are what is judged
+            if images is None:
+                raise ValueError("VLMJudgeReward needs `completions` (text reward) or `images` (image reward).")
+            judged = to_pil_images(images)
+            requests = [
+                self.build_request(instructions[i], judged[i], categories[i], references[i], sources[i])
+                for i in range(n)
+            ]
+        else:  # text reward: the completions are judged, the sample's images are context
+            context = images if images is not None else kwargs.get("image")
+            context = context if context is not None else [None] * n
+            texts = completion_texts(completions)
+            requests = [
+                self.build_request(instructions[i], context[i], categories[i], references[i], response=texts[i])
+                for i in range(n)
+            ]
+        # batches must not mix requests with and without images (the processor call differs)
+        outputs: list[JudgeOutput | None] = [None] * n
+        for has_images in (True, False):
+            index = [i for i, r in enumerate(requests) if bool(r.images) == has_images]
+            for i, output in zip(index, self.judge_requests([requests[i] for i in index])):
+                outputs[i] = output
+        self.last_outputs = outputs
+        rewards = [None if o.score is None else self.scale * o.score for o in outputs]
+        self.last_components = {
+            "score": [o.score if o.score is not None else math.nan for o in outputs],
+            "unscored_count": sum(o.score is None for o in outputs),
+            "parse_failures": sum(o.status == "parse_failure" for o in outputs),
+            "low_digit_mass": sum(o.status == "low_digit_mass" for o in outputs),
+            "judge_errors": sum(o.status == "error" for o in outputs),
+        }
+        if self.mode == "expected":
+            self.last_components["digit_mass"] = [
+                o.digit_mass if o.digit_mass is not None else math.nan for o in outputs
+            ]
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra):
+            log_extra("judge_text", [o.text or "" for o in outputs])
+        return rewards
