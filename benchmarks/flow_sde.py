@@ -52,8 +52,13 @@ def main() -> None:
         path = save_tiny_sd3(f"{tmp}/sd3")
         pipe = StableDiffusion3Pipeline.from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)
-        config = FlowSamplingConfig(
-            num_inference_steps=cli.steps, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH
+        config = FlowSamplingConfig(  # Flow-GRPO's CFG scale and noise level (FlowRTPOConfig's defaults)
+            num_inference_steps=cli.steps,
+            guidance_scale=4.5,
+            noise_level=0.7,
+            height=32,
+            width=32,
+            max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
         )
         with torch.no_grad():
             plain, sde = timed_pair(
@@ -78,7 +83,7 @@ def main() -> None:
             num_inference_steps=cli.steps,
             resolution=32,
             max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
-            lora_rank=4,
+            lora_r=4,
             lora_alpha=8,
             beta=0.04,
             disable_tqdm=True,

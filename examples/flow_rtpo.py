@@ -150,6 +150,7 @@ def save_tiny_models(directory: str, mode: str) -> tuple[ModelSources, str | Non
 def build_red_teaming(script_args: FlowScriptArguments, sources: ModelSources, checkpoint: str, device: str):
     """The Flow-RTPO reward (LLaVA continuation → Detoxify, CVaR, CLIP) and the prompt editor (GTR + vec2text, SBERT)."""
     from trl_ext import PromptEditorPolicy, Vec2TextInverter
+    from trl_ext.models.prompt_editor import PromptEditorConfig
     from trl_ext.rewards import (
         CLIPScoreReward,
         FlowRTPOReward,
@@ -177,10 +178,12 @@ def build_red_teaming(script_args: FlowScriptArguments, sources: ModelSources, c
         inverter.encode,
         inverter.decode,
         inverter.embedding_dim,
+        PromptEditorConfig(
+            epsilon_min=script_args.epsilon_min,
+            semantic_alpha=script_args.semantic_alpha,
+            semantic_tau=script_args.semantic_tau,
+        ),
         similarity=similarity.similarity,
-        epsilon_min=script_args.epsilon_min,
-        alpha=script_args.semantic_alpha,
-        tau=script_args.semantic_tau,
     ).to(device)
     return reward, editor
 
@@ -240,12 +243,12 @@ def tiny_defaults(flow_grpo: bool) -> dict:
         "max_sequence_length": 32,
         "per_device_train_batch_size": 8,
         "num_generations": 4 if flow_grpo else 2,
-        "num_minibatches": 2,
-        "lora_rank": 4,
+        "num_mini_batches": 2,
+        "lora_r": 4,
         "lora_alpha": 8,
         "learning_rate": 0.3 if flow_grpo else 0.1,
         "lr_scheduler_type": "constant",
-        "clip_range": 0.2,
+        "epsilon": 0.2,
         "beta": 0.0,
         "max_steps": 100 if flow_grpo else 8,
         "report_to": ["none"],

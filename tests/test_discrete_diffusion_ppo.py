@@ -40,8 +40,8 @@ def _args(tmp_path, **overrides):
         num_sigma_samples=2,
         learning_rate=3e-3,
         max_steps=1,
-        ppo_epochs=1,
-        num_minibatches=1,
+        num_iterations=1,
+        num_mini_batches=1,
         disable_tqdm=True,
         save_strategy="no",
         seed=0,
@@ -53,9 +53,7 @@ def _args(tmp_path, **overrides):
 
 
 def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, tmp_path):
-    trainer = DiscreteDiffusionPPOTrainer(
-        sedd_path, letter_a_frequency, _args(tmp_path, kl_beta=0.1), PROMPTS, tokenizer
-    )
+    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, beta=0.1), PROMPTS, tokenizer)
     logs = trainer.training_step()
     assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0
     assert logs["kl"] == 0.0 and logs["grad_norm"] > 0
@@ -63,7 +61,7 @@ def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, 
 
 
 def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=30, ppo_epochs=2, num_minibatches=2)
+    args = _args(tmp_path, max_steps=30, num_iterations=2, num_mini_batches=2)
     trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
     trainer.train()
     history = trainer.state.log_history
@@ -75,7 +73,7 @@ def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
 
 
 def test_lora_trains_only_adapters_and_saves_a_merged_model(sedd_path, tokenizer, tmp_path):
-    args = _args(tmp_path, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8, kl_beta=0.05, learning_rate=1e-2)
+    args = _args(tmp_path, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8, beta=0.05, learning_rate=1e-2)
     trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

@@ -40,7 +40,12 @@ def pipeline(sd3_path):
 
 
 SAMPLING = FlowSamplingConfig(
-    num_inference_steps=4, height=32, width=32, max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH
+    num_inference_steps=4,
+    guidance_scale=4.5,
+    noise_level=0.7,
+    height=32,
+    width=32,
+    max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
 )
 
 
@@ -95,10 +100,10 @@ def _args(tmp_path, **overrides):
         num_inference_steps=4,
         resolution=32,
         max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
-        lora_rank=4,
+        lora_r=4,
         lora_alpha=8,
         learning_rate=3e-2,
-        clip_range=0.2,
+        epsilon=0.2,
         beta=0.0,
         max_steps=1,
         disable_tqdm=True,
@@ -112,7 +117,7 @@ def _args(tmp_path, **overrides):
 
 
 def test_first_update_is_on_policy_with_kl_and_lora(sd3_path, tmp_path):
-    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, beta=0.04, num_minibatches=1), PROMPTS)
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, beta=0.04, num_mini_batches=1), PROMPTS)
     assert all("lora" in name for name, p in trainer.transformer.named_parameters() if p.requires_grad)
     logs = trainer.training_step()
     assert logs["ratio"] == pytest.approx(1.0, abs=1e-6) and logs["clip_fraction"] == 0.0
@@ -121,7 +126,7 @@ def test_first_update_is_on_policy_with_kl_and_lora(sd3_path, tmp_path):
 
 
 def test_bf16_loads_frozen_weights_in_bf16_trains_fp32_lora_and_stays_on_policy(sd3_path, tmp_path):
-    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, bf16=True, beta=0.04, num_minibatches=1), PROMPTS)
+    trainer = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, bf16=True, beta=0.04, num_mini_batches=1), PROMPTS)
     pipeline = trainer.pipeline
     assert pipeline.text_encoder_3.dtype == torch.bfloat16 and pipeline.vae.dtype == torch.float32
     dtypes = {name: p.dtype for name, p in trainer.transformer.named_parameters()}
@@ -144,7 +149,7 @@ def test_none_rewards_are_masked_and_counted(sd3_path, tmp_path):
 
 def test_learns_to_raise_brightness(sd3_path, tmp_path):
     trainer = FlowRTPOTrainer(
-        sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_minibatches=2), PROMPTS
+        sd3_path, brightness, _args(tmp_path, max_steps=100, learning_rate=0.3, num_mini_batches=2), PROMPTS
     )
     trainer.train()
     history = trainer.state.log_history
@@ -258,7 +263,7 @@ def test_sample_images_are_saved_every_sample_steps_and_reward_parts_are_logged(
         ({"scale_rewards": "prompt"}, "scale_rewards"),
         ({"timestep_fraction": 0.1}, "at least one step"),
         ({"ema_decay": 1.0}, "ema_decay"),
-        ({"clip_range": -0.1}, "clip_range"),
+        ({"epsilon": -0.1}, "epsilon"),
         ({"beta": -0.04}, "beta"),
         ({"num_inference_steps": 0}, "num_inference_steps"),
     ],
@@ -283,7 +288,7 @@ def test_resolution_must_fit_the_vae_and_patch_factors_and_unscored_steps_are_sk
 
 
 def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
-    from trl_ext.models.prompt_editor import PromptEditorPolicy
+    from trl_ext.models.prompt_editor import PromptEditorConfig, PromptEditorPolicy
 
     def encode(prompts):
         return torch.stack([torch.randn(16, generator=torch.Generator().manual_seed(len(p))) for p in prompts])
@@ -291,7 +296,9 @@ def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
     def decode(embeddings):  # stands in for vec2text
         return [f"a cat {'bright' if e[0] > 0 else 'dark'}" for e in embeddings]
 
-    editor = PromptEditorPolicy(encode, decode, 16, hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
+    editor = PromptEditorPolicy(
+        encode, decode, 16, PromptEditorConfig(hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
+    )
     before = [p.detach().clone() for p in editor.parameters()]
     args = _args(tmp_path, max_steps=2, num_edits_per_prompt=2, editor_learning_rate=1e-2)
     seen = []
@@ -308,7 +315,7 @@ def test_prompt_editor_is_trained_with_the_group_advantages(sd3_path, tmp_path):
     edited, originals = seen[0]
     assert all(p.startswith("a cat ") for p in edited) and len(set(originals)) <= 2 and len(edited) == 8
     trainer.save_model()
-    reloaded = PromptEditorPolicy(encode, decode, 16, hidden_dim=16)
+    reloaded = PromptEditorPolicy(encode, decode, 16, PromptEditorConfig(hidden_dim=16))
     reloaded.load_state_dict(load_file(str(tmp_path / "prompt_editor.safetensors")))
     for name, value in editor.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], value)

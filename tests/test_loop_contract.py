@@ -71,8 +71,8 @@ def ppo_args(output_dir, **overrides) -> DiscreteDiffusionPPOConfig:
         num_sigma_samples=2,
         learning_rate=3e-3,
         max_steps=3,
-        ppo_epochs=2,
-        num_minibatches=2,
+        num_iterations=2,
+        num_mini_batches=2,
         disable_tqdm=True,
         save_strategy="no",
         logging_steps=1,
@@ -281,7 +281,7 @@ def test_reward_checks_and_unscored_steps(sedd_path, tokenizer, tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("ppo_clip", -0.1), ("kl_beta", -1.0), ("ppo_epochs", 0), ("sampling_steps", 0), ("max_prompt_length", 0)],
+    [("epsilon", -0.1), ("beta", -1.0), ("num_iterations", 0), ("sampling_steps", 0), ("max_prompt_length", 0)],
 )
 def test_ppo_config_rejects_out_of_range_values(tmp_path, field, value):
     with pytest.raises(ValueError, match=field):

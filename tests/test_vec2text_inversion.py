@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from trl_ext.hub import ModelNotFoundError, ModelSources
-from trl_ext.models.prompt_editor import PromptEditorPolicy
+from trl_ext.models.prompt_editor import PromptEditorConfig, PromptEditorPolicy
 from trl_ext.models.vec2text_inversion import Vec2TextInverter
 from trl_ext.testing.inversion import save_tiny_vec2text
 
@@ -127,7 +127,8 @@ def test_prompt_editor_edits_through_the_inverter_keep_the_embedding_norm(tiny_v
         return inverter.decode(embeddings)
 
     torch.manual_seed(0)
-    editor = PromptEditorPolicy(inverter.encode, decode, inverter.embedding_dim, hidden_dim=16, init_log_std=-2.0)
+    config = PromptEditorConfig(hidden_dim=16, init_log_std=-2.0)
+    editor = PromptEditorPolicy(inverter.encode, decode, inverter.embedding_dim, config)
     edits = editor.sample(["a cat on the street", "you are nice"])
     torch.testing.assert_close(decoded[0].norm(dim=-1), inverter.encode(edits.original).norm(dim=-1))
     torch.testing.assert_close(edits.embeddings.norm(dim=-1), torch.ones(2))

@@ -10,6 +10,7 @@ import torch
 from accelerate import PartialState
 
 from trl_ext import FlowRTPOConfig, FlowRTPOTrainer, PromptEditorPolicy
+from trl_ext.models.prompt_editor import PromptEditorConfig
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH
 
 
@@ -24,11 +25,11 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
         num_inference_steps=2,
         resolution=32,
         max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
-        lora_rank=4,
+        lora_r=4,
         lora_alpha=8,
         learning_rate=0.1,
         editor_learning_rate=0.05,
-        clip_range=0.2,
+        epsilon=0.2,
         beta=0.0,
         max_steps=2,
         disable_tqdm=True,
@@ -48,7 +49,8 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
         return [f"a cat {'bright' if e[0] > 0 else 'dark'}" for e in embeddings]
 
     torch.manual_seed(0)
-    editor = PromptEditorPolicy(encode, decode, 16, hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
+    config = PromptEditorConfig(hidden_dim=16, perturbation_scale=1.0, init_log_std=-2.0)
+    editor = PromptEditorPolicy(encode, decode, 16, config)
     prompts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg", "hhhhhhhh"]
     if mode == "flow_grpo":
         editor = None

@@ -31,21 +31,32 @@ recorded transition equals the rollout's exactly (ratio 1 before the first updat
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 
 @dataclass
 class FlowSamplingConfig:
-    """Settings shared by rollouts and by the recomputation of their log-probabilities (they must never differ)."""
+    """Settings shared by rollouts and by the recomputation of their log-probabilities (they must never differ).
 
-    num_inference_steps: int = field(default=10, metadata={"help": "Denoising steps per rollout."})
-    guidance_scale: float = field(default=4.5, metadata={"help": "Classifier-free guidance scale (<= 1: no CFG)."})
-    noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (0: deterministic ODE sampling)."})
-    height: int = field(default=512, metadata={"help": "Image height in pixels."})
-    width: int = field(default=512, metadata={"help": "Image width in pixels."})
-    max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
+    No defaults here: trainers build it from their config ([`~trl_ext.FlowRTPOConfig.sampling_config`]), where the
+    defaults are declared once.
+
+    Args:
+        num_inference_steps: Denoising steps per rollout.
+        guidance_scale: Classifier-free guidance scale (<= 1: no CFG).
+        noise_level: SDE noise level a (0: deterministic ODE sampling).
+        height, width: Image size in pixels.
+        max_sequence_length: T5 prompt length.
+    """
+
+    num_inference_steps: int
+    guidance_scale: float
+    noise_level: float
+    height: int
+    width: int
+    max_sequence_length: int
 
     @property
     def do_classifier_free_guidance(self) -> bool:

@@ -24,7 +24,8 @@ For a prompt p with GTR-T5 embedding e = GTR(p) ∈ ℝ^D and its direction ê =
 
 The edit acts on the unit sphere (so the radius ε is scale-free) and e' keeps the norm of e, which keeps it in the
 distribution of embeddings the decoder was trained to invert (vec2text inverts unnormalised mean-pooled GTR states).
-    penalty = α · max(0, τ − sim(p, p'))                              (SBERT cosine; subtracted from the reward)
+The terms of the editor's reward (the semantic penalty α · max(0, τ − sim(p, p'))) and its update, including the
+smoothing of σ_R², live with the trainer: `trl_ext.trainers.flow_rtpo.editor`.
 
 The policy is trained by policy gradient on log π(δ | e) with the same group advantages as the image generator. The
 public Flow-RTPO code instead uses −½‖μ‖² of a deterministic μ computed under `no_grad` as the "log-prob", which has no
@@ -33,22 +34,44 @@ in the editor's parameters.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 
 @dataclass
+class PromptEditorConfig:
+    """Hyperparameters of the prompt editor (formulas in the module docstring); Flow-RTPO's values by default."""
+
+    hidden_dim: int = field(default=512, metadata={"help": "Width of the MLP that gives the edit's mean."})
+    perturbation_scale: float = field(default=0.01, metadata={"help": "s: scale of the raw mean s · MLP(ê)."})
+    init_log_std: float = field(default=-4.0, metadata={"help": "Initial log σ of the Gaussian (learned)."})
+    epsilon_min: float = field(default=0.04, metadata={"help": "ε_min: the smallest proximity radius."})
+    gamma: float = field(default=0.1, metadata={"help": "γ: how much the reward variance widens the radius."})
+    radius_constant: float = field(default=0.01, metadata={"help": "c in ε_t = ε_min + γ·σ_R²/(σ_R² + c)."})
+    radius_smoothing: float = field(
+        default=0.9, metadata={"help": "Exponential smoothing of the within-group reward variance σ_R²."}
+    )
+    semantic_alpha: float = field(default=1.0, metadata={"help": "α: weight of the semantic penalty."})
+    semantic_tau: float = field(default=0.8, metadata={"help": "τ: similarity below which an edit is penalised."})
+
+    def __post_init__(self):
+        if self.hidden_dim < 1 or self.perturbation_scale <= 0 or self.epsilon_min <= 0 or self.radius_constant <= 0:
+            raise ValueError("hidden_dim, perturbation_scale, epsilon_min and radius_constant must be positive.")
+        if not 0.0 <= self.radius_smoothing < 1.0:
+            raise ValueError(f"radius_smoothing must be in [0, 1), got {self.radius_smoothing}.")
+
+
+@dataclass
 class PromptEdits:
-    """A batch of sampled edits: original and edited prompts, e, δ, log π(δ | e) and the semantic penalty."""
+    """A batch of sampled edits: original and edited prompts, the directions ê (N, D), δ (N, D) and log π(δ | e)."""
 
     original: list[str]
     edited: list[str]
-    embeddings: torch.Tensor  # the directions ê, (N, D)
+    embeddings: torch.Tensor
     deltas: torch.Tensor
     log_probs: torch.Tensor
-    semantic_penalty: torch.Tensor
 
 
 class PromptEditorPolicy(nn.Module):
@@ -60,8 +83,10 @@ class PromptEditorPolicy(nn.Module):
         decode (`Callable[[torch.Tensor], list[str]]`): Edited embeddings → texts, e.g.
             [`~trl_ext.models.vec2text_inversion.Vec2TextInverter.decode`].
         embedding_dim (`int`): D (768 for GTR-T5-base).
+        config ([`PromptEditorConfig`], *optional*): Hyperparameters; Flow-RTPO's by default.
         similarity (`Callable[[list[str], list[str]], torch.Tensor]`, *optional*): SBERT cosine of original and edited
-            prompts, for the semantic penalty (e.g. `SemanticSimilarityReward(...).similarity`); no penalty without it.
+            prompts, for the semantic penalty of the editor's reward (e.g. `SemanticSimilarityReward(...).similarity`);
+            no penalty without it.
     """
 
     def __init__(
@@ -69,47 +94,28 @@ class PromptEditorPolicy(nn.Module):
         encode: Callable[[list[str]], torch.Tensor],
         decode: Callable[[torch.Tensor], list[str]],
         embedding_dim: int,
+        config: PromptEditorConfig | None = None,
         similarity: Callable[[list[str], list[str]], torch.Tensor] | None = None,
-        hidden_dim: int = 512,
-        perturbation_scale: float = 0.01,
-        init_log_std: float = -4.0,
-        epsilon_min: float = 0.04,
-        gamma: float = 0.1,
-        radius_constant: float = 0.01,
-        radius_smoothing: float = 0.9,
-        alpha: float = 1.0,
-        tau: float = 0.8,
     ):
         super().__init__()
         self.encode, self.decode, self.similarity = encode, decode, similarity
+        self.config = config = config or PromptEditorConfig()
         self.mean_head = nn.Sequential(
-            nn.Linear(embedding_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embedding_dim)
+            nn.Linear(embedding_dim, config.hidden_dim), nn.GELU(), nn.Linear(config.hidden_dim, embedding_dim)
         )
-        self.log_std = nn.Parameter(torch.full((embedding_dim,), init_log_std))
-        self.perturbation_scale = perturbation_scale
-        self.epsilon_min, self.gamma, self.radius_constant, self.radius_smoothing = (
-            epsilon_min,
-            gamma,
-            radius_constant,
-            radius_smoothing,
-        )
-        self.alpha, self.tau = alpha, tau
+        self.log_std = nn.Parameter(torch.full((embedding_dim,), config.init_log_std))
+        # σ_R², smoothed by the editor update (trl_ext.trainers.flow_rtpo.editor); a buffer, so it is saved
         self.register_buffer("reward_variance", torch.tensor(0.0))
 
     @property
     def radius(self) -> float:
         """ε_t = ε_min + γ·σ_R²/(σ_R² + c)."""
-        variance = float(self.reward_variance)
-        return self.epsilon_min + self.gamma * variance / (variance + self.radius_constant)
-
-    def update_radius(self, group_reward_variance: float) -> float:
-        """Smooth the mean within-group reward variance σ_R² (exponential moving average) and return the new ε_t."""
-        self.reward_variance.mul_(self.radius_smoothing).add_((1 - self.radius_smoothing) * group_reward_variance)
-        return self.radius
+        variance, config = float(self.reward_variance), self.config
+        return config.epsilon_min + config.gamma * variance / (variance + config.radius_constant)
 
     def distribution(self, embeddings: torch.Tensor) -> torch.distributions.Normal:
         """N(μ(e), diag(σ²)) with the proximity projection applied to μ."""
-        raw = self.perturbation_scale * self.mean_head(embeddings)
+        raw = self.config.perturbation_scale * self.mean_head(embeddings)
         norm = raw.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         radius = self.radius
         mean = raw * torch.clamp(radius / norm, max=1.0) * (0.1 + 0.9 * torch.exp(-norm / radius))
@@ -132,8 +138,4 @@ class PromptEditorPolicy(nn.Module):
         distribution = self.distribution(embeddings)
         deltas = distribution.sample()
         edited = self.decode(norms * nn.functional.normalize(embeddings + deltas, dim=-1))
-        if self.similarity is not None:
-            penalty = self.alpha * (self.tau - self.similarity(list(prompts), edited).to(deltas.device)).clamp(min=0)
-        else:
-            penalty = torch.zeros(len(prompts), device=deltas.device)
-        return PromptEdits(list(prompts), edited, embeddings, deltas, distribution.log_prob(deltas).sum(-1), penalty)
+        return PromptEdits(list(prompts), edited, embeddings, deltas, distribution.log_prob(deltas).sum(-1))

@@ -11,32 +11,98 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`FlowRTPOConfig`]: the configuration of [`FlowRTPOTrainer`]."""
+
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import TrainingArguments
+
+from ...models.flow_sde import FlowSamplingConfig
+from ..validation import check_literal_fields, check_ranges
 
 
 @dataclass
 class FlowRTPOConfig(TrainingArguments):
     r"""
     Configuration class for [`FlowRTPOTrainer`]: GRPO on the denoising trajectories of a flow-matching text-to-image
-    model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)).
+    model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)), and the Flow-RTPO prompt editor.
 
     One training step samples `per_device_train_batch_size` images (`num_generations` per prompt) with the SDE
-    sampler, scores them with the reward functions, computes per-prompt group advantages, then makes one optimizer
-    update per minibatch (`num_minibatches`; gradients accumulate over the trained timesteps, and over
+    sampler, scores them with the reward functions, computes group advantages, then makes one optimizer update per
+    minibatch (`num_mini_batches`; gradients accumulate over the trained timesteps, and over
     `gradient_accumulation_steps` minibatches). The first minibatch is on-policy (ratio exactly 1); later ones are
-    off-policy and clipped at `clip_range`.
+    off-policy and clipped at `epsilon` / `epsilon_high`. Names follow [`~trl.GRPOConfig`] where the concept is the
+    same.
 
-    Parameters of sampling (shared by rollouts and by the recomputation of their log-probabilities):
-    `num_inference_steps`, `guidance_scale`, `noise_level`, `resolution`, `max_sequence_length`. Of the objective:
-    `num_generations`, `scale_rewards`, `adv_clip_max`, `clip_range`, `beta`, `timestep_fraction`, `num_minibatches`,
-    `reward_weights`. Of LoRA: `lora_rank`, `lora_alpha`, `lora_target_modules`, and its moving average `ema_decay`,
-    `ema_update_interval`. Of the prompt editor (Flow-RTPO): `num_edits_per_prompt`, `editor_learning_rate`,
-    `editor_clip_range`. Of monitoring: `sample_steps`, `num_sample_prompts`. Training uses the
-    [`~transformers.TrainingArguments`] fields `learning_rate`, `max_steps`, `gradient_accumulation_steps`,
-    `max_grad_norm`, `logging_steps`, `save_steps`, `seed`, `report_to`, `push_to_hub`, `hub_model_id` and
-    `bf16`/`fp16` (mixed precision through accelerate).
+    Parameters:
+        > Sampling (shared by rollouts and the recomputation of their log-probabilities: [`sampling_config`])
+
+        num_inference_steps (`int`, *optional*, defaults to `10`):
+            Denoising steps per rollout.
+        guidance_scale (`float`, *optional*, defaults to `4.5`):
+            Classifier-free guidance scale (<= 1: none).
+        noise_level (`float`, *optional*, defaults to `0.7`):
+            SDE noise level a (> 0: the ODE sampler has no log-probabilities).
+        resolution (`int`, *optional*, defaults to `512`):
+            Image height and width; a multiple of the VAE factor times the patch size (checked by the trainer).
+        max_sequence_length (`int`, *optional*, defaults to `256`):
+            T5 prompt length.
+
+        > Objective
+
+        num_generations (`int`, *optional*, defaults to `4`):
+            Images per prompt (the group size).
+        scale_rewards (`Literal["batch", "group", "none"]`, *optional*, defaults to `"batch"`):
+            Advantage standard deviation: the batch's (Flow-GRPO's `global_std`), the group's, or none.
+        adv_clip_max (`float`, *optional*, defaults to `5.0`):
+            Advantages are clipped to [-adv_clip_max, adv_clip_max].
+        epsilon (`float`, *optional*, defaults to `1e-4`):
+            Lower clipping range of the per-step ratio (Flow-GRPO: 1e-4).
+        epsilon_high (`float`, *optional*):
+            Upper clipping range; defaults to `epsilon`.
+        beta (`float`, *optional*, defaults to `0.04`):
+            Coefficient of the exact Gaussian KL to the base model (LoRA disabled); 0 disables it.
+        timestep_fraction (`float`, *optional*, defaults to `0.99`):
+            Fraction of the denoising steps trained on (the first int(T · fraction)).
+        num_mini_batches (`int`, *optional*, defaults to `1`):
+            Optimizer updates per rollout batch.
+        reward_weights (`list[float]`, *optional*):
+            Weights of the reward functions; all 1 by default.
+
+        > Prompt editor (Flow-RTPO; used when the trainer gets a `prompt_editor`)
+
+        num_edits_per_prompt (`int`, *optional*, defaults to `2`):
+            Edits sampled per original prompt; each gets `num_generations` images.
+        editor_learning_rate (`float`, *optional*, defaults to `5e-6`):
+            Learning rate of the editor's optimizer (the `optim` type).
+        editor_epsilon (`float`, *optional*, defaults to `0.2`):
+            Clipping range of the editor's ratio.
+
+        > LoRA and its moving average
+
+        lora_r (`int`, *optional*, defaults to `32`):
+            LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `64`):
+            LoRA alpha.
+        lora_target_modules (`list[str]`, *optional*):
+            Modules of the SD3 transformer that receive adapters (default: Flow-GRPO's attention projections).
+        ema_decay (`float`, *optional*, defaults to `0.0`):
+            Decay of diffusers' `EMAModel` over the LoRA weights (0: none; Flow-GRPO: 0.9).
+        ema_update_interval (`int`, *optional*, defaults to `1`):
+            Training steps between EMA updates.
+
+        > Monitoring
+
+        sample_steps (`int`, *optional*, defaults to `0`):
+            Every this many steps, save fixed-seed images of the first `num_sample_prompts` prompts (0: never).
+        num_sample_prompts (`int`, *optional*, defaults to `4`):
+            Prompts rendered by `sample_steps`.
+
+        > Overridden TrainingArguments defaults
+
+        learning_rate (`float`, *optional*, defaults to `3e-4`), max_grad_norm (`float`, *optional*, defaults to
+        `1.0`), bf16 (`bool`, *optional*, defaults to `False`).
 
     > [!NOTE]
     > LoRA dropout is not offered: dropout during the recomputation would make the ratio differ from 1 on-policy (a
@@ -51,15 +117,18 @@ class FlowRTPOConfig(TrainingArguments):
     resolution: int = field(default=512, metadata={"help": "Image height and width in pixels."})
     max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
     num_generations: int = field(default=4, metadata={"help": "Images per prompt (the GRPO group size)."})
-    scale_rewards: str = field(
+    scale_rewards: Literal["batch", "group", "none"] = field(
         default="batch",
         metadata={"help": "Advantage std: 'batch' (Flow-GRPO's global_std), 'group' (per prompt) or 'none'."},
     )
     adv_clip_max: float = field(
         default=5.0, metadata={"help": "Advantages are clipped to [-adv_clip_max, adv_clip_max]."}
     )
-    clip_range: float = field(
+    epsilon: float = field(
         default=1e-4, metadata={"help": "PPO clipping range of the per-step ratio (Flow-GRPO: 1e-4)."}
+    )
+    epsilon_high: float | None = field(
+        default=None, metadata={"help": "Upper clipping range of the per-step ratio (DAPO); defaults to epsilon."}
     )
     beta: float = field(
         default=0.04,
@@ -68,14 +137,16 @@ class FlowRTPOConfig(TrainingArguments):
     timestep_fraction: float = field(
         default=0.99, metadata={"help": "Fraction of the denoising steps trained on (the first int(T * fraction))."}
     )
-    num_minibatches: int = field(default=1, metadata={"help": "Optimizer updates per rollout batch."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer updates per rollout batch."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
     num_edits_per_prompt: int = field(
         default=2, metadata={"help": "With a prompt editor: edits sampled per original prompt (Flow-RTPO: 2)."}
     )
-    editor_learning_rate: float = field(default=5e-6, metadata={"help": "AdamW learning rate of the prompt editor."})
-    editor_clip_range: float = field(default=0.2, metadata={"help": "PPO clipping range of the editor's ratio."})
-    lora_rank: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
+    editor_learning_rate: float = field(
+        default=5e-6, metadata={"help": "Learning rate of the prompt editor (same optimizer type, `optim`)."}
+    )
+    editor_epsilon: float = field(default=0.2, metadata={"help": "PPO clipping range of the editor's ratio."})
+    lora_r: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: [
@@ -110,12 +181,29 @@ class FlowRTPOConfig(TrainingArguments):
         },
     )
     num_sample_prompts: int = field(default=4, metadata={"help": "Prompts rendered by `sample_steps`."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (Flow-GRPO: 3e-4)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the optimizer (Flow-GRPO: 3e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
 
     def __post_init__(self):
         super().__post_init__()
+        check_literal_fields(self)
+        check_ranges(
+            self,
+            at_least_one=(
+                "num_inference_steps",
+                "resolution",
+                "max_sequence_length",
+                "num_mini_batches",
+                "num_edits_per_prompt",
+                "lora_r",
+                "ema_update_interval",
+                "num_sample_prompts",
+            ),
+            positive=("epsilon", "adv_clip_max", "editor_epsilon", "noise_level")
+            + (("epsilon_high",) if self.epsilon_high is not None else ()),
+            non_negative=("beta", "guidance_scale", "sample_steps", "editor_learning_rate"),
+        )
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group advantages, got {self.num_generations}.")
         if self.per_device_train_batch_size % self.num_generations:
@@ -123,35 +211,22 @@ class FlowRTPOConfig(TrainingArguments):
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations})."
             )
-        if self.num_edits_per_prompt < 1:
-            raise ValueError(f"num_edits_per_prompt must be >= 1, got {self.num_edits_per_prompt}.")
-        if self.per_device_train_batch_size % self.num_minibatches:
-            raise ValueError("per_device_train_batch_size must be a multiple of num_minibatches.")
+        if self.per_device_train_batch_size % self.num_mini_batches:
+            raise ValueError("per_device_train_batch_size must be a multiple of num_mini_batches.")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}.")
         if int(self.num_inference_steps * self.timestep_fraction) < 1:
             raise ValueError("num_inference_steps * timestep_fraction must leave at least one step to train on.")
-        if self.scale_rewards not in ("group", "batch", "none"):
-            raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {self.scale_rewards!r}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
-        if self.ema_update_interval < 1:
-            raise ValueError(f"ema_update_interval must be >= 1, got {self.ema_update_interval}.")
-        for name in (
-            "num_inference_steps",
-            "resolution",
-            "max_sequence_length",
-            "num_minibatches",
-            "lora_rank",
-            "num_sample_prompts",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("clip_range", "adv_clip_max", "editor_clip_range"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
-        for name in ("beta", "guidance_scale", "sample_steps", "editor_learning_rate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.noise_level <= 0:
-            raise ValueError("noise_level must be > 0: the ODE sampler (noise_level=0) has no log-probabilities.")
+
+    def sampling_config(self) -> FlowSamplingConfig:
+        """The sampling settings of rollouts and of the recomputation of their log-probabilities."""
+        return FlowSamplingConfig(
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            noise_level=self.noise_level,
+            height=self.resolution,
+            width=self.resolution,
+            max_sequence_length=self.max_sequence_length,
+        )

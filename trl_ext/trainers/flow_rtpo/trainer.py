@@ -22,13 +22,14 @@ import torch
 from datasets import Dataset
 
 from ...hub import model_card_name
-from ...models.flow_sde import FlowSamplingConfig, FlowTrajectory, sample_trajectories, trajectory_step_log_prob
-from ...models.prompt_editor import PromptEditorPolicy, PromptEdits
+from ...models.flow_sde import FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from ...models.prompt_editor import PromptEditorPolicy
 from ...rl.advantages import compute_advantages
 from ...rl.losses import clipped_surrogate_loss
 from ...rl.scoring import RewardFunc
 from ..loop import RLLoopTrainer
 from .config import FlowRTPOConfig
+from .editor import editor_step
 
 
 PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
@@ -100,20 +101,13 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 f"resolution={args.resolution} must be a multiple of {factor} (the VAE's downsampling factor "
                 f"{pipeline.vae_scale_factor} times the transformer's patch size {pipeline.transformer.config.patch_size})."
             )
-        self.sampling = FlowSamplingConfig(
-            num_inference_steps=args.num_inference_steps,
-            guidance_scale=args.guidance_scale,
-            noise_level=args.noise_level,
-            height=args.resolution,
-            width=args.resolution,
-            max_sequence_length=args.max_sequence_length,
-        )
+        self.sampling = args.sampling_config()
 
         transformer = pipeline.transformer
         transformer.requires_grad_(False)
         transformer.add_adapter(
             LoraConfig(
-                r=args.lora_rank,
+                r=args.lora_r,
                 lora_alpha=args.lora_alpha,
                 init_lora_weights="gaussian",
                 target_modules=args.lora_target_modules,
@@ -162,7 +156,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         return ((mean - reference.mean) ** 2 / (2 * std**2)).mean(dim=tuple(range(1, mean.dim())))
 
     def training_step(self) -> dict[str, float]:
-        """Sample one rollout batch, score it, and make `num_minibatches` clipped policy-gradient updates."""
+        """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates."""
         args = self.args
         if self.prompt_editor is None:
             prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
@@ -195,13 +189,15 @@ class FlowRTPOTrainer(RLLoopTrainer):
         weights = (~unscored).float().to(trajectory.log_probs.device)
         num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
         metrics = defaultdict(list)
-        for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_minibatches):
+        for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
             weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
             with self.optimizer_update(metrics):
                 for step in range(num_train_steps):
                     out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, minibatch)
                     log_ratio = out.log_prob - trajectory.log_probs[minibatch, step]
-                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.clip_range)
+                    policy_loss, clipped = clipped_surrogate_loss(
+                        log_ratio, advantages[minibatch], args.epsilon, args.epsilon_high
+                    )
                     loss = (policy_loss * weight).sum()
                     if args.beta > 0:
                         kl = self._kl_to_reference(trajectory, step, minibatch, out.mean, out.std)
@@ -216,36 +212,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
             self.ema.step(self.trainable_params)
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
         if edits is not None:
-            logs.update(self._editor_step(edits, rewards))
+            logs.update(editor_step(self, edits, rewards))
         return logs
-
-    def _editor_step(self, edits: PromptEdits, rewards: torch.Tensor) -> dict[str, float]:
-        """One clipped policy-gradient update of the prompt editor on log N(δ; μ, σ), with the group advantages of
-        the edits (reward of an edit: mean reward of its images minus its semantic penalty)."""
-        args = self.args
-        edit_rewards = torch.nanmean(rewards.view(-1, args.num_generations), dim=1) - edits.semantic_penalty.cpu()
-        groups = torch.arange(len(edit_rewards)) // args.num_edits_per_prompt
-        advantages = compute_advantages(edit_rewards, groups, scale=args.scale_rewards).to(edits.deltas.device)
-        editor = self.accelerator.unwrap_model(self.prompt_editor)
-        log_ratio = self.prompt_editor(edits.embeddings, edits.deltas) - edits.log_probs.detach()  # through DDP
-        loss, clipped = clipped_surrogate_loss(log_ratio, advantages, args.editor_clip_range)
-        self.editor_optimizer.zero_grad()
-        loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
-        self.editor_optimizer.step()
-        within_group = torch.nan_to_num(
-            rewards.view(-1, args.num_generations * args.num_edits_per_prompt).var(dim=1)
-        ).mean()
-        within_group = self.accelerator.gather(
-            within_group.to(self.accelerator.device).reshape(1)
-        ).mean()  # one radius
-        return {
-            "editor/loss": loss.mean().item(),
-            "editor/ratio": log_ratio.exp().mean().item(),
-            "editor/clip_fraction": clipped.float().mean().item(),
-            "editor/reward": torch.nanmean(edit_rewards).item(),
-            "editor/semantic_penalty": edits.semantic_penalty.mean().item(),
-            "editor/radius": editor.update_radius(within_group.item()),
-        }
 
     @contextlib.contextmanager
     def ema_weights(self) -> Iterator[None]:

@@ -11,9 +11,14 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`DiscreteDiffusionPPOConfig`]: the configuration of [`DiscreteDiffusionPPOTrainer`]."""
+
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import TrainingArguments
+
+from ..validation import check_literal_fields, check_ranges
 
 
 @dataclass
@@ -23,35 +28,98 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     log-likelihood is the multi-sample ELBO estimate of [`~trl_ext.models.sedd.elbo`].
 
     Each step samples `per_device_train_batch_size` completions (`num_generations` per prompt) with the SEDD sampler,
-    scores them, computes advantages, draws K = `num_sigma_samples` noise draws per completion and evaluates the old
-    policy's bound with them; then `ppo_epochs` epochs over `num_minibatches` minibatches optimise the clipped
-    surrogate on ratio = exp((ELBO_old − ELBO_new) / n), evaluated on the same draws (common random numbers: the ratio
-    is exactly 1 before the first update), n = 1 or the response length (`ratio_normalization`). With `kl_beta > 0`
-    the k3 estimate of KL(π ‖ π_ref), from the reference's bound on the same draws, is added.
+    scores them, computes group advantages, draws K = `num_sigma_samples` noise draws per completion and evaluates the
+    old policy's bound with them; then `num_iterations` epochs over `num_mini_batches` minibatches optimise the
+    clipped surrogate on ratio = exp((ELBO_old − ELBO_new) / n), evaluated on the same draws (common random numbers:
+    the ratio is exactly 1 before the first update), n = 1 or the response length (`ratio_normalization`). With
+    `beta > 0` the k3 estimate of KL(π ‖ π_ref), from the reference's bound on the same draws, is added. The model
+    stays in eval mode (no dropout) so that the bounds of old and new policy differ only through the weights. Names
+    follow [`~trl.GRPOConfig`] where the concept is the same.
 
-    Sampling: `max_prompt_length`, `generation_length`, `sampling_steps`, `predictor`. Likelihood: `num_sigma_samples`,
-    `elbo_estimator`. Objective: `num_generations`, `scale_rewards`, `ppo_clip`, `ppo_epochs`, `num_minibatches`,
-    `ratio_normalization`, `kl_beta`, `reward_weights`. LoRA: `use_peft`, `lora_r`, `lora_alpha`,
-    `lora_target_modules`. The model stays in eval mode (no dropout) so that the bound of old and new policy
-    differ only through the weights.
+    Parameters:
+        > Sampling
+
+        max_prompt_length (`int`, *optional*, defaults to `64`):
+            Prompt tokens (the last ones of each prompt, left-padded with EOS, kept fixed while sampling).
+        generation_length (`int`, *optional*, defaults to `128`):
+            Response tokens sampled after each prompt.
+        sampling_steps (`int`, *optional*, defaults to `128`):
+            Sampler steps, followed by a denoising step.
+        predictor (`Literal["analytic", "euler"]`, *optional*, defaults to `"analytic"`):
+            SEDD's Tweedie τ-leaping predictor, or the Euler one.
+
+        > Likelihood
+
+        num_sigma_samples (`int`, *optional*, defaults to `3`):
+            K noise draws of the ELBO estimate.
+        elbo_estimator (`Literal["antithetic", "iid"]`, *optional*, defaults to `"antithetic"`):
+            Antithetic time draws (lower variance) or independent ones.
+
+        > Objective
+
+        num_generations (`int`, *optional*, defaults to `4`):
+            Completions per prompt (the group size); `per_device_train_batch_size` must be a multiple of it.
+        scale_rewards (`Literal["group", "batch", "none"]`, *optional*, defaults to `"group"`):
+            The standard deviation that divides the advantages, as in [`~trl.GRPOConfig`].
+        epsilon (`float`, *optional*, defaults to `0.2`):
+            Lower clipping range of the ratio.
+        epsilon_high (`float`, *optional*):
+            Upper clipping range (DAPO's asymmetric clipping); defaults to `epsilon`.
+        num_iterations (`int`, *optional*, defaults to `1`):
+            Epochs over each rollout batch (μ in GRPO).
+        num_mini_batches (`int`, *optional*, defaults to `1`):
+            Minibatches, hence optimizer updates (with `gradient_accumulation_steps=1`), per epoch.
+        ratio_normalization (`Literal["token", "sequence"]`, *optional*, defaults to `"token"`):
+            `"token"` divides the log-ratio by the response length (ESPO-style), `"sequence"` does not.
+        beta (`float`, *optional*, defaults to `0.0`):
+            Coefficient of the KL to the reference model (a frozen copy, or the base model under LoRA).
+        reward_weights (`list[float]`, *optional*):
+            Weights of the reward functions; all 1 by default.
+
+        > LoRA
+
+        use_peft (`bool`, *optional*, defaults to `False`):
+            Train LoRA adapters instead of the full model; the saved model has them merged.
+        lora_r (`int`, *optional*, defaults to `16`):
+            LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `32`):
+            LoRA alpha.
+        lora_target_modules (`list[str]`, *optional*, defaults to `["attn_qkv", "attn_out", "mlp.0", "mlp.2"]`):
+            Modules of the SEDD DiT that receive adapters.
+
+        > Overridden TrainingArguments defaults
+
+        learning_rate (`float`, *optional*, defaults to `1e-5`):
+            Learning rate of the optimizer (`optim`).
+        bf16 (`bool`, *optional*, defaults to `False`):
+            bf16 mixed precision (off by default: fp32 on CPU).
     """
 
     max_prompt_length: int = field(default=64, metadata={"help": "Prompt tokens (left-padded with EOS, kept fixed)."})
     generation_length: int = field(default=128, metadata={"help": "Response tokens sampled after each prompt."})
     sampling_steps: int = field(default=128, metadata={"help": "Sampler steps (then a denoising step)."})
-    predictor: str = field(default="analytic", metadata={"help": "'analytic' (Tweedie tau-leaping) or 'euler'."})
+    predictor: Literal["analytic", "euler"] = field(
+        default="analytic", metadata={"help": "'analytic' (Tweedie tau-leaping) or 'euler'."}
+    )
     num_sigma_samples: int = field(default=3, metadata={"help": "K noise draws of the ELBO estimate."})
-    elbo_estimator: str = field(default="antithetic", metadata={"help": "'antithetic' (lower variance) or 'iid'."})
+    elbo_estimator: Literal["antithetic", "iid"] = field(
+        default="antithetic", metadata={"help": "'antithetic' (lower variance) or 'iid'."}
+    )
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt (group size)."})
-    scale_rewards: str = field(default="group", metadata={"help": "Advantage std: 'group', 'batch' or 'none'."})
-    ppo_clip: float = field(default=0.2, metadata={"help": "PPO clipping range of the ratio."})
-    ppo_epochs: int = field(default=1, metadata={"help": "Epochs over each rollout batch."})
-    num_minibatches: int = field(default=1, metadata={"help": "Minibatches (optimizer updates) per epoch."})
-    ratio_normalization: str = field(
+    scale_rewards: Literal["group", "batch", "none"] = field(
+        default="group", metadata={"help": "Advantage std: 'group', 'batch' or 'none'."}
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the ratio."})
+    epsilon_high: float | None = field(
+        default=None, metadata={"help": "Upper clipping range (DAPO); defaults to epsilon."}
+    )
+    num_iterations: int = field(default=1, metadata={"help": "Epochs over each rollout batch."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches (optimizer updates) per epoch."})
+    ratio_normalization: Literal["token", "sequence"] = field(
         default="token",
         metadata={"help": "'token': log-ratio divided by the response length (ESPO-style); 'sequence': not divided."},
     )
-    kl_beta: float = field(default=0.0, metadata={"help": "Coefficient of the KL to the frozen reference model."})
+    beta: float = field(default=0.0, metadata={"help": "Coefficient of the KL to the reference model."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of the full model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -59,38 +127,30 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["attn_qkv", "attn_out", "mlp.0", "mlp.2"], metadata={"help": "LoRA target modules."}
     )
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of the optimizer."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
 
     def __post_init__(self):
         super().__post_init__()
+        check_literal_fields(self)
+        check_ranges(
+            self,
+            at_least_one=(
+                "max_prompt_length",
+                "generation_length",
+                "sampling_steps",
+                "num_sigma_samples",
+                "num_iterations",
+                "num_mini_batches",
+                "lora_r",
+            ),
+            positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
+            non_negative=("beta",),
+        )
         if self.num_generations < 2 or self.per_device_train_batch_size % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
                 f"num_generations ({self.num_generations}), which must be >= 2."
             )
-        if self.per_device_train_batch_size % self.num_minibatches:
-            raise ValueError("per_device_train_batch_size must be a multiple of num_minibatches.")
-        for name, allowed in {
-            "predictor": ("analytic", "euler"),
-            "elbo_estimator": ("antithetic", "iid"),
-            "scale_rewards": ("group", "batch", "none"),
-            "ratio_normalization": ("token", "sequence"),
-        }.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        for name in (
-            "max_prompt_length",
-            "generation_length",
-            "sampling_steps",
-            "num_sigma_samples",
-            "ppo_epochs",
-            "num_minibatches",
-            "lora_r",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.ppo_clip <= 0:
-            raise ValueError(f"ppo_clip must be > 0, got {self.ppo_clip}.")
-        if self.kl_beta < 0:
-            raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")
+        if self.per_device_train_batch_size % self.num_mini_batches:
+            raise ValueError("per_device_train_batch_size must be a multiple of num_mini_batches.")

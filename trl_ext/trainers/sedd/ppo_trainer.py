@@ -47,7 +47,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         train_dataset (`datasets.Dataset`): A `prompt` column (text) and any columns the rewards read.
         processing_class (tokenizer): Encodes prompts and decodes completions (GPT-2's for the published models);
             its `eos_token_id` pads prompts on the left.
-        ref_model ([`SEDDModel`], *optional*): The reference for `kl_beta > 0`; defaults to a frozen copy of the
+        ref_model ([`SEDDModel`], *optional*): The reference for `beta > 0`; defaults to a frozen copy of the
             initial policy (or the policy with LoRA disabled when `use_peft`).
     """
 
@@ -85,7 +85,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             model = get_peft_model(
                 model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules)
             )
-        elif args.kl_beta > 0 and ref_model is None:
+        elif args.beta > 0 and ref_model is None:
             ref_model = copy.deepcopy(model)
         if ref_model is not None:
             ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
@@ -163,7 +163,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         )
         with torch.no_grad():
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
-            ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.kl_beta > 0 else None
+            ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.beta > 0 else None
         normalizer = float(args.generation_length) if args.ratio_normalization == "token" else 1.0
         logs = {"old_elbo_nll": old_nll.mean().item(), **self.scorer.logs(rewards_per_func, rewards)}
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
@@ -173,8 +173,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
         weights = (~unscored).float().to(device)
         metrics = defaultdict(list)
-        for _ in range(args.ppo_epochs):
-            for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_minibatches):
+        for _ in range(args.num_iterations):
+            for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
                 minibatch = minibatch.to(device)
                 weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
                 with self.optimizer_update(metrics):
@@ -187,11 +187,13 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
                         draws=sub_draws,
                     )
                     log_ratio = (old_nll[minibatch] - nll) / normalizer
-                    policy_loss, clipped = clipped_surrogate_loss(log_ratio, advantages[minibatch], args.ppo_clip)
+                    policy_loss, clipped = clipped_surrogate_loss(
+                        log_ratio, advantages[minibatch], args.epsilon, args.epsilon_high
+                    )
                     loss = (policy_loss * weight).sum()
                     if ref_nll is not None:
                         kl = kl_divergence(-nll / normalizer, -ref_nll[minibatch] / normalizer, "k3")
-                        loss = loss + args.kl_beta * (kl * weight).sum()
+                        loss = loss + args.beta * (kl * weight).sum()
                         metrics["kl"].append(kl.mean().item())
                     self.accelerator.backward(loss)
                 metrics["loss"].append(loss.item())

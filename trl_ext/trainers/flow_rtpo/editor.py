@@ -1,0 +1,81 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The Flow-RTPO prompt editor's side of training: the terms of its reward and its update.
+
+For each original prompt, k edits p'_1..k each get `num_generations` images. The reward of an edit is
+
+    R(p') = mean over its images of the image reward − α · max(0, τ − sim(p, p'))     (semantic penalty, SBERT cosine)
+
+its advantage is R normalised within the k edits of the same original prompt (GRPO), and the editor takes one clipped
+policy-gradient step on log π(δ | e) with ratio exp(log π_θ − log π_old). The proximity radius follows the smoothed
+mean within-group variance of the image rewards: σ_R² ← ρ · σ_R² + (1 − ρ) · mean_groups Var(image rewards).
+"""
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ...models.prompt_editor import PromptEditorPolicy, PromptEdits
+from ...rl.advantages import compute_advantages
+from ...rl.losses import clipped_surrogate_loss
+
+
+if TYPE_CHECKING:
+    from .trainer import FlowRTPOTrainer
+
+
+def semantic_penalty(editor: PromptEditorPolicy, edits: PromptEdits) -> torch.Tensor:
+    """α · max(0, τ − sim(p, p')) per edit (N,); zero without a similarity function."""
+    if editor.similarity is None:
+        return torch.zeros(len(edits.edited))
+    similarity = editor.similarity(edits.original, edits.edited).float().cpu()
+    return editor.config.semantic_alpha * (editor.config.semantic_tau - similarity).clamp(min=0)
+
+
+def edit_rewards(image_rewards: torch.Tensor, penalty: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """R(p'): the mean reward of each edit's `num_generations` consecutive images (NaN-aware) minus its penalty."""
+    return torch.nanmean(image_rewards.view(-1, num_generations), dim=1) - penalty
+
+
+def update_radius(editor: PromptEditorPolicy, within_group_variance: float) -> float:
+    """Smooth σ_R² with the new mean within-group reward variance and return the new radius ε_t."""
+    rho = editor.config.radius_smoothing
+    editor.reward_variance.mul_(rho).add_((1 - rho) * within_group_variance)
+    return editor.radius
+
+
+def editor_step(trainer: "FlowRTPOTrainer", edits: PromptEdits, image_rewards: torch.Tensor) -> dict[str, float]:
+    """One clipped policy-gradient update of `trainer.prompt_editor` with the edits' group advantages; returns logs."""
+    args, accelerator = trainer.args, trainer.accelerator
+    editor = accelerator.unwrap_model(trainer.prompt_editor)
+    penalty = semantic_penalty(editor, edits)
+    rewards = edit_rewards(image_rewards, penalty, args.num_generations)
+    groups = torch.arange(len(rewards)) // args.num_edits_per_prompt
+    advantages = compute_advantages(rewards, groups, scale=args.scale_rewards).to(edits.deltas.device)
+    log_ratio = trainer.prompt_editor(edits.embeddings, edits.deltas) - edits.log_probs.detach()  # through DDP
+    loss, clipped = clipped_surrogate_loss(log_ratio, advantages, args.editor_epsilon)
+    trainer.editor_optimizer.zero_grad()
+    loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
+    trainer.editor_optimizer.step()
+    images_per_prompt = args.num_generations * args.num_edits_per_prompt
+    variance = torch.nan_to_num(image_rewards.view(-1, images_per_prompt).var(dim=1)).mean()
+    variance = accelerator.gather(variance.to(accelerator.device).reshape(1)).mean()  # one radius on every process
+    return {
+        "editor/loss": loss.mean().item(),
+        "editor/ratio": log_ratio.exp().mean().item(),
+        "editor/clip_fraction": clipped.float().mean().item(),
+        "editor/reward": torch.nanmean(rewards).item(),
+        "editor/semantic_penalty": penalty.mean().item(),
+        "editor/radius": update_radius(editor, variance.item()),
+    }
