@@ -48,8 +48,9 @@ def test_trajectory_scaling_rules_match_their_formulas():
 def test_sampled_dependency_is_clamped_k3():
     logp = torch.tensor([-1.0, -2.0, -0.5, -3.0])
     perturbed = torch.tensor([-1.0, -1.0, -30.0, -3.5])
-    x = (perturbed - logp).clamp(-20, 20)
-    torch.testing.assert_close(sampled_token_dependency(logp, perturbed), (x.exp() - x - 1).clamp(0, 10))
+    # x = log-ratio [0, 1, -29.5 -> -20, -0.5]; e^x - x - 1 = [0, e - 2, 19 (clamped to 10), e^-0.5 - 0.5]
+    expected = torch.tensor([0.0, 0.7182818, 10.0, 0.1065307])
+    torch.testing.assert_close(sampled_token_dependency(logp, perturbed), expected)
     assert sampled_token_dependency(logp, logp).abs().max() == 0
 
 
