@@ -12,10 +12,14 @@ from trl import TrlParser
 T = TypeVar("T")
 
 
-def parse_args(dataclass_types: tuple, tiny_defaults: dict[str, Any]) -> tuple:
-    """Parse the command line with `TrlParser` (`--config` YAML included). With `--tiny`, `tiny_defaults` replace
-    the dataclasses' defaults; a `--config` file and the command line still override them, in that order."""
+def parse_args(
+    dataclass_types: tuple, tiny_defaults: dict[str, Any], recipe_defaults: dict[str, Any] | None = None
+) -> tuple:
+    """Parse the command line with `TrlParser` (`--config` YAML included). `recipe_defaults` (a method's published
+    settings), then with `--tiny` `tiny_defaults`, replace the dataclasses' defaults; a `--config` file and the command
+    line still override them, in that order."""
     parser = TrlParser(dataclass_types)
+    parser.set_defaults_with_config(**(recipe_defaults or {}))
     if "--tiny" in sys.argv[1:]:
         parser.set_defaults_with_config(**tiny_defaults)
     return parser.parse_args_and_config()

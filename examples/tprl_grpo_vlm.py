@@ -32,7 +32,8 @@ python examples/tprl_grpo_vlm.py --tiny --output_dir outputs/tprl
 import os
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from example_utils import on_main_process, parse_args
+from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_accuracy_reward, colour_question_dataset
@@ -57,7 +58,7 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
     if script_args.tiny:
         from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl, vision_special_token_ids
 
-        model = save_tiny_qwen_vl(os.path.join(training_args.output_dir, "tiny-qwen2.5-vl"))
+        model = on_main_process(save_tiny_qwen_vl, os.path.join(training_args.output_dir, "tiny-qwen2.5-vl"))
         processing_class = load_qwen_vl_processor(model)
         # a random model cannot spell "red"; the dense token reward teaches it to read the image in a minute
         reward_funcs = [ColourTokenReward(training_args.max_completion_length)]
@@ -77,7 +78,7 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
         processing_class=processing_class,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     window = max(1, len(rewards) // 4)
     print(
@@ -89,69 +90,38 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
         trainer.push_to_hub()
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((TPRLScriptArguments, TPRLGRPOConfig, ModelConfig))
+# the released VPPO recipe's settings; a --config file and the command line override them
+RECIPE_DEFAULTS = {
+    "enable_perception_filtering": True,
+    "top_p_perception_tokens": 0.4,
+    "enable_trajectory_reweighting": True,
+    "trajectory_scaling_min": 0.9,
+    "epsilon": 0.2,
+    "epsilon_high": 0.28,
+    "num_generations": 8,
+    "beta": 0.0,
+    "online_filtering": True,
+    "filter_reward": "colour_accuracy_reward",
+    "filter_low": 0.01,
+    "filter_high": 0.99,
+}
+# a one-minute CPU run on a tiny random Qwen2.5-VL
+TINY_DEFAULTS = {
+    "use_cpu": True,
+    "bf16": False,
+    "online_filtering": False,
+    "num_generations": 4,
+    "per_device_train_batch_size": 16,
+    "max_completion_length": 4,
+    "max_steps": 120,
+    "learning_rate": 0.005,
+    "lr_scheduler_type": "constant",
+    "logging_steps": 10,
+    "report_to": ["none"],
+    "save_strategy": "no",
+    "seed": 0,
+}
 
 
 if __name__ == "__main__":
-    import sys
-
-    tiny = "--tiny" in sys.argv
-    # the released recipe's defaults, overridable on the command line; --tiny shrinks everything for a CPU run
-    defaults = [
-        "--enable_perception_filtering",
-        "True",
-        "--top_p_perception_tokens",
-        "0.4",
-        "--enable_trajectory_reweighting",
-        "True",
-        "--trajectory_scaling_min",
-        "0.9",
-        "--epsilon",
-        "0.2",
-        "--epsilon_high",
-        "0.28",
-        "--num_generations",
-        "8",
-        "--beta",
-        "0.0",
-        "--online_filtering",
-        "True",
-        "--filter_reward",
-        "colour_accuracy_reward",
-        "--filter_low",
-        "0.01",
-        "--filter_high",
-        "0.99",
-    ]
-    if tiny:
-        defaults += [
-            "--use_cpu",
-            "True",
-            "--bf16",
-            "False",
-            "--online_filtering",
-            "False",
-            "--num_generations",
-            "4",
-            "--per_device_train_batch_size",
-            "16",
-            "--max_completion_length",
-            "4",
-            "--max_steps",
-            "120",
-            "--learning_rate",
-            "0.005",
-            "--lr_scheduler_type",
-            "constant",
-            "--logging_steps",
-            "10",
-            "--report_to",
-            "none",
-            "--save_strategy",
-            "no",
-            "--seed",
-            "0",
-        ]
-    sys.argv = sys.argv[:1] + defaults + sys.argv[1:]
-    main(*make_parser().parse_args_and_config())
+    main(*parse_args((TPRLScriptArguments, TPRLGRPOConfig, ModelConfig), TINY_DEFAULTS, RECIPE_DEFAULTS))
