@@ -101,7 +101,7 @@ def test_num_train_epochs_sets_the_steps_and_zero_steps_is_an_error(sedd_path, t
     num_blocks = len(trainer.blocks)
     assert trainer.max_steps == 2 * math.ceil(num_blocks / 4)  # two passes over the blocks, 4 blocks a step
     # a pass visits every block once: the rows of the first epoch are a permutation
-    rows = [row for step in range(num_blocks // 4) for row in trainer._rows_for_step(step)]
+    rows = [row for step in range(num_blocks // 4) for row in trainer.rows_for_step(step)]
     assert len(set(rows)) == len(rows) == 4 * (num_blocks // 4)
     with pytest.raises(ValueError, match="train 0 steps"):
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, max_steps=-1, num_train_epochs=0), CORPUS, tokenizer)

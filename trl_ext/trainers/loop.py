@@ -222,7 +222,7 @@ class RLLoopTrainer:
                 )
         self.steps_per_epoch = num_rows / rows_per_global_step
 
-    def _rows_for_step(self, step: int) -> list[int]:
+    def rows_for_step(self, step: int) -> list[int]:
         """The training rows of this process at `step`: consecutive slices, one per process, of a stream of shuffled
         passes over the rows (pass e is a permutation seeded by `data_seed` (else `seed`) + e)."""
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
@@ -242,7 +242,7 @@ class RLLoopTrainer:
     def _sample_prompts(self, dataset, group_size: int) -> tuple[list[str], dict[str, list], torch.Tensor]:
         """This step's prompts, each repeated `group_size` times (a group), the other columns repeated alike, and the
         group id of every sample (N,)."""
-        examples = dataset.select(self._rows_for_step(self.state.global_step))
+        examples = dataset.select(self.rows_for_step(self.state.global_step))
 
         def repeat(values: list) -> list:
             return [value for value in values for _ in range(group_size)]
@@ -253,9 +253,10 @@ class RLLoopTrainer:
 
     # Optimisation
 
-    def _prepare(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
-        """Gradient checkpointing, the optimizer of `optim`, the scheduler of `lr_scheduler_type`, and
-        `accelerator.prepare`; sets `self.model`, `self.optimizer`, `self.lr_scheduler`, `self.trainable_params`."""
+    def _prepare(self, model: torch.nn.Module, params: list[torch.nn.Parameter] | list[dict]) -> None:
+        """Gradient checkpointing, the optimizer of `optim` (over `params`: parameters, or parameter groups as in
+        [`create_optimizer`]), the scheduler of `lr_scheduler_type`, and `accelerator.prepare`; sets `self.model`,
+        `self.optimizer`, `self.lr_scheduler`, `self.trainable_params`."""
         if self._forward_bypasses_wrapper and self.accelerator.distributed_type == DistributedType.FSDP:
             raise ValueError(f"{type(self).__name__} does not support FSDP; launch it with DDP or DeepSpeed.")
         if self.args.gradient_checkpointing or self.args.activation_checkpointing:  # (transformers 5 aliases)
@@ -275,17 +276,32 @@ class RLLoopTrainer:
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
 
     def create_optimizer(
-        self, params: list[torch.nn.Parameter], learning_rate: float | None = None
+        self, params: list[torch.nn.Parameter] | list[dict], learning_rate: float | None = None
     ) -> torch.optim.Optimizer:
         """The optimizer `optim` selects (with its betas, epsilon and `optim_args`, as `transformers.Trainer`), with
-        `weight_decay` on matrices and none on biases and norm weights."""
+        `weight_decay` on matrices and none on biases and norm weights.
+
+        `params` is a list of parameters, or of parameter groups as torch optimizers take them (`{"params": [...],
+        "lr": ...}`: e.g. a policy and a value model with their own learning rates); each group keeps its options and
+        is split by weight decay the same way. The scheduler scales every group's learning rate alike.
+        """
         optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args)
         if learning_rate is not None:
             kwargs["lr"] = learning_rate
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.args.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
+        params = list(params)
+        given = params if params and isinstance(params[0], dict) else [{"params": params}]
+        groups = []
+        for group in given:
+            options = {k: v for k, v in group.items() if k != "params"}
+            members = list(group["params"])
+            groups.append(
+                {
+                    "weight_decay": self.args.weight_decay,
+                    **options,
+                    "params": [p for p in members if p.ndim >= 2],
+                }
+            )
+            groups.append({**options, "params": [p for p in members if p.ndim < 2], "weight_decay": 0.0})
         return optimizer_cls([group for group in groups if group["params"]], **kwargs)
 
     def create_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:

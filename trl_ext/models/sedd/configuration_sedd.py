@@ -11,6 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`SEDDConfig`]: the architecture, graph and noise schedule of a SEDD model, read from and written to the published
+Hydra `config.json` layout."""
+
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -11,6 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""[`DiscreteDiffusionSFTConfig`]: the configuration of [`DiscreteDiffusionSFTTrainer`]."""
+
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -23,14 +25,26 @@ class DiscreteDiffusionSFTConfig(TrainingArguments):
 
     The text column is tokenized, an EOS is appended to each document, and the stream is cut into blocks of
     `block_size` tokens (SEDD's pretraining format). Each step draws `per_device_train_batch_size` blocks and
-    minimises the one-sample DWDSE (SEDD's own training loss). Training uses the [`~transformers.TrainingArguments`]
-    fields `learning_rate`, `max_steps`, `gradient_accumulation_steps`, `max_grad_norm`, `logging_steps`,
-    `save_steps`, `seed`, `report_to`, `push_to_hub` and `hub_model_id`.
+    minimises the one-sample DWDSE (SEDD's own training loss); an epoch (`num_train_epochs`) is one pass over the
+    blocks.
+
+    Parameters:
+        dataset_text_field (`str`, *optional*, defaults to `"text"`):
+            Column holding the training text.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per training sequence (>= 2).
+
+        > Overridden TrainingArguments defaults
+
+        learning_rate (`float`, *optional*, defaults to `3e-4`):
+            Learning rate of the optimizer (SEDD's).
+        bf16 (`bool`, *optional*, defaults to `False`):
+            bf16 mixed precision (off by default: fp32 on CPU).
     """
 
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the training text."})
     block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (SEDD: 3e-4)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the optimizer (SEDD: 3e-4)."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
 
     def __post_init__(self):

@@ -68,7 +68,7 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
 
     def training_step(self) -> dict[str, float]:
         """One optimizer step (or accumulation micro-step) on this step's blocks."""
-        rows = self._rows_for_step(self.state.global_step)
+        rows = self.rows_for_step(self.state.global_step)
         metrics = defaultdict(list)
         with self.optimizer_update(metrics):
             model = self.accelerator.unwrap_model(self.model)
