@@ -47,6 +47,8 @@ demo: $(STAMP)
 	done
 	@echo ">>> examples/flow_rtpo.py --tiny --mode flow_grpo --output_dir outputs/demo/flow_grpo"
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/flow_rtpo.py --tiny --mode flow_grpo --output_dir outputs/demo/flow_grpo
+	@echo ">>> python -m trl_ext.evaluation.image_edit --tiny --resume --output_dir outputs/demo/image_edit"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m trl_ext.evaluation.image_edit --tiny --resume --output_dir outputs/demo/image_edit
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info outputs

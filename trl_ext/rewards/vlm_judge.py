@@ -159,8 +159,13 @@ def load_vlm_processor(path: str | os.PathLike, **kwargs):
     try:
         return AutoProcessor.from_pretrained(path, **kwargs)
     except (ImportError, OSError, AttributeError, ValueError) as error:
-        model_type = AutoConfig.from_pretrained(path).model_type
-        class_name = PROCESSOR_MAPPING_NAMES.get(model_type)
+        class_name = None
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            if os.path.isfile(os.path.join(path, name)):
+                with open(os.path.join(path, name), encoding="utf-8") as f:
+                    class_name = class_name or json.load(f).get("processor_class")
+        if class_name is None and os.path.isfile(os.path.join(path, "config.json")):
+            class_name = PROCESSOR_MAPPING_NAMES.get(AutoConfig.from_pretrained(path).model_type)
         if class_name is None:
             raise
         import transformers

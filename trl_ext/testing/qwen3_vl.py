@@ -23,6 +23,7 @@ to 4-16 image tokens. The saved directory loads with `AutoModelForImageTextToTex
 
 import os
 
+import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -100,6 +101,7 @@ def save_tiny_qwen3_vl(path: str | os.PathLike, seed: int = 0) -> str:
         vision_start_token_id=special["vision_start"],
         vision_end_token_id=special["vision_end"],
     )
+    torch.manual_seed(seed)  # the layers init_tiny_weights leaves alone (convolutions, norms) are reproducible too
     model = Qwen3VLForConditionalGeneration(config)
     init_tiny_weights(model, seed)
     save_with_tokenizer(model, tokenizer, path)
