@@ -27,9 +27,13 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers.utils import logging
+
+
+if TYPE_CHECKING:
+    import torch
 
 
 logger = logging.get_logger(__name__)
@@ -211,6 +215,18 @@ def resolve_pretrained(
 
 
 _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\][^/\\]+$")
+
+
+def resolve_device_and_dtype(device: str | None, dtype: str) -> tuple[str, "torch.dtype"]:
+    """The device to load a model on (`device`, else CUDA when available, else CPU) and its dtype: `dtype="auto"` is
+    bf16 on a CUDA device that supports it and fp32 otherwise; any other value names a torch dtype (`"float16"`)."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype != "auto":
+        return device, getattr(torch, dtype)
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device, torch.bfloat16 if use_bf16 else torch.float32
 
 
 def model_card_name(name_or_path: str | os.PathLike | None) -> str | None:

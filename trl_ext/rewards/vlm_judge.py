@@ -251,18 +251,12 @@ class LocalVLMJudge:
         `dtype="auto"` is bfloat16 on a GPU that supports it, else float32. `attn_implementation="flash_attention_2"`
         falls back to SDPA, with a warning, when `flash_attn` is not installed. Other `kwargs` go to [`LocalVLMJudge`].
         """
-        import torch
         from transformers import AutoModelForImageTextToText
 
-        from ..hub import resolve_pretrained
+        from ..hub import resolve_device_and_dtype, resolve_pretrained
 
         path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype == "auto":
-            use_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            torch_dtype = torch.bfloat16 if use_bf16 else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        device, torch_dtype = resolve_device_and_dtype(device, dtype)
         if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
             logger.warning("flash_attention_2 was asked for but flash_attn is not installed: using SDPA.")
             attn_implementation = "sdpa"

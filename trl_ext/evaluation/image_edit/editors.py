@@ -47,19 +47,13 @@ class ImageEditor(Protocol):
 def load_image_edit_pipeline(model: str, sources=None, dtype: str = "auto", device: str | None = None):
     """Load a diffusers editing pipeline through `trl_ext.hub`, passing a torchvision-free processor when the pipeline
     has one (the Qwen-Image-Edit text encoder's Qwen2-VL processor cannot be loaded without torchvision otherwise)."""
-    import torch
     from diffusers import DiffusionPipeline
 
-    from ...hub import resolve_pretrained
+    from ...hub import resolve_device_and_dtype, resolve_pretrained
     from ...rewards.vlm_judge import load_vlm_processor
 
     path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        use_bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        torch_dtype = torch.bfloat16 if use_bf16 else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
+    device, torch_dtype = resolve_device_and_dtype(device, dtype)
     kwargs = {}
     with open(os.path.join(path, "model_index.json")) as f:
         index = json.load(f)
