@@ -33,6 +33,8 @@ _import_structure = {
     "trainers.flow_rtpo.trainer": ["FlowRTPOTrainer"],
     "trainers.tprl.config": ["TPRLGRPOConfig"],
     "trainers.tprl.trainer": ["TPRLGRPOTrainer"],
+    "trainers.ppo.config": ["PPOConfig"],
+    "trainers.ppo.trainer": ["PPOTrainer"],
 }
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from .models.vec2text_inversion import Vec2TextInverter
     from .trainers.flow_rtpo.config import FlowRTPOConfig
     from .trainers.flow_rtpo.trainer import FlowRTPOTrainer
+    from .trainers.ppo.config import PPOConfig
+    from .trainers.ppo.trainer import PPOTrainer
     from .trainers.sedd.ppo_config import DiscreteDiffusionPPOConfig
     from .trainers.sedd.ppo_trainer import DiscreteDiffusionPPOTrainer
     from .trainers.sedd.sft_config import DiscreteDiffusionSFTConfig

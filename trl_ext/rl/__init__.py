@@ -11,5 +11,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""RL maths shared by the trainers, by topic: advantages, KL, losses (and reward scoring). Every function works on
+"""RL maths shared by the trainers, by topic: advantages, GAE, KL, losses (and reward scoring). Every function works on
 plain tensors, so that it can be tested against its formula and reused by trainers of very different models."""

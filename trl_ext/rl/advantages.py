@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Advantages from rewards: group / batch normalisation (GRPO), RLOO, ReMax, REINFORCE++, online difficulty
-filtering, and the placement of an outcome reward on the last token."""
+filtering, the placement of an outcome reward on the last token, and masked whitening."""
 
 from typing import Literal
 
@@ -153,3 +153,37 @@ def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Te
     has_tokens = mask.sum(dim=1) > 0
     token_rewards[has_tokens, last[has_tokens]] = rewards[has_tokens].float()
     return token_rewards
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Whiten `values` with the mean and unbiased variance of its valid entries (TRL's PPO `masked_whiten`).
+
+    x̂ = (x − μ) / sqrt(σ² + eps), with μ and σ² = Σ(x − μ)² / (n − 1) over the n valid entries; with
+    `shift_mean=False` the mean is added back, x̂ + μ (TRL's reward whitening). Invalid entries are 0.
+
+    Args:
+        values (`torch.Tensor`):
+            Any shape.
+        mask (`torch.Tensor`):
+            Same shape, 1 (or `True`) for valid entries.
+        shift_mean (`bool`, *optional*, defaults to `True`):
+            Whether the result is centred.
+        eps (`float`, *optional*, defaults to `1e-8`):
+            Added to the variance.
+
+    Returns:
+        `torch.Tensor`: float32, the shape of `values`.
+    """
+    valid = mask.bool()
+    values = values.float()
+    count = valid.sum()
+    if count == 0:
+        return torch.zeros_like(values)
+    mean = values[valid].mean()
+    variance = ((values[valid] - mean) ** 2).sum() / (count - 1) if count > 1 else values.new_zeros(())
+    whitened = (values - mean) * torch.rsqrt(variance + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(valid, whitened, torch.zeros_like(whitened))

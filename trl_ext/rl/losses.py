@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Policy-gradient losses: the clipped surrogate of PPO with asymmetric (DAPO) and dual clipping."""
+"""Policy-gradient losses: the clipped surrogate of PPO with asymmetric (DAPO) and dual clipping, and the clipped
+value loss."""
 
 import torch
 
@@ -59,3 +60,32 @@ def clipped_surrogate_loss(
         loss = torch.where(dual, cap, loss)
         is_clipped = is_clipped | dual
     return loss, is_clipped
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped value loss, elementwise (TRL's PPOTrainer, OpenRLHF's `ValueLoss`).
+
+    loss = ½·max((V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)²); with `clip_range=None` it is ½·(V − R)².
+
+    Args:
+        values (`torch.Tensor`):
+            V, the current value predictions, any shape.
+        old_values (`torch.Tensor`):
+            V_old, the predictions made at rollout time.
+        returns (`torch.Tensor`):
+            R, the value targets.
+        clip_range (`float`, *optional*):
+            ε_v.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: the elementwise loss, and a boolean tensor marking where the clipped
+        term was the larger one.
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range is None:
+        return 0.5 * unclipped, torch.zeros_like(unclipped, dtype=torch.bool)
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.maximum(unclipped, clipped), clipped > unclipped

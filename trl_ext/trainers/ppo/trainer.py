@@ -1,0 +1,611 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""[`PPOTrainer`]: token-level PPO for causal LMs with a value model and GAE, on the loop base (`RLLoopTrainer`)."""
+
+import copy
+import json
+import math
+import os
+from collections import defaultdict
+
+import torch
+from accelerate.utils import DistributedType
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GenerationConfig
+from transformers.utils import logging
+
+from ...hub import model_card_name
+from ...rewards.reward_model import SequenceClassificationReward, is_conversational_prompt
+from ...rl.advantages import masked_whiten, outcome_token_rewards
+from ...rl.gae import compute_gae
+from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
+from ...rl.losses import clipped_surrogate_loss, clipped_value_loss
+from ..loop import RLLoopTrainer
+from .config import PPOConfig
+from .modeling import PolicyAndValueModel, load_value_model, sequence_log_probs, value_model_from
+
+
+logger = logging.get_logger(__name__)
+
+PPO_USAGE = """```python
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")
+policy = AutoModelForCausalLM.from_pretrained("{model_name}")
+value_model = AutoModelForSequenceClassification.from_pretrained("{model_name}", subfolder="value_model")
+```"""
+
+VALUE_MODEL_DIR = "value_model"
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+class PPOTrainer(RLLoopTrainer):
+    r"""
+    Token-level PPO for causal language models (RLHF): a policy, a frozen reference, a value model and a score.
+
+    One training step (one rollout batch of `local_batch_size` prompts per process):
+
+    1. sample a response per prompt (temperature `T`, no top-k / top-p filtering), cut after the stop token;
+    2. recompute log π (logits / T) by a forward, log π_ref with the reference (a frozen copy of the initial policy, or
+       the policy with its LoRA adapter disabled) and the values V_t, in no-grad batches;
+    3. score prompt + response with the reward model(s) and reward functions; subtract `missing_eos_penalty` from
+       responses without the stop token;
+    4. per-token rewards r_t = −β·KL_t, plus the score on the **last response token** (the stop token when present);
+       GAE (γ, λ) and returns; advantages whitened over the valid tokens;
+    5. `num_ppo_epochs` passes over shuffled mini-batches; each mini-batch is one optimizer step (its micro-batches of
+       `per_device_train_batch_size` accumulate) on L = L_clip + vf_coef · L_value, gradients clipped at
+       `max_grad_norm`, policy and value at their own learning rates.
+
+    The first mini-batch of the first epoch is on policy: its ratio is exactly 1 (logged as
+    `policy/on_policy_ratio_dev`, the largest |ρ − 1| there); with `critic_warmup_steps` the first batches train the
+    value model only.
+
+    The constructor takes TRL's last `PPOTrainer` signature, so a TRL script ports by changing its import.
+
+    Args:
+        args ([`PPOConfig`]): Configuration.
+        processing_class (tokenizer): The policy's tokenizer; it needs a pad token distinct from the stop token.
+        model (`str` or `PreTrainedModel`): The policy (a causal LM), or its path.
+        ref_model (`str` or `PreTrainedModel`, *optional*): The reference; defaults to a frozen copy of the policy
+            (with `peft_config`: the policy with its adapter disabled).
+        reward_model (model, path, callable or list of them): `*ForSequenceClassification` reward models
+            (`num_labels == 1`; re-tokenised with `reward_processing_class` or their own tokenizer, see
+            [`~trl_ext.rewards.reward_model.SequenceClassificationReward`]) and/or TRL-convention reward functions
+            `fn(prompts, completions, completion_ids, **columns) -> list[float | None]` (`None` leaves a sample
+            unscored: it stays out of every loss). Several are summed with `args.reward_weights`.
+        train_dataset (`datasets.Dataset`): A `prompt` column (text or conversational messages) or TRL's
+            pre-tokenised `input_ids`; other columns reach the reward functions.
+        value_model (`str` or `PreTrainedModel`, *optional*): A `*ForSequenceClassification` model (one label) whose
+            head is read at every token, or a causal LM (a zero head is added); defaults to the policy's backbone
+            (`value_model_init="policy"`) or the reward model's (`"reward_model"`).
+        data_collator, optimizers, callbacks: TRL's arguments; only their defaults are supported.
+        eval_dataset (`datasets.Dataset`, *optional*): Prompts for [`generate_completions`].
+        peft_config (`peft.PeftConfig`, *optional*): Train a LoRA adapter of the policy.
+        reward_processing_class (tokenizer, *optional*): The tokenizer of the reward model(s), when not their own.
+    """
+
+    _name = "PPO"
+
+    def __init__(
+        self,
+        args: PPOConfig,
+        processing_class,
+        model,
+        ref_model=None,
+        reward_model=None,
+        train_dataset: Dataset | None = None,
+        value_model=None,
+        data_collator=None,
+        eval_dataset: Dataset | None = None,
+        optimizers=(None, None),
+        callbacks=None,
+        peft_config=None,
+        reward_processing_class=None,
+    ):
+        if data_collator is not None or optimizers != (None, None) or callbacks:
+            raise ValueError(
+                "PPOTrainer builds its batches, optimizer (`optim`, `learning_rate`, `value_learning_rate`) and "
+                "scheduler (`lr_scheduler_type`) from args; data_collator, optimizers and callbacks are not supported."
+            )
+        super().__init__(args)
+        tokenizer, device = processing_class, self.accelerator.device
+        if tokenizer is None:
+            raise ValueError("processing_class (the policy's tokenizer) is required.")
+        self.processing_class = tokenizer
+        self.stop_token_id = args.stop_token_id if args.stop_token_id is not None else tokenizer.eos_token_id
+        if self.stop_token_id is None:
+            raise ValueError("The tokenizer has no eos_token_id: set stop_token_id.")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == self.stop_token_id:
+            raise ValueError(
+                f"The tokenizer's pad token ({tokenizer.pad_token!r}) must exist and differ from the stop token "
+                f"({tokenizer.convert_ids_to_tokens(self.stop_token_id)!r}): with pad == eos, masks and the score "
+                "position cannot be told from padding. Add one, e.g. tokenizer.add_special_tokens({'pad_token': "
+                "'<|pad|>'}) and resize the embeddings."
+            )
+        self.train_dataset = self._check_dataset(train_dataset, "train_dataset")
+        self.eval_dataset = self._check_dataset(eval_dataset, "eval_dataset") if eval_dataset is not None else None
+
+        # models
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model)
+        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
+        reward_models = reward_model if isinstance(reward_model, list) else [reward_model]
+        if reward_model is None or not reward_models:
+            raise ValueError("reward_model is required: a reward model, a reward function, or a list of them.")
+        reward_funcs = [self._reward_func(r, reward_processing_class) for r in reward_models]
+        if value_model is None:
+            if args.value_model_init == "reward_model":
+                source = next((f.model for f in reward_funcs if isinstance(f, SequenceClassificationReward)), None)
+                if source is None:
+                    raise ValueError("value_model_init='reward_model' needs a reward model among reward_model.")
+                value_model = value_model_from(source)
+            else:
+                value_model = value_model_from(model)
+        elif isinstance(value_model, str):
+            value_model = load_value_model(value_model)
+        else:
+            value_model = value_model_from(value_model) if getattr(value_model, "score", None) is None else value_model
+        for name, m in (("model", model), ("value_model", value_model)):
+            if m.get_input_embeddings().num_embeddings < len(tokenizer):
+                raise ValueError(
+                    f"{name} has {m.get_input_embeddings().num_embeddings} embeddings but the tokenizer "
+                    f"{len(tokenizer)} tokens: policy and value model share the policy's tokenizer."
+                )
+        if value_model.config.pad_token_id is None:
+            value_model.config.pad_token_id = tokenizer.pad_token_id
+        self.use_peft = peft_config is not None
+        if self.use_peft:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config, adapter_name=args.model_adapter_name or "default")
+        elif ref_model is None:
+            ref_model = copy.deepcopy(model)
+        if isinstance(ref_model, str):
+            ref_model = AutoModelForCausalLM.from_pretrained(ref_model)
+        from trl.trainer.utils import disable_dropout_in_model
+
+        for m in (model, value_model, ref_model):
+            if m is not None:
+                disable_dropout_in_model(m)  # the ratio of the first mini-batch must be exactly 1
+        self.ref_model = self._prepare_frozen(ref_model)
+        for func in reward_funcs:
+            if isinstance(func, SequenceClassificationReward):
+                func.model = self._prepare_frozen(func.model)
+        self._set_reward_funcs(reward_funcs, args.reward_weights)
+
+        # batch sizes, as TRL's PPOTrainer names them
+        world = self.accelerator.num_processes
+        args.world_size = world
+        args.local_mini_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        args.local_batch_size = args.local_mini_batch_size * args.num_mini_batches
+        args.micro_batch_size = args.per_device_train_batch_size * world
+        args.batch_size = args.local_batch_size * world
+        args.mini_batch_size = args.local_mini_batch_size * world
+        self._setup_data(len(self.train_dataset), args.local_batch_size)
+        if args.total_episodes is not None and args.max_steps <= 0:
+            self.max_steps = math.ceil(args.total_episodes / args.batch_size)
+        args.num_total_batches = self.max_steps
+        self.kl_ctl = (
+            AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon)
+            if args.kl_controller == "adaptive"
+            else FixedKLController(args.kl_coef)
+        )
+        self.generation_config = GenerationConfig(
+            max_new_tokens=args.response_length,
+            do_sample=True,
+            temperature=args.temperature,
+            top_k=0,
+            top_p=1.0,
+            min_p=None,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            eos_token_id=self.stop_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+        )
+
+        wrapper = PolicyAndValueModel(model, value_model).to(device)
+        wrapper.train()  # dropout is off; training mode keeps gradient checkpointing active
+        value_lr = args.value_learning_rate if args.value_learning_rate is not None else args.learning_rate
+        groups = [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate},
+            {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
+        ]
+        self._prepare(wrapper, [g for g in groups if g["params"]])
+        self._policy_params = set(groups[0]["params"])
+
+    # Set-up helpers
+
+    @staticmethod
+    def _check_dataset(dataset, name: str) -> Dataset:
+        if dataset is None:
+            raise ValueError(f"{name} is required.")
+        if "prompt" not in dataset.column_names and "input_ids" not in dataset.column_names:
+            raise ValueError(
+                f"{name} needs a 'prompt' column (text or conversational messages) or TRL's pre-tokenised "
+                f"'input_ids'; it has {dataset.column_names}."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"{name} is empty.")
+        return dataset
+
+    def _reward_func(self, reward, reward_processing_class):
+        """A reward model (or its path) as a [`SequenceClassificationReward`]; callables as they are."""
+        if isinstance(reward, str):
+            reward_tokenizer = reward_processing_class or AutoTokenizer.from_pretrained(reward)
+            reward = AutoModelForSequenceClassification.from_pretrained(reward)
+            return SequenceClassificationReward(reward, reward_tokenizer, self.args.local_rollout_forward_batch_size)
+        if isinstance(reward, torch.nn.Module):
+            if not hasattr(reward, "config"):
+                raise TypeError(f"reward_model {type(reward).__name__} is a module without a transformers config.")
+            return SequenceClassificationReward(
+                reward, reward_processing_class or self.processing_class, self.args.local_rollout_forward_batch_size
+            )
+        if not callable(reward):
+            raise TypeError(f"reward_model must be a model, a path or a callable, got {type(reward).__name__}.")
+        return reward
+
+    def _prepare_frozen(self, model):
+        """A frozen model on this process's device (DeepSpeed: a ZeRO-3 inference engine)."""
+        if model is None:
+            return None
+        model.eval().requires_grad_(False)
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            from trl.models import prepare_deepspeed
+
+            return prepare_deepspeed(model, self.accelerator)
+        return model.to(self.accelerator.device)
+
+    @property
+    def policy(self):
+        """The unwrapped policy (a `PeftModel` under LoRA)."""
+        return self.accelerator.unwrap_model(self.model).policy
+
+    @property
+    def value_model(self):
+        return self.accelerator.unwrap_model(self.model).value_model
+
+    # Rollout
+
+    def _encode_prompts(self, examples: Dataset) -> tuple[list, list[list[int]]]:
+        """The prompts in their dataset form (text or messages) and their token ids."""
+        tokenizer = self.processing_class
+        if "prompt" in examples.column_names:
+            prompts = examples["prompt"]
+            ids = []
+            for prompt in prompts:
+                if is_conversational_prompt(prompt):
+                    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                else:
+                    text = prompt
+                ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        else:
+            ids = [list(row) for row in examples["input_ids"]]
+            prompts = tokenizer.batch_decode(ids, skip_special_tokens=False)
+        if any(len(row) == 0 for row in ids):
+            raise ValueError("A prompt encodes to 0 tokens.")
+        return prompts, ids
+
+    def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        length = max(len(row) for row in ids)
+        tokens = torch.full((len(ids), length), self.processing_class.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), length), dtype=torch.long)
+        for i, row in enumerate(ids):
+            tokens[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, length - len(row) :] = 1
+        device = self.accelerator.device
+        return tokens.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generation_config) -> torch.Tensor:
+        from trl.models import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            self.model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+        ) as unwrapped:
+            sequences = unwrapped.policy.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
+            )
+        return sequences[:, prompt_ids.size(1) :]
+
+    def _truncate(self, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cut each response after its first stop token: responses with padding after it, the mask of valid tokens
+        (the stop token included) and whether the stop token was generated."""
+        is_stop = responses == self.stop_token_id
+        has_stop = is_stop.any(dim=1)
+        positions = torch.arange(responses.size(1), device=responses.device)
+        first_stop = torch.where(has_stop, is_stop.int().argmax(dim=1), responses.size(1) - 1)
+        mask = positions[None, :] <= first_stop[:, None]
+        responses = torch.where(mask, responses, self.processing_class.pad_token_id)
+        return responses, mask, has_stop
+
+    def _reference_log_probs(self, inputs: dict, responses: torch.Tensor, keep: int) -> torch.Tensor:
+        if self.ref_model is not None:
+            logits = self.ref_model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
+            return sequence_log_probs(logits, responses, self.args.temperature)
+        policy = self.policy
+        if self.args.ref_adapter_name:
+            policy.set_adapter(self.args.ref_adapter_name)
+            try:
+                logits = policy(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
+            finally:
+                policy.set_adapter(self.args.model_adapter_name or "default")
+        else:
+            with policy.disable_adapter():
+                logits = policy(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
+        return sequence_log_probs(logits, responses, self.args.temperature)
+
+    @torch.no_grad()
+    def _rollout(self, examples: Dataset) -> dict:
+        """Generate, score and compute the advantages of one rollout batch (this process's rows)."""
+        args, device = self.args, self.accelerator.device
+        prompts, ids = self._encode_prompts(examples)
+        prompt_ids, prompt_mask = self._left_pad(ids)
+        responses = self._generate(prompt_ids, prompt_mask, self.generation_config)
+        responses, mask, has_stop = self._truncate(responses)
+        sequences = torch.cat([prompt_ids, responses], dim=1)
+        attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        keep = responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
+
+        logps, ref_logps, values = [], [], []
+        for chunk in torch.arange(len(prompts), device=device).split(args.local_rollout_forward_batch_size):
+            inputs = {
+                "input_ids": sequences[chunk],
+                "attention_mask": attention_mask[chunk],
+                "position_ids": position_ids[chunk],
+            }
+            with self.accelerator.autocast():
+                logits, chunk_values = self.model(**inputs, logits_to_keep=keep)
+                logps.append(sequence_log_probs(logits[:, :-1], responses[chunk], args.temperature))
+                values.append(chunk_values[:, :-1])
+                ref_logps.append(self._reference_log_probs(inputs, responses[chunk], keep))
+        logps, ref_logps, values = torch.cat(logps), torch.cat(ref_logps), torch.cat(values)
+
+        completion_ids = [row[m].tolist() for row, m in zip(responses, mask)]
+        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        conversational = is_conversational_prompt(prompts[0])
+        completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+        columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
+        rewards_per_func, scores, unscored = self.scorer(
+            prompts, completions=completions, completion_ids=completion_ids, **columns
+        )
+        logs = self.scorer.logs(rewards_per_func, scores)
+        scores = scores.to(device)
+        if args.missing_eos_penalty is not None:
+            scores = torch.where(has_stop, scores, scores - args.missing_eos_penalty)
+        unscored = unscored.to(device)
+        scored_tokens = mask & ~unscored[:, None]
+
+        beta = self.kl_ctl.coef
+        kl = torch.where(mask, kl_divergence(logps, ref_logps, args.kl_estimator), 0.0)
+        non_score_rewards = -beta * kl
+        token_rewards = non_score_rewards + outcome_token_rewards(torch.nan_to_num(scores, nan=0.0), mask)
+        if args.whiten_rewards:
+            token_rewards = masked_whiten(token_rewards, scored_tokens, shift_mean=False)
+        advantages, returns = compute_gae(token_rewards, values, mask, args.gamma, args.lam)
+        advantages = masked_whiten(advantages, scored_tokens)
+
+        scored = ~unscored
+        mean_score = scores[scored].mean() if scored.any() else torch.tensor(float("nan"), device=device)
+        token_kl_sum = self.accelerator.reduce(torch.stack([kl.sum(), mask.sum().float()]), reduction="sum")
+        logs.update(
+            {
+                "objective/kl": kl.sum(1).mean().item(),
+                "objective/entropy": torch.where(mask, -logps, 0.0).sum(1).mean().item(),
+                "objective/non_score_reward": non_score_rewards.sum(1).mean().item(),
+                "objective/rlhf_reward": (mean_score + non_score_rewards.sum(1).mean()).item(),
+                "objective/scores": mean_score.item(),
+                "objective/kl_coef": beta,
+                "val/num_eos_tokens": self.accelerator.reduce(has_stop.sum(), reduction="sum").item(),
+                "val/response_length": mask.sum(1).float().mean().item(),
+                "episode": (self.state.global_step + 1) * args.batch_size,
+            }
+        )
+        self.kl_ctl.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), args.batch_size)
+        return {
+            "prompts": prompts,
+            "completions": texts,
+            "sequences": sequences,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "responses": responses,
+            "mask": mask,
+            "weights": scored_tokens.float(),
+            "logps": logps,
+            "ref_logps": ref_logps,
+            "values": values,
+            "scores": scores,
+            "token_rewards": token_rewards,
+            "advantages": advantages,
+            "returns": returns,
+            "unscored": unscored,
+            "logs": logs,
+        }
+
+    # Update
+
+    def training_step(self) -> dict[str, float]:
+        """One rollout batch, then `num_ppo_epochs` passes of mini-batch updates."""
+        args = self.args
+        examples = self.train_dataset.select(self.rows_for_step(self.state.global_step))
+        batch = self._rollout(examples)
+        logs = batch["logs"]
+        self._maybe_log_completions(batch)
+        if not self.any_process_scored(batch["unscored"]):  # no score anywhere: no update
+            self.skipped_steps += 1
+            return logs
+        warmup = self.state.global_step < args.critic_warmup_steps
+        keep = batch["responses"].size(1) + 1
+        metrics = defaultdict(list)
+        size = len(batch["prompts"])
+        for epoch in range(args.num_ppo_epochs):
+            order = torch.randperm(size, generator=self._generator).to(self.accelerator.device)
+            for mini_start in range(0, size, args.local_mini_batch_size):
+                mini_batch = order[mini_start : mini_start + args.local_mini_batch_size]
+                for micro_start in range(0, len(mini_batch), args.per_device_train_batch_size):
+                    index = mini_batch[micro_start : micro_start + args.per_device_train_batch_size]
+                    first = epoch == 0 and mini_start == 0
+                    with self.optimizer_update(metrics):
+                        self._micro_batch_loss(batch, index, keep, warmup, first, metrics)
+        logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
+        return logs
+
+    def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics) -> None:
+        args = self.args
+        with self.accelerator.autocast():
+            logits, values = self.model(
+                input_ids=batch["sequences"][index],
+                attention_mask=batch["attention_mask"][index],
+                position_ids=batch["position_ids"][index],
+                logits_to_keep=keep,
+            )
+        logits, values = logits[:, :-1], values[:, :-1]
+        logps = sequence_log_probs(logits, batch["responses"][index], args.temperature)
+        weights, mask = batch["weights"][index], batch["mask"][index]
+        log_ratio = logps - batch["logps"][index]
+        policy_losses, clipped = clipped_surrogate_loss(
+            log_ratio, batch["advantages"][index], args.cliprange, dual_clip=args.dual_clip
+        )
+        value_losses, value_clipped = clipped_value_loss(
+            values, batch["values"][index], batch["returns"][index], args.cliprange_value
+        )
+        policy_loss, value_loss = _masked_mean(policy_losses, weights), _masked_mean(value_losses, weights)
+        loss = (0.0 if warmup else 1.0) * policy_loss + args.vf_coef * value_loss
+        self.accelerator.backward(loss)
+        if warmup:  # critic warm-up: the policy's parameters get no update at all (no gradient, no weight decay)
+            for param in self.trainable_params:
+                if param in self._policy_params:
+                    param.grad = None
+        with torch.no_grad():
+            from trl.trainer.utils import entropy_from_logits
+
+            ratio = log_ratio.exp()
+            if first:
+                dev = torch.where(mask, (ratio - 1).abs(), 0.0).max()
+                metrics["policy/on_policy_ratio_dev"].append(dev.item())
+            metrics["policy/approxkl_avg"].append(_masked_mean(0.5 * log_ratio**2, mask).item())
+            metrics["policy/clipfrac_avg"].append(_masked_mean(clipped.float(), mask).item())
+            metrics["loss/policy_avg"].append(policy_loss.item())
+            metrics["loss/value_avg"].append(value_loss.item())
+            metrics["loss"].append(loss.item())
+            metrics["val/clipfrac_avg"].append(_masked_mean(value_clipped.float(), mask).item())
+            entropy = entropy_from_logits(logits.float() / args.temperature)
+            metrics["policy/entropy_avg"].append(_masked_mean(entropy, mask).item())  # real tokens only
+            metrics["val/ratio"].append(_masked_mean(ratio, mask).item())
+            metrics["val/ratio_var"].append(_masked_mean((ratio - _masked_mean(ratio, mask)) ** 2, mask).item())
+
+    # Completions
+
+    def _maybe_log_completions(self, batch: dict) -> None:
+        args = self.args
+        if not args.num_sample_generations or not self.accelerator.is_main_process:
+            return
+        every = max(1, self.max_steps // args.num_sample_generations)
+        if self.state.global_step % every:
+            return
+        rows = [
+            {"step": self.state.global_step, "prompt": p, "completion": c, "score": s}
+            for p, c, s in zip(batch["prompts"], batch["completions"], batch["scores"].tolist())
+        ][: args.num_completions_to_print]
+        self._write_completions(rows)
+
+    def _write_completions(self, rows: list[dict]) -> None:
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(os.path.join(self.args.output_dir, "completions.jsonl"), "a") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=str) + "\n")
+        if "wandb" in self.args.report_to:
+            import wandb
+
+            table = wandb.Table(columns=list(rows[0]), data=[[str(v) for v in row.values()] for row in rows])
+            self.accelerator.get_tracker("wandb").log({"completions": table}, step=self.state.global_step)
+
+    @torch.no_grad()
+    def generate_completions(self, sampling: bool = False) -> list[dict]:
+        """Complete the prompts of `eval_dataset` (else the first rollout batch of the training rows) greedily (or
+        sampled with `sampling=True`), score them, write them to `output_dir/completions.jsonl` (and a wandb table)
+        and return them; as TRL's PPOTrainer.generate_completions."""
+        dataset = self.eval_dataset or self.train_dataset
+        config = copy.deepcopy(self.generation_config)
+        if not sampling:
+            config.do_sample, config.temperature, config.top_k, config.top_p = False, None, None, None
+        rows = []
+        for start in range(0, len(dataset), self.args.local_rollout_forward_batch_size):
+            examples = dataset.select(
+                range(start, min(start + self.args.local_rollout_forward_batch_size, len(dataset)))
+            )
+            prompts, ids = self._encode_prompts(examples)
+            responses, mask, _ = self._truncate(self._generate(*self._left_pad(ids), config))
+            texts = self.processing_class.batch_decode(
+                [row[m].tolist() for row, m in zip(responses, mask)], skip_special_tokens=True
+            )
+            completions = (
+                [[{"role": "assistant", "content": t}] for t in texts]
+                if is_conversational_prompt(prompts[0])
+                else texts
+            )
+            columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
+            _, scores, _ = self.scorer(prompts, completions=completions, **columns)
+            rows.extend(
+                {"step": self.state.global_step, "prompt": p, "completion": c, "score": s}
+                for p, c, s in zip(prompts, texts, scores.tolist())
+            )
+        if self.accelerator.is_main_process and rows:
+            self._write_completions(rows)
+        return rows
+
+    # Checkpoints and outputs
+
+    def _process_state(self) -> dict:
+        return {**super()._process_state(), "kl_coef": self.kl_ctl.coef}
+
+    def _load_process_state(self, state: dict) -> None:
+        super()._load_process_state(state)
+        self.kl_ctl.coef = state["kl_coef"]
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Save the policy (a LoRA adapter merged into its weights) and the tokenizer to `output_dir`, the value model
+        to `output_dir/value_model` (both load with `from_pretrained`), and the model card."""
+        output_dir = output_dir or self.args.output_dir
+        state = self.accelerator.get_state_dict(self.model)  # every process takes part (ZeRO-3 gathers)
+        if not self.accelerator.is_main_process:
+            return
+        wrapper = self.accelerator.unwrap_model(self.model)
+        os.makedirs(output_dir, exist_ok=True)
+        if self.use_peft:
+            copy.deepcopy(wrapper.policy).merge_and_unload().save_pretrained(output_dir)
+        else:
+            policy_state = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
+            wrapper.policy.save_pretrained(output_dir, state_dict=policy_state)
+        value_state = {k[len("value_model.") :]: v for k, v in state.items() if k.startswith("value_model.")}
+        wrapper.value_model.save_pretrained(os.path.join(output_dir, VALUE_MODEL_DIR), state_dict=value_state)
+        self.processing_class.save_pretrained(output_dir)
+        self.processing_class.save_pretrained(os.path.join(output_dir, VALUE_MODEL_DIR))
+        a = self.args
+        self._write_model_card(
+            output_dir,
+            self.base_model_name,
+            summary=(
+                "A causal language model fine-tuned with `trl_ext.PPOTrainer`: token-level PPO (Ouyang et al. 2022) "
+                f"with a value model and GAE (γ = {a.gamma}, λ = {a.lam}), a per-token KL penalty to the initial model "
+                f"({a.kl_estimator}, β = {a.kl_coef}, {a.kl_controller}) and the score on the last response token. The "
+                f"value model is in `{VALUE_MODEL_DIR}/`."
+            ),
+            usage=PPO_USAGE,
+            tags=["ppo", "rlhf"],
+        )
