@@ -41,6 +41,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -433,7 +434,9 @@ class RLLoopTrainer:
         while self.state.global_step < self.max_steps:
             learning_rate = self.lr_scheduler.get_last_lr()[0]
             logs = self.training_step()
-            self.lr_scheduler.step()
+            with warnings.catch_warnings():  # a step without an update (nothing scored) still advances the schedule
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                self.lr_scheduler.step()
             self.state.global_step += 1
             self.state.epoch = self.state.global_step / self.steps_per_epoch
             logs = self._gather_logs({**logs, "learning_rate": learning_rate})
