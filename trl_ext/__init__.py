@@ -35,6 +35,8 @@ _import_structure = {
     "trainers.tprl.trainer": ["TPRLGRPOTrainer"],
     "trainers.ppo.config": ["PPOConfig"],
     "trainers.ppo.trainer": ["PPOTrainer"],
+    "pipelines.config": ["RLHFConfig"],
+    "pipelines.pipeline": ["RLHFPipeline"],
 }
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from .models.prompt_editor import PromptEditorPolicy
     from .models.sedd import SEDDConfig, SEDDModel
     from .models.vec2text_inversion import Vec2TextInverter
+    from .pipelines.config import RLHFConfig
+    from .pipelines.pipeline import RLHFPipeline
     from .trainers.flow_rtpo.config import FlowRTPOConfig
     from .trainers.flow_rtpo.trainer import FlowRTPOTrainer
     from .trainers.ppo.config import PPOConfig

@@ -72,7 +72,11 @@ class PolicyAndValueModel(nn.Module):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
-        self.critic_head = value_head(value_model)
+        value_head(value_model)
+
+    @property
+    def critic_head(self) -> nn.Module:
+        return value_head(self.value_model)
 
     @property
     def critic_backbone(self) -> nn.Module:
@@ -96,7 +100,10 @@ class PolicyAndValueModel(nn.Module):
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return bool(getattr(self.policy, "is_gradient_checkpointing", False))
+        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # (transformers 5 renamed it)
+            if hasattr(type(self.policy), name) or hasattr(self.policy, name):
+                return bool(getattr(self.policy, name))
+        return False
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}

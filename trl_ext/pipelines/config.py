@@ -1,0 +1,174 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""[`RLHFConfig`]: one configuration for the three stages of [`RLHFPipeline`], from a dict, JSON or YAML."""
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..trainers.validation import check_literal_fields, check_ranges
+
+
+@dataclass
+class RLHFConfig:
+    r"""
+    Configuration of [`RLHFPipeline`]: supervised fine-tuning (`trl.SFTTrainer`), reward-model training
+    (`trl.RewardTrainer`) and PPO ([`PPOTrainer`]), each stage starting from the previous one's weights.
+
+    Parameters:
+        > Model and run
+
+        model_name (`str`): The base causal LM (Hub id or directory).
+        tokenizer_path (`str`, *optional*): Its tokenizer; defaults to `model_name`.
+        device (`Literal["auto", "cpu", "cuda"]`, *optional*, defaults to `"auto"`): `"auto"` trains on CUDA when
+            available, else on CPU (bf16 only on CUDA with bf16 support).
+        max_length (`int`, *optional*, defaults to `512`): Maximum tokens of an SFT sample and of a reward pair
+            (longer pairs are dropped by RewardTrainer).
+        save_dir (`str`, *optional*, defaults to `"rlhf_output"`): Holds `sft/`, `reward_model/`, `ppo/` (checkpoints
+            and `final/`) and `logs/` (config snapshot, log file, `eval.json`).
+        save_interval (`int`, *optional*, defaults to `50`): Optimizer steps (SFT, reward) or rollout batches (PPO)
+            between checkpoints.
+        log_level (`Literal["debug", "info", "warning", "error"]`, *optional*, defaults to `"info"`).
+        seed (`int`, *optional*, defaults to `42`).
+
+        > SFT (skipped without `sft_data_path`: the reward model and PPO then start from `model_name`)
+
+        sft_data_path (`str`, *optional*): JSON / JSONL (rows with `messages`, or `prompt` + `completion`) or a Hub id.
+        sft_epochs (`int`, defaults to `3`), sft_batch_size (`int`, defaults to `8`), sft_lr (`float`, defaults to
+        `5e-5`).
+
+        > Reward model
+
+        reward_data_path (`str`): Rows with `chosen` and `rejected` (and `prompt`, optional `margin`).
+        reward_epochs (`int`, defaults to `1`), reward_batch_size (`int`, defaults to `8`), reward_lr (`float`,
+        defaults to `1e-5`).
+        freeze_reward_backbone (`bool`, defaults to `False`): Train the reward head (`score`) only.
+
+        > PPO
+
+        ppo_data_path (`str`): JSONL objects with a `prompt`, or bare JSON strings.
+        ppo_iterations (`int`, defaults to `100`): Rollout batches.
+        ppo_batch_size (`int`, defaults to `8`): Prompts per rollout batch (per process).
+        ppo_mini_batch_size (`int`, defaults to `4`): Prompts per optimizer step; divides `ppo_batch_size`.
+        ppo_epochs (`int`, defaults to `4`): PPO epochs per rollout batch.
+        ppo_lr_policy (`float`, defaults to `1e-6`), ppo_lr_value (`float`, defaults to `1e-5`).
+
+        > Per-stage overrides and evaluation
+
+        sft_args (`dict`), reward_args (`dict`), ppo_args (`dict`): Any `SFTConfig` / `RewardConfig` / `PPOConfig`
+            field, applied last (e.g. `{"center_rewards_coefficient": 0.01}`, `{"response_length": 32}`).
+        eval_sft_data_path (`str`, *optional*): Held-out SFT rows: perplexity of the SFT and PPO models.
+        eval_reward_data_path (`str`, *optional*): Held-out pairs: reward-model accuracy.
+        eval_ppo_data_path (`str`, *optional*): Held-out prompts (optional `reference`): reward-model score of greedy
+            completions before (SFT) and after PPO, and BLEU / ROUGE against the references.
+    """
+
+    model_name: str = field(metadata={"help": "Base causal LM (Hub id or directory)."})
+    tokenizer_path: str | None = field(default=None, metadata={"help": "Tokenizer; defaults to model_name."})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
+    sft_data_path: str | None = field(default=None, metadata={"help": "SFT data: JSON/JSONL or a Hub dataset."})
+    sft_epochs: float = field(default=3, metadata={"help": "SFT epochs."})
+    sft_batch_size: int = field(default=8, metadata={"help": "SFT batch size per device."})
+    sft_lr: float = field(default=5e-5, metadata={"help": "SFT learning rate."})
+    reward_data_path: str | None = field(default=None, metadata={"help": "Preference pairs: JSON/JSONL or Hub id."})
+    reward_epochs: float = field(default=1, metadata={"help": "Reward-model epochs."})
+    reward_lr: float = field(default=1e-5, metadata={"help": "Reward-model learning rate."})
+    reward_batch_size: int = field(default=8, metadata={"help": "Reward-model batch size per device."})
+    freeze_reward_backbone: bool = field(default=False, metadata={"help": "Train the reward head only."})
+    ppo_data_path: str | None = field(default=None, metadata={"help": "PPO prompts: JSONL objects or strings."})
+    ppo_iterations: int = field(default=100, metadata={"help": "PPO rollout batches."})
+    ppo_lr_policy: float = field(default=1e-6, metadata={"help": "PPO policy learning rate."})
+    ppo_lr_value: float = field(default=1e-5, metadata={"help": "PPO value-model learning rate."})
+    ppo_batch_size: int = field(default=8, metadata={"help": "Prompts per PPO rollout batch (per process)."})
+    ppo_mini_batch_size: int = field(default=4, metadata={"help": "Prompts per PPO optimizer step."})
+    ppo_epochs: int = field(default=4, metadata={"help": "PPO epochs per rollout batch."})
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens of an SFT sample / reward pair."})
+    save_dir: str = field(default="rlhf_output", metadata={"help": "Output directory of all stages."})
+    save_interval: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"help": "Log level."})
+    seed: int = field(default=42, metadata={"help": "Random seed of every stage."})
+    sft_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra SFTConfig fields."})
+    reward_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra RewardConfig fields."})
+    ppo_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra PPOConfig fields."})
+    eval_sft_data_path: str | None = field(default=None, metadata={"help": "Held-out SFT rows (perplexity)."})
+    eval_reward_data_path: str | None = field(default=None, metadata={"help": "Held-out pairs (RM accuracy)."})
+    eval_ppo_data_path: str | None = field(default=None, metadata={"help": "Held-out prompts (+ references)."})
+
+    def __post_init__(self):
+        check_literal_fields(self)
+        check_ranges(
+            self,
+            at_least_one=(
+                "sft_batch_size",
+                "reward_batch_size",
+                "ppo_iterations",
+                "ppo_batch_size",
+                "ppo_mini_batch_size",
+                "ppo_epochs",
+                "max_length",
+                "save_interval",
+            ),
+            positive=("sft_epochs", "reward_epochs", "sft_lr", "reward_lr", "ppo_lr_policy", "ppo_lr_value"),
+        )
+        if self.ppo_batch_size % self.ppo_mini_batch_size:
+            raise ValueError(
+                f"ppo_mini_batch_size={self.ppo_mini_batch_size} must divide ppo_batch_size={self.ppo_batch_size}."
+            )
+        for name in ("sft_args", "reward_args", "ppo_args"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict of config fields, got {type(getattr(self, name)).__name__}.")
+        self._check_stage_fields()
+
+    def _check_stage_fields(self) -> None:
+        """A key of `sft_args` / `reward_args` / `ppo_args` that is not a field of its config class is an error."""
+        from trl import RewardConfig, SFTConfig
+
+        from ..trainers.ppo.config import PPOConfig
+
+        for name, cls in (("sft_args", SFTConfig), ("reward_args", RewardConfig), ("ppo_args", PPOConfig)):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(getattr(self, name)) - known)
+            if unknown:
+                raise ValueError(f"{name} has keys that are not {cls.__name__} fields: {unknown}.")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RLHFConfig":
+        """Build from a dict; a key that is not a field is an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown RLHFConfig keys: {unknown}. Known keys: {sorted(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "RLHFConfig":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "RLHFConfig":
+        import yaml
+
+        with open(path) as f:
+            return cls.from_dict(yaml.safe_load(f) or {})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "RLHFConfig":
+        """JSON, or YAML for `.yaml` / `.yml`."""
+        return cls.from_yaml(path) if str(path).endswith((".yaml", ".yml")) else cls.from_json(path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
