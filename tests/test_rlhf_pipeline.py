@@ -142,3 +142,24 @@ def test_bleu_and_rouge_against_hand_computed_values():
     assert scores["rouge1"] == pytest.approx(2 / 3)
     assert scores["rouge2"] == pytest.approx(4 / 7)
     assert scores["rougeL"] == pytest.approx(2 / 3)
+
+
+def test_example_runs_all_stages_offline_with_tiny(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "example"
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "rlhf_pipeline.py"), "--tiny", "--output_dir", str(out)]
+        + ["--sft_epochs", "2", "--reward_epochs", "2", "--ppo_iterations", "3", "--save_interval", "2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PPO reward-model score" in result.stdout
+    assert json.loads((out / "logs" / "eval.json").read_text())["reward_model/accuracy"] >= 0.5
+    assert (out / "ppo" / "checkpoint-2").is_dir() and (out / "ppo" / "final" / "stage_complete.json").is_file()

@@ -19,6 +19,7 @@ import math
 import os
 
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
@@ -53,10 +54,12 @@ class RLHFPipeline:
         elif isinstance(config, (str, os.PathLike)):
             config = RLHFConfig.from_file(config)
         self.config = config
+        self.state = PartialState()  # under `accelerate launch` every process runs the stages; one writes the files
         self.logs_dir = os.path.join(config.save_dir, "logs")
         os.makedirs(self.logs_dir, exist_ok=True)
-        with open(os.path.join(self.logs_dir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
+        if self.state.is_main_process:
+            with open(os.path.join(self.logs_dir, "config.json"), "w") as f:
+                json.dump(config.to_dict(), f, indent=2)
         self._attach_log_file()
         if config.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available.")
@@ -88,8 +91,11 @@ class RLHFPipeline:
         return os.path.isfile(os.path.join(self.final_dir(stage), DONE_MARKER))
 
     def _mark_done(self, stage: str, metrics: dict) -> None:
-        with open(os.path.join(self.final_dir(stage), DONE_MARKER), "w") as f:
-            json.dump({"stage": stage, **metrics}, f, indent=2)
+        self.state.wait_for_everyone()  # every process saved its part of the model
+        if self.state.is_main_process:
+            with open(os.path.join(self.final_dir(stage), DONE_MARKER), "w") as f:
+                json.dump({"stage": stage, **metrics}, f, indent=2)
+        self.state.wait_for_everyone()
 
     def _resume_checkpoint(self, stage: str) -> str | None:
         directory = self.stage_dir(stage)
@@ -163,7 +169,8 @@ class RLHFPipeline:
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
         trainer.save_model(self.final_dir(stage))
-        tokenizer.save_pretrained(self.final_dir(stage))
+        if self.state.is_main_process:
+            tokenizer.save_pretrained(self.final_dir(stage))
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
 
@@ -199,7 +206,8 @@ class RLHFPipeline:
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
         trainer.save_model(self.final_dir(stage))
-        tokenizer.save_pretrained(self.final_dir(stage))
+        if self.state.is_main_process:
+            tokenizer.save_pretrained(self.final_dir(stage))
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
 
@@ -294,8 +302,9 @@ class RLHFPipeline:
                     if references is not None:
                         results[f"{name}/bleu"] = bleu(completions, references)
                         results.update({f"{name}/{k}": v for k, v in rouge(completions, references).items()})
-        with open(os.path.join(self.logs_dir, "eval.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        if self.state.is_main_process:
+            with open(os.path.join(self.logs_dir, "eval.json"), "w") as f:
+                json.dump(results, f, indent=2)
         logger.info(f"evaluation: {json.dumps(results)}")
         return results
 
