@@ -82,7 +82,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         super().__init__(args)
         if isinstance(pipeline, str):
             weight_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
-            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline, torch_dtype=weight_dtype)
+            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline, dtype=weight_dtype)
             pipeline.vae.to(torch.float32)  # decode in fp32, as Flow-GRPO does
         self.pipeline = pipeline.to(self.accelerator.device)
         self.pipeline.set_progress_bar_config(disable=True)
