@@ -342,3 +342,27 @@ def test_two_processes_keep_identical_weights_and_draw_different_prompts(tiny, l
     assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"]
     assert json.dumps(ranks[0]["metrics"]) == json.dumps(ranks[1]["metrics"])  # gathered before logging
     assert os.path.isdir(ranks[0]["saved"])
+
+
+def test_gradient_checkpointing_value_model_from_a_causal_lm_path_and_generate_completions(tiny, tmp_path):
+    eval_prompts = Dataset.from_dict({"prompt": ["Q100:", "Q101:", "Q102:"]})
+    tokenizer = AutoTokenizer.from_pretrained(tiny["policy"])
+    trainer = PPOTrainer(
+        make_args(tmp_path, gradient_checkpointing=True),
+        tokenizer,
+        tiny["policy"],
+        None,
+        letter_a_frequency,
+        prompts(),
+        value_model=tiny["policy"],  # a causal LM's directory: its backbone with a zero value head
+        eval_dataset=eval_prompts,
+    )
+    assert trainer.value_model.score.weight.abs().sum() == 0
+    trainer.train()
+    assert trainer.state.log_history[0]["policy/on_policy_ratio_dev"] == 0.0
+    assert trainer.accelerator.unwrap_model(trainer.model).is_gradient_checkpointing
+    rows = trainer.generate_completions()
+    assert [row["prompt"] for row in rows] == ["Q100:", "Q101:", "Q102:"]
+    assert all(isinstance(row["completion"], str) and row["score"] >= 0 for row in rows)
+    logged = [json.loads(line) for line in open(os.path.join(trainer.args.output_dir, "completions.jsonl"))]
+    assert logged[-3:] == rows and logged[0]["step"] == 0  # the training step's sample table comes first
