@@ -112,6 +112,10 @@ def test_first_mini_batch_is_on_policy_and_optimizer_steps_per_mini_batch(tiny, 
         "val/clipfrac_avg",
         "policy/entropy_avg",
         "val/num_eos_tokens",
+        "val/ratio_var",
+        "episode",
+        "lr",
+        "eps",
         "grad_norm",
     ):
         assert name in logs and logs[name] == logs[name], name

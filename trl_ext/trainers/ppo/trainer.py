@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import os
+import time
 from collections import defaultdict
 
 import torch
@@ -441,10 +442,11 @@ class PPOTrainer(RLLoopTrainer):
 
     def training_step(self) -> dict[str, float]:
         """One rollout batch, then `num_ppo_epochs` passes of mini-batch updates."""
-        args = self.args
+        args, start = self.args, time.perf_counter()
         examples = self.train_dataset.select(self.rows_for_step(self.state.global_step))
         batch = self._rollout(examples)
         logs = batch["logs"]
+        logs["lr"] = self.lr_scheduler.get_last_lr()[0]  # TRL's name (the loop also logs learning_rate)
         self._maybe_log_completions(batch)
         if not self.any_process_scored(batch["unscored"]):  # no score anywhere: no update
             self.skipped_steps += 1
@@ -463,6 +465,7 @@ class PPOTrainer(RLLoopTrainer):
                     with self.optimizer_update(metrics):
                         self._micro_batch_loss(batch, index, keep, warmup, first, metrics)
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
+        logs["eps"] = args.batch_size / (time.perf_counter() - start)  # episodes per second, as TRL
         return logs
 
     def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics) -> None:
