@@ -22,6 +22,7 @@ _import_structure = {
     "clip_score": ["CLIPScoreReward"],
     "flow_rtpo": ["FlowRTPOReward", "VLMContinuation", "cvar_reward"],
     "latex": ["LaTeXReward"],
+    "reward_model": ["SequenceClassificationReward"],
     "score_parsing": ["parse_score"],
     "similarity": ["SemanticSimilarityReward"],
     "toxicity": ["DETOXIFY_HEADS", "ToxicityReward"],
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .clip_score import CLIPScoreReward
     from .flow_rtpo import FlowRTPOReward, VLMContinuation, cvar_reward
     from .latex import LaTeXReward
+    from .reward_model import SequenceClassificationReward
     from .score_parsing import parse_score
     from .similarity import SemanticSimilarityReward
     from .toxicity import DETOXIFY_HEADS, ToxicityReward
