@@ -144,13 +144,26 @@ class RLHFPipeline:
         outputs["ppo"] = self.run_ppo_training()
         return outputs
 
+    def _done_already(self, stage: str) -> bool:
+        if self.is_done(stage):
+            logger.info(f"{stage}: done already ({self.final_dir(stage)}), skipped")
+        return self.is_done(stage)
+
+    def _train(self, stage: str, trainer, tokenizer=None):
+        """Train (resuming from the stage's last checkpoint) and save the model, and the tokenizer if given, to
+        `final/`."""
+        result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
+        trainer.save_model(self.final_dir(stage))
+        if tokenizer is not None and self.state.is_main_process:
+            tokenizer.save_pretrained(self.final_dir(stage))
+        return result
+
     def run_sft(self) -> str:
         """Supervised fine-tuning of `model_name` on `sft_data_path` with `trl.SFTTrainer`."""
         from trl import SFTConfig, SFTTrainer
 
         c, stage = self.config, "sft"
-        if self.is_done(stage):
-            logger.info(f"{stage}: done already ({self.final_dir(stage)}), skipped")
+        if self._done_already(stage):
             return self.final_dir(stage)
         if not c.sft_data_path:
             raise ValueError("run_sft needs sft_data_path.")
@@ -167,10 +180,7 @@ class RLHFPipeline:
         tokenizer = self._tokenizer()
         model = AutoModelForCausalLM.from_pretrained(c.model_name)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-        result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
-        trainer.save_model(self.final_dir(stage))
-        if self.state.is_main_process:
-            tokenizer.save_pretrained(self.final_dir(stage))
+        result = self._train(stage, trainer, tokenizer)
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
 
@@ -181,8 +191,7 @@ class RLHFPipeline:
         from trl import RewardConfig, RewardTrainer
 
         c, stage = self.config, "reward_model"
-        if self.is_done(stage):
-            logger.info(f"{stage}: done already ({self.final_dir(stage)}), skipped")
+        if self._done_already(stage):
             return self.final_dir(stage)
         if not c.reward_data_path:
             raise ValueError("The reward stage needs reward_data_path.")
@@ -204,10 +213,7 @@ class RLHFPipeline:
             **c.reward_args,
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-        result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
-        trainer.save_model(self.final_dir(stage))
-        if self.state.is_main_process:
-            tokenizer.save_pretrained(self.final_dir(stage))
+        result = self._train(stage, trainer, tokenizer)
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
 
@@ -218,8 +224,7 @@ class RLHFPipeline:
         from ..trainers.ppo.trainer import PPOTrainer
 
         c, stage = self.config, "ppo"
-        if self.is_done(stage):
-            logger.info(f"{stage}: done already ({self.final_dir(stage)}), skipped")
+        if self._done_already(stage):
             return self.final_dir(stage)
         if not c.ppo_data_path:
             raise ValueError("The PPO stage needs ppo_data_path.")
@@ -251,8 +256,7 @@ class RLHFPipeline:
             dataset,
             reward_processing_class=AutoTokenizer.from_pretrained(self.final_dir("reward_model")),
         )
-        result = trainer.train(resume_from_checkpoint=self._resume_checkpoint(stage))
-        trainer.save_model(self.final_dir(stage))
+        result = self._train(stage, trainer)
         scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
         self._mark_done(
             stage,
