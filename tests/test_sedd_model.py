@@ -255,3 +255,19 @@ def test_uniform_graph_trains_and_samples(tmp_path):
     assert out.max() < 50 and torch.equal(out[:, :3], x0[:, :3])
     with pytest.raises(NotImplementedError, match="Euler"):
         generate(model, noise, 1, 4, predictor="analytic", show_progress=False)
+
+
+def test_backward_is_deterministic_with_repeated_tokens(tmp_path):
+    # repeated tokens accumulate into the same embedding rows: with `embedding[x]` the CPU backward summed them in a
+    # thread-dependent order (gradients differed by ~5e-7 from one call to the next, so runs were not reproducible)
+    model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "sedd", tokens=300, hidden_size=64))
+    x = torch.randint(0, 200, (32, 56), generator=torch.Generator().manual_seed(0))
+    sigma = torch.rand(32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for _ in range(3):
+        model.zero_grad()
+        hidden, _ = model.trunk(x, sigma)
+        hidden.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    for grad in grads[1:]:
+        torch.testing.assert_close(grad, grads[0], rtol=0, atol=0)

@@ -129,7 +129,9 @@ class EmbeddingLayer(nn.Module):
         nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding[x]
+        # F.embedding, not self.embedding[x]: the indexing backward accumulates repeated tokens in a thread-dependent
+        # order on CPU, so the same step gave gradients differing by ~1e-6 from run to run
+        return F.embedding(x, self.embedding)
 
 
 class DDitFinalLayer(nn.Module):
