@@ -187,7 +187,6 @@ class RLLoopTrainer:
             is_world_process_zero=self.accelerator.is_main_process,
         )
         self.skipped_steps = 0
-        self.stateful_rewards: list = []
         # each process has its own noise stream; its state is checkpointed per process
         self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
         self._permutations: dict[int, list[int]] = {}
@@ -351,8 +350,6 @@ class RLLoopTrainer:
     ) -> None:
         self.scorer = RewardScorer(reward_funcs, reward_weights)
         self.reward_funcs, self.reward_func_names = self.scorer.funcs, self.scorer.names
-        # rewards with a state (e.g. LaTeXReward's exploration history) are checkpointed per process
-        self.stateful_rewards = self.scorer.stateful
 
     # Logging
 
@@ -471,17 +468,21 @@ class RLLoopTrainer:
 
     # Checkpoints
 
+    def _stateful_rewards(self) -> list:
+        """Rewards with a state (e.g. `LaTeXReward`'s exploration history), checkpointed per process."""
+        return self.scorer.stateful if hasattr(self, "scorer") else []
+
     def _process_state(self) -> dict:
         """State of this process that lives outside the model and optimizer; subclasses extend it."""
         return {
             "generator": self._generator.get_state(),
-            "rewards": [func.state_dict() for func in self.stateful_rewards],
+            "rewards": [func.state_dict() for func in self._stateful_rewards()],
             "skipped_steps": self.skipped_steps,
         }
 
     def _load_process_state(self, state: dict) -> None:
         self._generator.set_state(state["generator"])
-        for func, reward_state in zip(self.stateful_rewards, state["rewards"]):
+        for func, reward_state in zip(self._stateful_rewards(), state["rewards"]):
             func.load_state_dict(reward_state)
         self.skipped_steps = state["skipped_steps"]
 

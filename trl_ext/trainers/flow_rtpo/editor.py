@@ -68,8 +68,7 @@ def editor_step(trainer: "FlowRTPOTrainer", edits: PromptEdits, image_rewards: t
     trainer.editor_optimizer.zero_grad()
     loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
     trainer.editor_optimizer.step()
-    images_per_prompt = args.num_generations * args.num_edits_per_prompt
-    variance = torch.nan_to_num(image_rewards.view(-1, images_per_prompt).var(dim=1)).mean()
+    variance = torch.nan_to_num(image_rewards.view(-1, trainer.images_per_prompt).var(dim=1)).mean()
     variance = accelerator.gather(variance.to(accelerator.device).reshape(1)).mean()  # one radius on every process
     return {
         "editor/loss": loss.mean().item(),

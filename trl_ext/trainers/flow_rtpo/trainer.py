@@ -116,13 +116,14 @@ class FlowRTPOTrainer(RLLoopTrainer):
         cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
         self.prompt_editor = prompt_editor
-        images_per_prompt = args.num_generations * (args.num_edits_per_prompt if prompt_editor is not None else 1)
-        if args.per_device_train_batch_size % images_per_prompt:
+        # images per original prompt: a group (num_generations, times num_edits_per_prompt with an editor)
+        self.images_per_prompt = args.num_generations * (args.num_edits_per_prompt if prompt_editor is not None else 1)
+        if args.per_device_train_batch_size % self.images_per_prompt:
             raise ValueError(
                 f"per_device_train_batch_size ({args.per_device_train_batch_size}) must be a multiple of the images per "
-                f"original prompt ({images_per_prompt}: num_generations, times num_edits_per_prompt with an editor)."
+                f"original prompt ({self.images_per_prompt}: num_generations, times num_edits_per_prompt with an editor)."
             )
-        self._setup_data(len(train_dataset), args.per_device_train_batch_size // images_per_prompt)
+        self._setup_data(len(train_dataset), args.per_device_train_batch_size // self.images_per_prompt)
         self._prepare(transformer, [p for p in transformer.parameters() if p.requires_grad])
         self.ema = None
         if args.ema_decay > 0:
@@ -158,12 +159,10 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates."""
         args = self.args
-        if self.prompt_editor is None:
-            prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
-            edits = None
-        else:  # Flow-RTPO: k edits per original prompt, num_generations images per edit; groups = original prompts
-            images_per_prompt = args.num_generations * args.num_edits_per_prompt
-            originals, columns, group_ids = self._sample_prompts(self.train_dataset, images_per_prompt)
+        prompts, columns, group_ids = self._sample_prompts(self.train_dataset, self.images_per_prompt)
+        edits = None
+        if self.prompt_editor is not None:  # Flow-RTPO: k edits per original prompt, num_generations images per edit
+            originals = prompts
             edit_rows = list(range(0, len(originals), args.num_generations))
             edits = self.accelerator.unwrap_model(self.prompt_editor).sample([originals[i] for i in edit_rows])
             prompts = [edited for edited in edits.edited for _ in range(args.num_generations)]
