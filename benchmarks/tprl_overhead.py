@@ -5,13 +5,18 @@
 The three trainers are built once, then stepped in turn, one step each per round with the order rotating every round,
 so that drift in machine load hits all three alike (as benchmarks/flow_sde.py times its pair). A step is TRL's
 `training_step` (generate, score, TPRL's extra pass, loss, backward) plus the optimizer update; the first `--warmup`
-rounds are discarded. "Features on" is perception filtering (k = 0.4), entropy filtering (k = 0.2) and trajectory
-shaping, on-policy: one extra no-grad forward, in which the original and the perturbed images go through the model
-together as one batch of 2B sequences.
+rounds are discarded. Every completion runs to `--completion_length` tokens, so the three policies, which drift apart as
+they train, generate the same number of tokens. "Features on" is perception filtering (k = 0.4), entropy filtering
+(k = 0.2) and trajectory shaping, on-policy: one extra no-grad forward with the perturbed images; log π(o_t|I) and the
+entropies come from TRL's loss forward.
+
+Each round also times one no-grad forward of a fixed rollout batch through TRL's log-probability pass
+(`_get_per_token_logps_and_entropies`): `forward_fraction`, its median ratio to the GRPO step, is what one extra pass
+costs at least, so ratio_on cannot go below about 1 + forward_fraction.
 
 Prints a table (median s/step and interquartile range per trainer), then a JSON object as the last line with
 "ratio_on" and "ratio_off": the median over rounds of each round's TPRL / GRPO step time, with their quartiles, min
-and max. Targets: ratio_on <= 1.15, ratio_off <= 1.03.
+and max, and "forward_fraction". Targets: ratio_on <= 1.15, ratio_off <= 1.03.
 """
 
 import argparse
@@ -48,7 +53,12 @@ class Stepper:
             save_strategy="no",
             seed=0,
             disable_tqdm=True,
-            generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)},
+            # every completion runs to max_completion_length, so the three policies (which drift apart as they train)
+            # generate the same number of tokens in every round
+            generation_kwargs={
+                "suppress_tokens": vision_special_token_ids(processor.tokenizer),
+                "min_new_tokens": cli.completion_length,
+            },
             **features,
         )
         torch.manual_seed(0)
@@ -62,6 +72,25 @@ class Stepper:
         self.trainer.create_optimizer_and_scheduler(num_training_steps=cli.rounds)
         self.trainer.current_gradient_accumulation_steps = 1
         self.batches = self._batches()
+        self._rollout = None
+
+    def forward(self) -> float:
+        """Wall time of one no-grad forward of a fixed rollout batch through TRL's log-probability pass."""
+        trainer = self.trainer
+        if self._rollout is None:
+            self._rollout = trainer._generate_and_score_completions(next(self.batches))
+        rollout = self._rollout
+        kwargs = {key: rollout[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+        start = time.perf_counter()
+        with torch.no_grad():
+            trainer._get_per_token_logps_and_entropies(
+                trainer.model,
+                torch.cat([rollout["prompt_ids"], rollout["completion_ids"]], dim=1),
+                torch.cat([rollout["prompt_mask"], rollout["completion_mask"]], dim=1),
+                rollout["completion_ids"].size(1),
+                **kwargs,
+            )
+        return time.perf_counter() - start
 
     def _batches(self):
         while True:
@@ -100,13 +129,16 @@ def main() -> None:
             names[1]: Stepper(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli),
             names[2]: Stepper(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli, **FEATURES_ON),
         }
-        times: dict[str, list[float]] = {name: [] for name in names}
+        times: dict[str, list[float]] = {name: [] for name in (*names, "forward")}
         for round_index in range(cli.warmup + cli.rounds):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 seconds = steppers[name].step()
                 if round_index >= cli.warmup:
                     times[name].append(seconds)
+            seconds = steppers[names[0]].forward()
+            if round_index >= cli.warmup:
+                times["forward"].append(seconds)
     base = times[names[0]]
     ratios = {
         "off": [t / b for t, b in zip(times[names[1]], base)],
@@ -120,7 +152,9 @@ def main() -> None:
             r1, r, r3 = quartiles(ratios[key])
             ratio = f"{r:.3f} ({r1:.3f}-{r3:.3f})"
         print(f"{name:<22} {median:14.4f} {q1:8.4f}-{q3:.4f} {ratio:>26}")
-    result = {"grpo_s_per_step": quartiles(base)[1]}
+    forward_fraction = statistics.median(f / b for f, b in zip(times["forward"], base))
+    print(f"one no-grad forward: {statistics.median(times['forward']):.4f} s = {forward_fraction:.3f} of a GRPO step")
+    result = {"grpo_s_per_step": quartiles(base)[1], "forward_fraction": forward_fraction}
     for key, values in ratios.items():
         q1, median, q3 = quartiles(values)
         result.update(

@@ -64,21 +64,26 @@ def test_fsdp2_config_builds_an_fsdp2_plugin():
 
 
 @pytest.mark.distributed
-def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path, launch_two_processes):
-    """TPRLGRPOTrainer on TRL's loop with every TPRL option on (tiny Qwen2.5-VL): 2 ranks, 2 steps."""
+@pytest.mark.parametrize("mode", ["rollout_kl", "loss_shaping"])
+def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path, launch_two_processes, mode):
+    """TPRLGRPOTrainer on TRL's loop with every TPRL option on (tiny Qwen2.5-VL): 2 ranks, 2 steps; the token weights
+    computed at rollout time (adaptive KL in the reward) or, on-policy, in TRL's loss forward."""
     from trl_ext.testing import save_tiny_qwen_vl
 
-    ranks = launch_two_processes("grpo_two_steps.py", save_tiny_qwen_vl(tmp_path / "model"))
+    ranks = launch_two_processes("grpo_two_steps.py", save_tiny_qwen_vl(tmp_path / "model"), mode)
     weights = [torch.tensor(r["weights"], dtype=torch.float64) for r in ranks]
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
     assert ranks[0]["changed"] > 0, "training did not change the weights"
     assert len(ranks[0]["rows"]) == len(ranks[1]["rows"]) == 2  # one rollout per step
     for rows_0, rows_1 in zip(ranks[0]["rows"], ranks[1]["rows"]):
         assert not set(rows_0) & set(rows_1), "both ranks trained on the same prompts"
-    assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"] and len(set(ranks[0]["kl_coef"])) == 2  # one adaptive beta
     assert {"tprl/perception_token_fraction", "tprl/scaling_factor_mean", "tprl/filtered_group_fraction"} <= set(
         ranks[0]["tprl_metrics"]
     )
+    for rank in ranks:
+        assert rank["shaped_in_loss"] == [mode == "loss_shaping"] * 2
+    if mode == "rollout_kl":
+        assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"] and len(set(ranks[0]["kl_coef"])) == 2  # one adaptive beta
 
 
 @pytest.mark.distributed

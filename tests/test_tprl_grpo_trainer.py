@@ -20,7 +20,9 @@ from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.hub import model_card_name
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen2, save_tiny_qwen_vl, vision_special_token_ids
+from trl_ext.trainers.tprl import trainer as tprl_trainer_module
 from trl_ext.trainers.tprl.perturbations import random_patch_blackening
+from trl_ext.trainers.tprl.trainer import PERTURBED_LOGPS_KEY
 
 
 MAX_COMPLETION_LENGTH = 4
@@ -96,7 +98,7 @@ IDENTITY_FEATURES = {  # TPRL features on at settings that keep every token with
         ({"beta": 0.04, "loss_type": "dr_grpo", "num_iterations": 2}, {}),  # old log-probs computed by TRL
         ({"beta": 0.04, "loss_type": "cispo", "epsilon_high": 5.0}, {}),
         ({"beta": 0.0, "loss_type": "sapo", "scale_rewards": "batch"}, {}),
-        ({"beta": 0.04}, IDENTITY_FEATURES),  # on-policy: one stacked forward of both images
+        ({"beta": 0.04}, IDENTITY_FEATURES),  # on-policy: the token weights come from TRL's loss forward
         ({"beta": 0.04, "num_iterations": 2, "top_entropy_quantile": 0.5}, IDENTITY_FEATURES),  # off-policy
     ],
 )
@@ -187,6 +189,81 @@ def test_perception_filtering_and_shaping_fold_into_token_advantages(vlm, tmp_pa
     selected = (advantages != 0).sum(1)
     assert ((selected == 0) | ((selected >= 2) & (selected <= 3))).all()
     assert metrics["tprl/scaling_factor_mean"][-1] == pytest.approx(1.0, abs=1e-5)
+
+
+def _completion_logps(model, output, pixel_values, temperature):
+    """log π(o_t | prompt, image) of the rollout's completions from a plain forward of the model (B, T)."""
+    completion_ids = output["completion_ids"]
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.cat([output["prompt_ids"], completion_ids], 1),
+            attention_mask=torch.cat([output["prompt_mask"], output["completion_mask"]], 1),
+            pixel_values=pixel_values,
+            image_grid_thw=output["image_grid_thw"],
+            mm_token_type_ids=output["mm_token_type_ids"],  # where the image tokens are, for the 3-D positions
+        ).logits[:, -completion_ids.size(1) - 1 : -1]
+    return (logits.float() / temperature).log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
+
+
+def test_on_policy_token_weights_use_the_rollout_policy_and_the_perturbed_images(vlm, tmp_path):
+    """On-policy, log π(o_t|I) comes from TRL's loss forward; the advantages TRL's loss uses must equal VPPO's
+    weights written out from two plain forwards (original and perturbed images), and so must loss and gradients."""
+    path, processor, dataset = vlm
+    args = _args(
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        max_completion_length=8,
+        enable_perception_filtering=True,
+        top_p_perception_tokens=0.5,
+        enable_trajectory_reweighting=True,
+        trajectory_scaling_min=0.5,
+    )
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    batch = next(iter(trainer.get_train_dataloader()))
+    rng = np.random.default_rng()
+    rng.bit_generator.state = trainer._perturbation_rng.bit_generator.state
+    output = trainer._generate_and_score_completions(batch)
+    assert PERTURBED_LOGPS_KEY in output and "old_per_token_logps" not in output
+    base = output["advantages"].clone()
+    mask = output["completion_mask"].float()
+    assert (mask.sum(1) >= 1).all()
+
+    # the reference: VPPO's formulas over two plain forwards, the perturbed images drawn from the same generator
+    perturbed = [random_patch_blackening(example["image"], rng, 14, 0.5) for example in batch]
+    perturbed_pixels = processor.image_processor(images=perturbed, return_tensors="pt")["pixel_values"]
+    logp = _completion_logps(trainer.model, output, output["pixel_values"], args.temperature)
+    logp_perturbed = _completion_logps(trainer.model, output, perturbed_pixels, args.temperature)
+    x = (logp_perturbed - logp).clamp(-20, 20)
+    s = (x.exp() - x - 1).clamp(0, 10) * mask
+    weights = torch.zeros_like(mask)
+    for row in range(len(mask)):
+        valid = [t for t in range(mask.size(1)) if mask[row, t]]
+        ranked = sorted(valid, key=lambda t: -s[row, t].item())
+        weights[row, ranked[: math.ceil(len(valid) * 0.5)]] = 1.0
+    mean_s = s.sum(1) / mask.sum(1)
+    n = (mean_s - mean_s.min()) / (mean_s.max() - mean_s.min())
+    alpha = 0.5 + n * (1 - 0.5) / n.mean()
+    expected = base * weights * alpha[:, None]
+
+    loss = trainer.compute_loss(trainer.model, output)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    torch.testing.assert_close(output["advantages"], expected, atol=1e-5, rtol=1e-4)
+    assert PERTURBED_LOGPS_KEY not in output  # shaped once
+    trainer.model.zero_grad()
+    reference_loss = GRPOTrainer._compute_loss(trainer, trainer.model, {**output, "advantages": expected})
+    reference_loss.backward()
+    torch.testing.assert_close(loss, reference_loss, atol=1e-6, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, trainer.model.get_parameter(name).grad, atol=1e-6, rtol=1e-5)
+    assert trainer._metrics["train"]["tprl/perception_token_fraction"][-1] == pytest.approx(
+        float(weights.sum() / mask.sum())
+    )
 
 
 def test_entropy_filtering_alone_uses_the_per_response_rule_in_the_loss(vlm, tmp_path):
@@ -367,12 +444,17 @@ def test_patch_blackening_is_seeded_and_grid_aligned():
 
 
 def test_trl_hooks_we_rely_on_are_unchanged():
-    """TPRLGRPOTrainer overrides four GRPOTrainer hooks; a TRL upgrade that changes them must fail here first."""
+    """The GRPOTrainer hooks TPRLGRPOTrainer overrides or relies on; a TRL upgrade that changes them must fail here."""
     assert trl.__version__.startswith("1.16."), "TPRLGRPOTrainer is tested against TRL 1.16 only"
     loss_source = inspect.getsource(GRPOTrainer._compute_loss)
     assert "if advantages.dim() == 1:" in loss_source  # (B, T) advantages are accepted as they are
     assert "self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)" in loss_source
     assert "per_token_loss + self.beta * per_token_kl" in loss_source
+    # on-policy shaping: the loss runs its one forward before it reads the advantages, and the old log-probs of an
+    # on-policy batch are that forward's own
+    assert loss_source.count("self._get_per_token_logps_and_entropies(") == 1
+    assert loss_source.index("self._get_per_token_logps_and_entropies(") < loss_source.index('inputs["advantages"]')
+    assert "per_token_logps.detach() if old_per_token_logps is None else old_per_token_logps" in loss_source
     assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
         "self",
         "inputs",
@@ -447,7 +529,10 @@ def _solved_on_red(completions, answer, **kwargs):
     return [1.0 if a == "red" else float(i % 2) for i, a in enumerate(answer)]
 
 
-def test_trajectory_shaping_uses_only_the_groups_online_filtering_keeps(vlm, tmp_path, monkeypatch):
+@pytest.mark.parametrize("shaped_in", ["loss", "rollout"])
+def test_trajectory_shaping_uses_only_the_groups_online_filtering_keeps(vlm, tmp_path, monkeypatch, shaped_in):
+    """On-policy the factors come from TRL's loss forward; with `num_iterations=2` (TRL computes the old log-probs)
+    at rollout time. Both must normalise over the kept responses alone."""
     path, processor, dataset = vlm
     args = _args(
         TPRLGRPOConfig,
@@ -458,6 +543,7 @@ def test_trajectory_shaping_uses_only_the_groups_online_filtering_keeps(vlm, tmp
         seed=3,
         enable_trajectory_reweighting=True,
         trajectory_scaling_min=0.5,
+        num_iterations=1 if shaped_in == "loss" else 2,
     )
     trainer = TPRLGRPOTrainer(
         model=path,
@@ -478,8 +564,14 @@ def test_trajectory_shaping_uses_only_the_groups_online_filtering_keeps(vlm, tmp
         return dependency.clone(), torch.zeros_like(dependency), None
 
     monkeypatch.setattr(trainer, "_token_dependency", known_dependency)
+    monkeypatch.setattr(tprl_trainer_module, "sampled_token_dependency", lambda logp, other: dependency.clone())
     trainer.model.train()
     output = trainer._generate_and_score_completions(batch)
+    if shaped_in == "loss":
+        assert PERTURBED_LOGPS_KEY in output
+        trainer.current_gradient_accumulation_steps = 1
+        trainer.compute_loss(trainer.model, output)
+    assert PERTURBED_LOGPS_KEY not in output
     mask = output["completion_mask"].float()
     assert (mask[~kept] == 0).all() and (mask[kept].sum(1) > 0).all()
 

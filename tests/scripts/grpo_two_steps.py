@@ -1,11 +1,13 @@
 """Train a tiny model with `TPRLGRPOTrainer`, TPRL options on, for two steps; each rank writes its weights and rows.
 
 Run by tests/test_accelerate_configs.py as
-`accelerate launch --config_file accelerate_configs/cpu_2proc.yaml tests/scripts/grpo_two_steps.py <model> <out>`.
+`accelerate launch --config_file accelerate_configs/cpu_2proc.yaml tests/scripts/grpo_two_steps.py <model> <mode> <out>`.
 
 With a tiny Qwen2.5-VL (`trl_ext.testing.save_tiny_qwen_vl`) every TPRL feature that gathers across processes is on:
-perception and entropy filtering, trajectory shaping, KL in the reward with the adaptive controller, online filtering.
-With a text-only model, the options that need no image: entropy filtering, RLOO, the KL options, online filtering.
+perception and entropy filtering, trajectory shaping and online filtering, with the KL either in the reward with the
+adaptive controller (mode `rollout_kl`: the token weights are computed at rollout time) or in TRL's loss with a fixed β
+(mode `loss_shaping`: on-policy, the token weights come from TRL's loss forward). With a text-only model, the options
+that need no image: entropy filtering, RLOO, the KL options, online filtering.
 """
 
 import json
@@ -18,6 +20,7 @@ from datasets import Dataset
 from transformers import AutoConfig
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
+from trl_ext.trainers.tprl.trainer import PERTURBED_LOGPS_KEY
 
 
 ROWS_SEEN: list[list[int]] = []  # the dataset rows each reward call scored on this rank, one list per rollout
@@ -33,7 +36,7 @@ def half_solved(completions, row, **kwargs):
     return [1.0 if r < 4 else float(i % 2) for i, r in enumerate(row)]
 
 
-def main(model_path: str, output_dir: str) -> None:
+def main(model_path: str, mode: str, output_dir: str) -> None:
     is_vlm = hasattr(AutoConfig.from_pretrained(model_path), "vision_config")
     common = dict(
         output_dir=output_dir,
@@ -49,9 +52,6 @@ def main(model_path: str, output_dir: str) -> None:
         seed=0,
         logging_steps=1,
         beta=0.05,
-        kl_penalty="reward",
-        kl_estimator="k2",
-        kl_controller="adaptive",
         kl_target=0.01,
         kl_horizon=100,
         online_filtering=True,
@@ -76,6 +76,8 @@ def main(model_path: str, output_dir: str) -> None:
         dataset = Dataset.from_dict({"prompt": ["a", "bb", "ccc", "dddd", "e", "ff", "ggg", "hhhh"] * 2})
         options = dict(advantage_estimator="rloo")
     dataset = dataset.add_column("row", list(range(len(dataset))))
+    if mode == "rollout_kl":
+        options.update(kl_penalty="reward", kl_estimator="k2", kl_controller="adaptive")
     args = TPRLGRPOConfig(**common, **options)
     trainer = TPRLGRPOTrainer(
         model=model_path,
@@ -84,6 +86,14 @@ def main(model_path: str, output_dir: str) -> None:
         train_dataset=dataset,
         processing_class=processing_class,
     )
+    shaped_in_loss = []  # per loss call: did the batch carry the perturbed log-probs for shaping in the loss?
+    compute_loss = trainer._compute_loss
+
+    def recording_loss(model, inputs):
+        shaped_in_loss.append(PERTURBED_LOGPS_KEY in inputs)
+        return compute_loss(model, inputs)
+
+    trainer._compute_loss = recording_loss
     initial = torch.cat([p.detach().flatten() for p in trainer.model.parameters()]).double()
     trainer.train()
     state = PartialState()
@@ -97,6 +107,7 @@ def main(model_path: str, output_dir: str) -> None:
                 "changed": float((weights - initial).abs().max()),
                 "rows": ROWS_SEEN,
                 "kl_coef": [h["tprl/kl_coef"] for h in logged],
+                "shaped_in_loss": shaped_in_loss,
                 "tprl_metrics": sorted({k for h in trainer.state.log_history for k in h if k.startswith("tprl/")}),
             },
             f,
@@ -104,4 +115,4 @@ def main(model_path: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -14,8 +14,8 @@
 """`TPRLGRPOTrainer`: TRL's `GRPOTrainer` with Token Perception RL (VPPO) and the RL controls TRL lacks.
 
 The trainer overrides the fewest `GRPOTrainer` hooks it can (`_generate_and_score_completions`, `_calculate_rewards`,
-`_compute_loss`, `get_high_entropy_mask`, the checkpoint RNG hooks and the model card) and folds everything it adds
-into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
+`_compute_loss`, `_get_per_token_logps_and_entropies`, `get_high_entropy_mask`, the checkpoint RNG hooks and the model
+card) and folds everything it adds into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
 """
 
 import copy
@@ -66,6 +66,9 @@ _VISION_KEYS = (
 )
 # Per-process file (in every checkpoint) with the state TPRL keeps outside the model: KL controller and perturbation RNG.
 TPRL_STATE_NAME = "tprl_state_{process_index}.json"
+# Key of the rollout batch holding log π(o_t|I′) when the shaping is computed in the loss (on-policy, see
+# `TPRLGRPOTrainer._shapes_in_loss`).
+PERTURBED_LOGPS_KEY = "tprl_perturbed_per_token_logps"
 
 
 class TPRLGRPOTrainer(GRPOTrainer):
@@ -81,9 +84,10 @@ class TPRLGRPOTrainer(GRPOTrainer):
        they leave the loss, its token normaliser and every statistic below;
     2. re-scores the completions with a perturbed image I′ (patch blackening by default) in one extra no-grad forward
        and measures each token's visual dependency s_t, either VPPO's one-sample k3 estimate at the generated token or
-       the full KL over the vocabulary. When TRL did not compute the old log-probabilities (on-policy) or entropies are
-       needed, the original and the perturbed images go through the model together, as one batch of 2B sequences;
-       otherwise only the perturbed ones;
+       the full KL over the vocabulary. log π(o_t|I) are TRL's old log-probabilities when it computed them
+       (off-policy). On-policy they are TRL's own loss forward, as TRL takes them: steps 3 and 4 then run in the loss,
+       right after that forward (with VPPO's estimate, one loss step per generation batch and no rollout KL; otherwise
+       the original and the perturbed images go through the model together, as one batch of 2B sequences);
     3. keeps, per response, the top ⌈n·k⌉ tokens by entropy and/or by dependency (Token Gradient Filtering);
     4. scales each response's advantage by a factor from its mean dependency (Trajectory Advantage Shaping);
 
@@ -153,6 +157,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
         elif not isinstance(args, TPRLGRPOConfig):
             raise TypeError(f"args must be a TPRLGRPOConfig, got {type(args).__name__}.")
         _check_train_dataset(train_dataset, prompts_from_environment=kwargs.get("environment_factory") is not None)
+        self._pending_shaping: tuple[dict[str, Any], torch.Tensor] | None = None
         super().__init__(model, reward_funcs, args, train_dataset, *extra_args, **kwargs)
         config = self.args
         self.perturbation_fn = perturbation_fn or get_perturbation(
@@ -224,28 +229,50 @@ class TPRLGRPOTrainer(GRPOTrainer):
                 self._log_metric(key, value)
 
     def _compute_loss(self, model, inputs):
-        if self.args.kl_penalty == "loss":
-            return super()._compute_loss(model, inputs)
+        if PERTURBED_LOGPS_KEY in inputs:
+            # On-policy shaping: TRL's loss forward is the rollout policy's forward (TRL itself takes its detached
+            # log-probabilities as the old ones), so the dependency and the token weights are computed from it, in
+            # `_get_per_token_logps_and_entropies`, and written to `inputs["advantages"]` before TRL reads them.
+            # The key is removed, so the batch's advantages are shaped once.
+            self._pending_shaping = (inputs, inputs.pop(PERTURBED_LOGPS_KEY))
         # kl_penalty="reward": the KL is already in the advantages; TRL's loss must not add its k3 term again.
-        beta, self.beta = self.beta, 0.0
+        beta = self.beta
+        if self.args.kl_penalty == "reward":
+            self.beta = 0.0
         try:
             return super()._compute_loss(model, inputs)
         finally:
             self.beta = beta
+            self._pending_shaping = None
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        pending, self._pending_shaping = self._pending_shaping, None
+        if pending is not None:  # the loss forward of an on-policy TPRL batch (see `_compute_loss`)
+            inputs, perturbed_logps = pending
+            inputs["advantages"] = self._shape_advantages(
+                inputs["advantages"],
+                self._loss_mask(inputs),
+                sampled_token_dependency(logps.detach(), perturbed_logps),
+                entropies.detach() if entropies is not None else None,
+            )
+        return logps, entropies, aux_loss
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:  # evaluation: plain GRPO scoring
             return output
         config = self.args
-        metrics = self._metrics["train"]
         # Online filtering first: the dropped groups leave the mask that every statistic below is computed over.
         keep = self._apply_online_filtering(output) if config.online_filtering else None
         mask = self._loss_mask(output)
 
         policy_logps, entropies, dependency = output.get("old_per_token_logps"), None, None
         needs_kl = self.beta != 0.0 and (config.kl_penalty == "reward" or config.kl_controller == "adaptive")
-        if self._needs_dependency:
+        shape_in_loss = self._needs_dependency and self._shapes_in_loss(policy_logps, needs_kl)
+        if shape_in_loss:
+            output[PERTURBED_LOGPS_KEY] = self._perturbed_logps(output, inputs)
+        elif self._needs_dependency:
             needs_entropies = config.enable_entropy_filtering and config.enable_perception_filtering
             dependency, policy_logps, entropies = self._token_dependency(output, inputs, policy_logps, needs_entropies)
         elif needs_kl and policy_logps is None:
@@ -258,37 +285,68 @@ class TPRLGRPOTrainer(GRPOTrainer):
         else:
             advantages = output["advantages"][:, None].expand_as(mask)
 
-        token_weights = torch.ones_like(mask)
         if dependency is not None:
-            dependency = dependency * mask
-            metrics["tprl/dependency_mean"].append(self._gathered_mean(dependency.sum() / mask.sum().clamp(min=1)))
-            if config.enable_perception_filtering:
-                perception = top_k_per_row_mask(dependency, mask, config.top_p_perception_tokens)
-                metrics["tprl/perception_token_fraction"].append(self._token_fraction(perception, mask))
-                selected = perception
-                if config.enable_entropy_filtering:
-                    by_entropy = top_k_per_row_mask(entropies, mask, config.top_p_entropy_tokens)
-                    metrics["tprl/entropy_token_fraction"].append(self._token_fraction(by_entropy, mask))
-                    if config.token_filter_combination == "or":
-                        selected = selected | by_entropy
-                    else:
-                        selected = selected & by_entropy
-                token_weights = selected.float()
-            if config.enable_trajectory_reweighting:
-                # rows without valid tokens (dropped groups, masked truncations) are left out of the normalisation
-                _, factors = trajectory_scaling_factors(
-                    dependency, mask, config.trajectory_scaling_min, config.trajectory_scaling_rule
-                )
-                kept_factors = factors[mask.sum(1) > 0]
-                stats = torch.stack([kept_factors.sum(), kept_factors.new_tensor(float(kept_factors.numel()))])
-                total, count = self.accelerator.gather(stats.reshape(1, 2)).sum(0).tolist()
-                metrics["tprl/scaling_factor_mean"].append(total / max(count, 1.0))
-                metrics["tprl/scaling_factor_max"].append(self.accelerator.gather(factors.max()).max().item())
-                token_weights = token_weights * factors[:, None]
-
-        if self._needs_dependency or self._recomputes_advantages:
-            output["advantages"] = advantages * token_weights
+            output["advantages"] = self._shape_advantages(advantages, mask, dependency, entropies)
+        elif shape_in_loss or self._recomputes_advantages:
+            output["advantages"] = advantages.contiguous()
         return output
+
+    def _shapes_in_loss(self, policy_logps: torch.Tensor | None, needs_kl: bool) -> bool:
+        """Whether the token weights come from TRL's loss forward instead of an unperturbed pass at rollout time.
+
+        That forward gives log π(o_t|I) (and the entropies) of the rollout policy when TRL computed no old
+        log-probabilities (on-policy) and nothing else needs them now (no rollout KL), the dependency is VPPO's
+        sampled-token estimate, and the loss sees the whole generation batch at once (`steps_per_generation == 1`),
+        which the batch-wide shaping statistics need. Then the only extra pass is the perturbed forward.
+        """
+        return (
+            policy_logps is None
+            and not needs_kl
+            and self.args.dependency_estimator == "sampled"
+            and self.args.steps_per_generation == 1
+        )
+
+    def _shape_advantages(
+        self,
+        advantages: torch.Tensor,
+        mask: torch.Tensor,
+        dependency: torch.Tensor,
+        entropies: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Token Gradient Filtering and Trajectory Advantage Shaping folded into the advantages (B, T), with metrics.
+
+        `dependency` and `entropies` (B, T) are the visual dependency and the entropy of each completion token under
+        the rollout policy; `mask` (B, T) is the loss mask (dropped groups already removed).
+        """
+        config = self.args
+        metrics = self._metrics["train"]
+        token_weights = torch.ones_like(mask)
+        dependency = dependency * mask
+        metrics["tprl/dependency_mean"].append(self._gathered_mean(dependency.sum() / mask.sum().clamp(min=1)))
+        if config.enable_perception_filtering:
+            perception = top_k_per_row_mask(dependency, mask, config.top_p_perception_tokens)
+            metrics["tprl/perception_token_fraction"].append(self._token_fraction(perception, mask))
+            selected = perception
+            if config.enable_entropy_filtering:
+                by_entropy = top_k_per_row_mask(entropies, mask, config.top_p_entropy_tokens)
+                metrics["tprl/entropy_token_fraction"].append(self._token_fraction(by_entropy, mask))
+                if config.token_filter_combination == "or":
+                    selected = selected | by_entropy
+                else:
+                    selected = selected & by_entropy
+            token_weights = selected.float()
+        if config.enable_trajectory_reweighting:
+            # rows without valid tokens (dropped groups, masked truncations) are left out of the normalisation
+            _, factors = trajectory_scaling_factors(
+                dependency, mask, config.trajectory_scaling_min, config.trajectory_scaling_rule
+            )
+            kept_factors = factors[mask.sum(1) > 0]
+            stats = torch.stack([kept_factors.sum(), kept_factors.new_tensor(float(kept_factors.numel()))])
+            total, count = self.accelerator.gather(stats.reshape(1, 2)).sum(0).tolist()
+            metrics["tprl/scaling_factor_mean"].append(total / max(count, 1.0))
+            metrics["tprl/scaling_factor_max"].append(self.accelerator.gather(factors.max()).max().item())
+            token_weights = token_weights * factors[:, None]
+        return advantages * token_weights
 
     def _process_slice(self, local_size: int) -> slice:
         return slice(self.accelerator.process_index * local_size, (self.accelerator.process_index + 1) * local_size)
@@ -449,10 +507,26 @@ class TPRLGRPOTrainer(GRPOTrainer):
             entropies = entropies[:size] if needs_entropies else None
         else:
             own, entropies = policy_logps, None
-            perturbed_logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, logits_to_keep, batch_size=chunk, **perturbed
-            )
+            perturbed_logps = self._perturbed_logps(output, inputs, perturbed)
         return sampled_token_dependency(own, perturbed_logps), policy_logps, entropies
+
+    @torch.no_grad()
+    def _perturbed_logps(
+        self, output: dict[str, Any], inputs: list[dict[str, Any]], perturbed: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """log π(o_t|I′) of the completions under the current policy with perturbed images, (B, T): one forward."""
+        input_ids, attention_mask, logits_to_keep = self._sequences(output)
+        if perturbed is None:
+            perturbed = self._perturbed_forward_kwargs(output, inputs)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=self.args.per_device_train_batch_size,
+            **perturbed,
+        )
+        return logps
 
     def _completion_log_softmax(self, input_ids, attention_mask, logits_to_keep, kwargs) -> torch.Tensor:
         """Full-vocabulary log-probabilities (B, T, V) at the completion positions (the 'kl' dependency estimator)."""
