@@ -17,6 +17,11 @@ def letter_a_frequency(prompts, completions, **kwargs):
     return [c.count("a") / max(len(c), 1) for c in completions]
 
 
+def distinct_characters(prompts, completions, **kwargs):
+    """Toy reward: the number of distinct characters of the completion."""
+    return [float(len(set(c))) for c in completions]
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_tiny_tokenizer()
@@ -52,8 +57,16 @@ def _args(tmp_path, **overrides):
     return DiscreteDiffusionPPOConfig(**values)
 
 
-def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, tmp_path):
-    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, _args(tmp_path, beta=0.1), PROMPTS, tokenizer)
+@pytest.mark.parametrize("graph_type", ["absorb", "uniform"])
+def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, tmp_path, graph_type):
+    if graph_type == "uniform":  # sampled with the default analytic predictor
+        sedd_path = save_tiny_sedd(
+            tmp_path / "uniform", tokens=len(tokenizer), graph_type="uniform", noise_type="geometric"
+        )
+    trainer = DiscreteDiffusionPPOTrainer(
+        sedd_path, distinct_characters, _args(tmp_path, beta=0.1), PROMPTS, tokenizer
+    )
+    assert trainer.args.predictor == "analytic"
     logs = trainer.training_step()
     assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0
     assert logs["kl"] == 0.0 and logs["grad_norm"] > 0

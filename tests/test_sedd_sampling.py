@@ -21,18 +21,20 @@ class ExactScoreModel:
 
     Absorbing graph, masked position: p_σ(y) = e^{−σ}·p(y), p_σ(MASK) = 1 − e^{−σ}, so log s_y = log p(y) −
     log(e^σ − 1) and log s_MASK = 0. Uniform graph: p_σ(y) = e^{−σ}·p(y) + (1 − e^{−σ})/V, log s_y = log p_σ(y) −
-    log p_σ(x). Records (σ̄, masked fraction of the input) at every call of the trunk, i.e. at every sampler step.
+    log p_σ(x). Records (σ̄, masked fraction of the input) and the input itself at every call of the trunk, i.e. at
+    every sampler step.
     """
 
     def __init__(self, log_p: torch.Tensor, graph_type: str = "absorb"):
         tokens = log_p.size(-1)
-        self.log_p, self.device, self.calls = log_p, torch.device("cpu"), []
+        self.log_p, self.device, self.calls, self.inputs = log_p, torch.device("cpu"), [], []
         self.config = SimpleNamespace(
             graph_type=graph_type, mask_index=tokens, vocab_size=tokens + (graph_type == "absorb")
         )
 
     def trunk(self, x, sigma):
         self.calls.append((sigma[0].item(), (x == self.config.mask_index).double().mean().item()))
+        self.inputs.append(x.clone())
         return self.log_p.expand(x.size(0), -1, -1), sigma[:, None]
 
     def head(self, hidden, c, indices, sigma):
@@ -169,3 +171,38 @@ def test_uniform_sampler_runs_the_denoiser():
     assert len(model.calls) == 4 and model.calls[-1][0] == pytest.approx(
         GeometricNoise().total_noise(torch.tensor(1e-5)).item()
     )
+
+
+@pytest.mark.parametrize("noise", [LogLinearNoise(), GeometricNoise()], ids=["loglinear", "geometric"])
+def test_uniform_analytic_chain_with_the_exact_score_tracks_the_forward_marginals(noise):
+    # the analytic step with the true score is each position's exact posterior, so after every step the tokens follow
+    # the forward marginal p_σ̄(y) = e^{−σ̄}·p_0(y) + (1 − e^{−σ̄})/V; 8 Euler steps do not
+    torch.manual_seed(0)
+    log_p = torch.log_softmax(2.0 * torch.randn(6, 5, dtype=torch.float64), -1)  # 6 positions, 5 tokens
+    p, batch, errors = log_p.exp(), 8192, {}
+    for predictor in ("analytic", "euler"):
+        model = ExactScoreModel(log_p, graph_type="uniform")
+        out = generate(
+            model,
+            noise,
+            batch,
+            6,
+            steps=8,
+            predictor=predictor,
+            generator=torch.Generator().manual_seed(0),
+            show_progress=False,
+            chunk_size=batch * 6,
+        )
+        assert len(model.inputs) == 9  # 8 predictor steps and the denoiser
+        errors[predictor] = []
+        for (sigma, _), x in zip(model.calls, model.inputs):
+            forward = math.exp(-sigma) * p + -math.expm1(-sigma) / 5
+            frequencies = torch.nn.functional.one_hot(x, 5).double().mean(0)
+            errors[predictor].append(((frequencies - forward).abs() / (forward * (1 - forward) / batch).sqrt()).max())
+        if predictor == "analytic":
+            # z-scores of every (step, position, token) frequency; the start is uniform noise, ~e^{−σ̄(1)} off
+            assert max(errors["analytic"]) < 5.0, errors["analytic"]
+            frequencies = torch.nn.functional.one_hot(out, 5).double().mean(0)
+            assert ((frequencies - p).abs() < 4.5 * (p * (1 - p) / batch).sqrt() + 1e-3).all()
+    print({k: [round(float(e), 1) for e in v] for k, v in errors.items()})
+    assert max(errors["euler"]) > 10.0

@@ -29,8 +29,15 @@ the moves are renormalised, as the reference's categorical sampler does with a n
 output layer at masked rows only. The last step is the reference's denoiser: every still-masked position draws
 y ~ softmax(log-score over tokens), so no mask token survives (the seed's sampler left ~0.8 % of positions masked).
 
-Uniform graph (V tokens, no mask): the Euler predictor on every free position, then the reference's denoiser
-(see [`uniform_denoise_probabilities`]). Prompt positions are fixed throughout (inpainting).
+Uniform graph (V tokens, no mask): every free position moves, from uniform noise at t = 1,
+
+- Euler: to y ≠ x with probability Δt·σ̄'(t)·s_y/V;
+- analytic (reference `AnalyticPredictor` with `Uniform.staggered_score` and `transp_transition`): with the
+  Tweedie law of [`uniform_denoise_probabilities`] at Δσ̄ for the scores taken at σ̄(t); with the true score it is
+  the exact posterior P(x_{t−Δt} = y | x_t = x) of each position, so the chain's marginals are the forward
+  process's p_{σ̄}(y) = e^{−σ̄}·p_0(y) + (1 − e^{−σ̄})/V;
+
+then the reference's denoiser at σ̄(eps). Prompt positions are fixed throughout (inpainting).
 """
 
 from typing import Literal
@@ -80,8 +87,9 @@ def transition_probabilities(log_scores: torch.Tensor, kappa: torch.Tensor | flo
 def uniform_denoise_probabilities(
     log_scores: torch.Tensor, current: torch.Tensor, sigma: torch.Tensor
 ) -> torch.Tensor:
-    r"""Uniform-graph Tweedie denoiser (reference `Denoiser` with `Uniform.staggered_score` and `transp_transition`):
-    (N, V) probabilities of the clean token given the current tokens `current` (N,) at total noise `sigma` (N,).
+    r"""Uniform-graph Tweedie step (reference `Denoiser` and `AnalyticPredictor` with `Uniform.staggered_score` and
+    `transp_transition`): (N, V) probabilities of the token σ of noise earlier, given the current tokens `current`
+    (N,): the clean token for the denoiser (σ = σ̄(eps)), the next state for the analytic predictor (σ = Δσ̄).
 
     With scores s_y (s_x = 1 at the current token x) and Σ = Σ_y s_y,
 
@@ -142,10 +150,19 @@ def generate(
     ):
         raise ValueError(f"prompt_ids and prompt_mask must have shape {(batch_size, length)}.")
     if model.config.graph_type == "uniform":
-        if predictor != "euler":
-            raise NotImplementedError("For the uniform graph generate() implements the Euler predictor only.")
         return _generate_uniform(
-            model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress, chunk_size
+            model,
+            noise,
+            batch_size,
+            length,
+            steps,
+            predictor,
+            prompt_ids,
+            prompt_mask,
+            eps,
+            generator,
+            show_progress,
+            chunk_size,
         )
     device, mask_index = model.device, model.config.mask_index
     x = torch.full((batch_size, length), mask_index, dtype=torch.long, device=device)
@@ -198,12 +215,32 @@ def _uniform_row_log_scores(
         yield r, k, model.head(hidden[r, k], c[r], x[r, k], sigma[r])
 
 
+def _uniform_euler_probabilities(log_scores: torch.Tensor, current: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """Euler step of the uniform graph: move to y ≠ x with probability κ·s_y (renormalised when the moves exceed 1)."""
+    move = (kappa * log_scores.exp()).scatter(-1, current[:, None], 0.0)
+    total = move.sum(-1, keepdim=True)
+    move = move * torch.where(total > 1, 1.0 / total, torch.ones_like(total))
+    stay = (1 - move.sum(-1)).clamp(min=0)
+    return move.scatter(-1, current[:, None], stay[:, None])
+
+
 def _generate_uniform(
-    model, noise, batch_size, length, steps, prompt_ids, prompt_mask, eps, generator, show_progress, chunk_size
+    model,
+    noise,
+    batch_size,
+    length,
+    steps,
+    predictor,
+    prompt_ids,
+    prompt_mask,
+    eps,
+    generator,
+    show_progress,
+    chunk_size,
 ):
-    """Euler sampling for the uniform graph: from uniform noise, each free position moves to y ≠ x with probability
-    κ·s_y/V (κ = Δt·σ̄'(t)) and stays otherwise; then the denoiser at σ̄(eps) ([`uniform_denoise_probabilities`]).
-    Every position can move, so the output layer runs on all free positions."""
+    """Sampling for the uniform graph: from uniform noise, `steps` Euler or analytic steps on every free position
+    (see the module docstring), then the denoiser at σ̄(eps) ([`uniform_denoise_probabilities`]). Every position can
+    move, so the output layer runs on all free positions."""
     device, vocab = model.device, model.config.vocab_size
     x = torch.randint(vocab, (batch_size, length), generator=generator).to(device)
     fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
@@ -215,14 +252,14 @@ def _generate_uniform(
     for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):
         t, t_next = times[i], times[i + 1]
         sigma = noise.total_noise(t).expand(batch_size).to(device)
+        delta = (noise.total_noise(t) - noise.total_noise(t_next)).expand(batch_size).to(device)
         kappa = ((t - t_next) * noise.rate_noise(t) / vocab).to(device)
         new = x.clone()
         for r, k, log_scores in _uniform_row_log_scores(model, x, rows, cols, sigma, chunk_size):
-            move = (kappa * log_scores.exp()).scatter(-1, x[r, k][:, None], 0.0)
-            total = move.sum(-1, keepdim=True)
-            move = move * torch.where(total > 1, 1.0 / total, torch.ones_like(total))
-            stay = (1 - move.sum(-1)).clamp(min=0)
-            probabilities = move.scatter(-1, x[r, k][:, None], stay[:, None])
+            if predictor == "analytic":
+                probabilities = uniform_denoise_probabilities(log_scores, x[r, k], delta[r])
+            else:
+                probabilities = _uniform_euler_probabilities(log_scores, x[r, k], kappa)
             new[r, k] = _categorical(probabilities, generator)
         x = new
     final_sigma = noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device)
