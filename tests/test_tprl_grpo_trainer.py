@@ -399,6 +399,12 @@ def test_sampled_dependency_correlates_with_full_kl(vlm, tmp_path):
         dependency, policy_logps, _ = trainer._token_dependency(rollout, batch, logps)
         assert policy_logps is logps
         scores[estimator] = dependency[mask]
+    # the full KL row chunk by row chunk (2 rows at a time) equals the whole batch at once
+    trainer._perturbation_rng = np.random.default_rng(0)
+    trainer.args.per_device_train_batch_size = 2
+    chunked, chunked_logps, _ = trainer._token_dependency(rollout, batch)
+    torch.testing.assert_close(chunked[mask], scores["kl"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(chunked_logps, logps, atol=1e-5, rtol=1e-5)
     correlation = torch.corrcoef(torch.stack([scores["sampled"], scores["kl"]]))[0, 1].item()
     print(f"corr(sampled, kl) over {int(mask.sum())} tokens: {correlation:.3f}")
     assert correlation > 0.1

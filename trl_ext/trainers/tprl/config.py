@@ -92,7 +92,7 @@ class TPRLGRPOConfig(GRPOConfig):
         metadata={
             "help": "Token visual dependency: 'sampled' (VPPO's one-sample k3 estimate at the generated token, uses "
             "TRL's fused LM head, no (B, T, V) logits) or 'kl' (the paper's KL(pi(.|I) || pi(.|I')) over the "
-            "vocabulary; materialises (B, T, V) logits twice)."
+            "vocabulary; holds (2 * per_device_train_batch_size, T, V) log-probabilities at a time)."
         },
     )
     enable_entropy_filtering: bool = field(

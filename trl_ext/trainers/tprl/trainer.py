@@ -35,7 +35,12 @@ from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOTrainer
 from trl.data_utils import prepare_multimodal_messages
-from trl.trainer.utils import get_config_model_id
+from trl.trainer.utils import (
+    get_config_model_id,
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
+)
 
 from ...hub import model_card_name
 from ...rl.advantages import (
@@ -467,9 +472,10 @@ class TPRLGRPOTrainer(GRPOTrainer):
         - `"sampled"` (VPPO): s_t = clamp(eˣ − x − 1, 0, 10), x = clamp(log π(o_t|I′) − log π(o_t|I), −20, 20);
         - `"kl"`: s_t = KL(π(·|I) ‖ π(·|I′)) = Σ_v π(v|I) (log π(v|I) − log π(v|I′)), clamped at 0.
 
-        One no-grad pass. `policy_logps` are log π(o_t|I) when TRL already has them (off-policy); when they are missing
-        or `needs_entropies`, the original and the perturbed batch are stacked into one batch of 2B sequences, so the
-        same forward gives log π(o_t|I), its entropies and log π(o_t|I′).
+        One no-grad pass, `per_device_train_batch_size` rows at a time. `policy_logps` are log π(o_t|I) when TRL
+        already has them (off-policy); when they are missing, `needs_entropies` or with `"kl"`, the original and the
+        perturbed rows are stacked into one batch, so the same forward gives log π(o_t|I), its entropies and the
+        perturbed distribution.
 
         Returns:
             `tuple`: s_t (B, T), log π(o_t|I) (B, T) and the entropies under I (B, T) or None.
@@ -478,20 +484,11 @@ class TPRLGRPOTrainer(GRPOTrainer):
         original = self._forward_kwargs(output)
         perturbed = self._perturbed_forward_kwargs(output, inputs)
         size = input_ids.size(0)
-        if self.args.dependency_estimator == "kl":
-            log_probs = self._completion_log_softmax(
-                input_ids.repeat(2, 1),
-                attention_mask.repeat(2, 1),
-                logits_to_keep,
-                _stack_forward_kwargs(original, perturbed),
-            )
-            own, other = log_probs[:size], log_probs[size:]
-            dependency = (own.exp() * (own - other)).sum(-1).clamp(min=0)
-            if policy_logps is None:
-                policy_logps = own.gather(-1, output["completion_ids"][..., None]).squeeze(-1)
-            entropies = -(own.exp() * own).sum(-1) if needs_entropies else None
-            return dependency, policy_logps, entropies
         chunk = self.args.per_device_train_batch_size
+        if self.args.dependency_estimator == "kl":
+            dependency, own_logps, entropies = self._full_kl_dependency(output, original, perturbed, chunk)
+            policy_logps = own_logps if policy_logps is None else policy_logps
+            return dependency, policy_logps, entropies if needs_entropies else None
         if policy_logps is None or needs_entropies:
             logps, entropies, _ = self._get_per_token_logps_and_entropies(
                 self.model,
@@ -527,6 +524,38 @@ class TPRLGRPOTrainer(GRPOTrainer):
             **perturbed,
         )
         return logps
+
+    def _full_kl_dependency(
+        self, output: dict[str, Any], original: dict[str, Any], perturbed: dict[str, Any], chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """KL(π(·|I) ‖ π(·|I′)), log π(o_t|I) and the entropies under I, each (B, T), `chunk` rows at a time.
+
+        Each chunk's original and perturbed rows go through the model as one batch of 2·chunk sequences, so the
+        (2·chunk, T, V) log-probabilities of one chunk are in memory at a time.
+        """
+        input_ids, attention_mask, logits_to_keep = self._sequences(output)
+        num_chunks = input_ids.size(0) // chunk
+        rows = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_ids": output["completion_ids"]}
+        results = []
+        for first, second in zip(
+            _row_chunks({**rows, **original}, num_chunks), _row_chunks({**rows, **perturbed}, num_chunks)
+        ):
+            first_ids, first_mask, completion_ids = (first.pop(key) for key in rows)
+            for key in rows:
+                del second[key]
+            log_probs = self._completion_log_softmax(
+                first_ids.repeat(2, 1), first_mask.repeat(2, 1), logits_to_keep, _stack_forward_kwargs(first, second)
+            )
+            own, other = log_probs.chunk(2)
+            results.append(
+                (
+                    (own.exp() * (own - other)).sum(-1).clamp(min=0),
+                    own.gather(-1, completion_ids[..., None]).squeeze(-1),
+                    -(own.exp() * own).sum(-1),
+                )
+            )
+        dependency, logps, entropies = (torch.cat(parts) for parts in zip(*results))
+        return dependency, logps, entropies
 
     def _completion_log_softmax(self, input_ids, attention_mask, logits_to_keep, kwargs) -> torch.Tensor:
         """Full-vocabulary log-probabilities (B, T, V) at the completion positions (the 'kl' dependency estimator)."""
@@ -739,6 +768,15 @@ def _checkpoint_keys(checkpoint: str) -> set[str] | None:
         return None
     with safe_open(weights, "pt") as f:
         return set(f.keys())
+
+
+def _row_chunks(batch: dict[str, Any], num_chunks: int) -> list[dict[str, Any]]:
+    """`batch` (per-row tensors and lists, vision inputs per image; its first entry a per-row tensor) split into
+    `num_chunks` batches of consecutive rows, each with its own images' vision inputs (TRL's splitting of a generation
+    batch)."""
+    return [
+        unsplit_pixel_values_by_grid(part) for part in split_tensor_dict(split_pixel_values_by_grid(batch), num_chunks)
+    ]
 
 
 def _stack_forward_kwargs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
