@@ -18,11 +18,13 @@
 - [`OpenAICompatibleJudge`]: a chat-completions server (vLLM's `vllm serve`, the usual way to run a 30B judge), with
   timeouts and bounded retries.
 
-Two scoring modes. `"expected"`: the answer is prefilled up to the number ("Score: ") and the score is the expectation
-of the judge's probabilities over the digit tokens at the next position, Σ p(d)·d (for 0-10 the probability of "1" is
-split into "10" and "1" by the probability of "0" after it). `"generate"`: the judge writes its answer and
-[`parse_score`] reads it. A sample the judge did not score (a reply without an unambiguous score, too little
-probability on the digits, a server that kept failing) is `None`, counted, and its raw text kept: never a default.
+Two scoring modes. `"expected"`: the score is the expectation of the judge's probabilities over the digit tokens where
+the number starts, Σ p(d)·d (for 0-10 the probability of "1" is split into "10" and "1" by the probability of "0" after
+it). A local judge has its answer prefilled up to the number ("Score: "); a chat server cannot prefill, so the judge
+writes "Score: N" and the distribution is read from the `top_logprobs` of the token that starts the number (digits
+missing from the top-K count as 0). `"generate"`: the judge writes its answer and [`parse_score`] reads it. A sample
+the judge did not score (a reply without an unambiguous score, too little probability on the digits, a server that
+kept failing) is `None`, counted, and its raw text kept: never a default.
 """
 
 import base64
@@ -121,8 +123,9 @@ class JudgeRequest:
 class JudgeOutput:
     """What the judge said about one request.
 
-    `score` is `None` unless `status == "ok"`; `text` is the raw answer (generate mode) and `digit_mass` the judge's
-    total probability on the valid digits (expected mode).
+    `score` is `None` unless `status == "ok"`; `text` is the raw answer (generate mode, and expected mode with a judge
+    that writes its answer, [`OpenAICompatibleJudge`]) and `digit_mass` the judge's total probability on the valid
+    digits (expected mode).
     """
 
     score: float | None
@@ -345,6 +348,55 @@ def _image_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+_NOT_THE_NUMBER = " \t\r\n*"  # white space and Markdown emphasis between "Score:" and the number
+_ANSWER_TOKENS = frozenset(str(d) for d in range(11))
+
+
+def _answer_value(token: str) -> int | None:
+    """The answer 0..10 a top-logprobs token stands for up to white space (" 7" and "7" are 7), else `None`."""
+    token = token.strip()
+    return int(token) if token in _ANSWER_TOKENS else None
+
+
+def digit_probabilities_from_logprobs(
+    tokens: Sequence[str], top_logprobs: Sequence[Sequence[tuple[str, float]]], score_prefix: str = "Score: "
+) -> list[float] | None:
+    """The probabilities of the answers 0..10 read from a chat completion's per-token `top_logprobs`, or `None`.
+
+    `tokens[i]` is the i-th generated token and `top_logprobs[i]` its `(token, logprob)` alternatives. The position read
+    is the first token that starts the number: the text generated before it ends with `score_prefix` (white space,
+    `*` and case ignored), the token itself is not only white space or `*` (after "Score:", " " then "7" is read at
+    "7", " 7" at " 7"), and its alternatives hold a digit. P(d) for d = 0..9 sums the alternatives that are `d` up to
+    white space (" 7" and "7"); an alternative "10" counts for 10. When the token written there is "1" and the next
+    token's alternatives are known, P(10) += P(1)·P("0" | "1") and P(1) = P(1)·(1 - P("0" | "1")), as the local judge
+    splits it; when another digit was written, P("0" | "1") is unknown and the "1" mass stays on 1. Digits missing from
+    the top-K are 0 (a lower bound; the mass decides whether the sample is scored). `None`: no such position.
+    """
+    target = score_prefix.strip(_NOT_THE_NUMBER).casefold()
+    text = ""
+    for i, token in enumerate(tokens):
+        before, text = text, text + token
+        if not before.rstrip(_NOT_THE_NUMBER).casefold().endswith(target) or not token.strip(_NOT_THE_NUMBER):
+            continue
+        values = [(_answer_value(alternative), logprob) for alternative, logprob in top_logprobs[i]]
+        if all(value is None for value, _ in values):
+            continue  # no digit here (e.g. "Score:" inside a sentence): the number starts later, if at all
+        probabilities = [0.0] * 11
+        for value, logprob in values:
+            if value is not None:
+                probabilities[value] += math.exp(logprob)
+        if token.strip() == "1" and i + 1 < len(tokens) and top_logprobs[i + 1]:
+            zero_after_one = sum(math.exp(lp) for t, lp in top_logprobs[i + 1] if t.rstrip() == "0")
+            probabilities[10] += probabilities[1] * zero_after_one
+            probabilities[1] *= 1 - zero_after_one
+        return probabilities
+    return None
+
+
+def _message_text(answer: dict) -> str:
+    return answer["choices"][0]["message"]["content"] or ""
+
+
 class OpenAICompatibleJudge:
     r"""
     A judge behind an OpenAI-compatible `/chat/completions` endpoint (e.g. `vllm serve Qwen/Qwen3-VL-30B-A3B-Instruct`).
@@ -352,6 +404,12 @@ class OpenAICompatibleJudge:
     Images are sent inline as PNG data URLs. Each request has a `timeout`; connection errors, timeouts, HTTP 429 and
     5xx are retried up to `max_retries` times with exponential back-off, other HTTP errors are not. A request that
     still fails gives `None` (the sample is unscored and counted as a judge error), never a score.
+
+    Both scoring modes: [`~OpenAICompatibleJudge.generate`] returns the answers; for `mode="expected"`,
+    [`~OpenAICompatibleJudge.digit_probabilities`] asks for `logprobs` with `top_logprobs` alternatives and reads the
+    digit distribution where the answer's number starts (see [`digit_probabilities_from_logprobs`]). The server must
+    return logprobs (vLLM and OpenAI do; a server that does not leaves every sample unscored, with the reason in
+    `last_errors`).
 
     Parameters:
         base_url (`str`):
@@ -372,6 +430,12 @@ class OpenAICompatibleJudge:
             Sampling temperature.
         max_workers (`int`, *optional*, defaults to `8`):
             Requests in flight at once.
+        top_logprobs (`int`, *optional*, defaults to `20`):
+            Alternatives per token asked for in `"expected"` mode, 1 to 20 (OpenAI's maximum, vLLM's default
+            `--max-logprobs`); digits outside the top `top_logprobs` count as probability 0.
+        score_prefix (`str`, *optional*, defaults to `"Score: "`):
+            What the answer writes before the number in `"expected"` mode (white space, `*` and case ignored); the
+            prompt templates ask for `Score: N`.
     """
 
     def __init__(
@@ -385,9 +449,15 @@ class OpenAICompatibleJudge:
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         max_workers: int = 8,
+        top_logprobs: int = 20,
+        score_prefix: str = "Score: ",
     ):
         if max_retries < 0 or timeout <= 0:
             raise ValueError("max_retries must be >= 0 and timeout > 0.")
+        if isinstance(top_logprobs, bool) or not (isinstance(top_logprobs, int) and 1 <= top_logprobs <= 20):
+            raise ValueError(f"top_logprobs must be an integer from 1 to 20, got {top_logprobs!r}.")
+        if not score_prefix.strip(_NOT_THE_NUMBER):
+            raise ValueError("score_prefix must contain more than white space.")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.name = model
@@ -398,9 +468,12 @@ class OpenAICompatibleJudge:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.max_workers = max_workers
+        self.top_logprobs = top_logprobs
+        self.score_prefix = score_prefix
         self.last_errors: list[str | None] = []
+        self.last_texts: list[str | None] = []
 
-    def _payload(self, request: JudgeRequest) -> bytes:
+    def _payload(self, request: JudgeRequest, **extra) -> bytes:
         content = [{"type": "image_url", "image_url": {"url": _image_data_url(image)}} for image in request.images]
         content.append({"type": "text", "text": request.text})
         body = {
@@ -408,10 +481,13 @@ class OpenAICompatibleJudge:
             "messages": [{"role": "user", "content": content}],
             "max_tokens": self.max_new_tokens,
             "temperature": self.temperature,
+            **extra,
         }
         return json.dumps(body).encode("utf-8")
 
-    def _post(self, payload: bytes) -> tuple[str | None, str | None]:
+    def _post(self, payload: bytes, read=_message_text) -> tuple[Any, str | None]:
+        """`(read(answer), None)`, or `(None, reason)` once the request failed for good; `read` raising
+        `KeyError`/`IndexError`/`TypeError`/`ValueError` is a malformed answer (not retried)."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -423,7 +499,7 @@ class OpenAICompatibleJudge:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     answer = json.loads(response.read().decode("utf-8"))
-                return answer["choices"][0]["message"]["content"] or "", None
+                return read(answer), None
             except urllib.error.HTTPError as http_error:
                 error = f"HTTP {http_error.code}: {http_error.reason}"
                 if http_error.code != 429 and http_error.code < 500:
@@ -436,13 +512,52 @@ class OpenAICompatibleJudge:
             logger.warning(f"Judge request to {self.url} failed (attempt {attempt + 1}): {error}")
         return None, error
 
+    def _post_all(self, requests: Sequence[JudgeRequest], read, **extra) -> list:
+        """`read` of each answer, in order, `max_workers` requests at a time; `None` and the reason in `last_errors`
+        where a request failed."""
+        payloads = [self._payload(r, **extra) for r in requests]
+        post = lambda payload: self._post(payload, read)  # noqa: E731
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(payloads)))) as pool:
+            results = list(pool.map(post, payloads))
+        self.last_errors = [error for _, error in results]
+        return [value for value, _ in results]
+
     def generate(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
         """The answers, in order; `None` where a request failed after every retry (reason in `last_errors`)."""
-        payloads = [self._payload(r) for r in requests]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(payloads)))) as pool:
-            results = list(pool.map(self._post, payloads))
-        self.last_errors = [error for _, error in results]
-        return [text for text, _ in results]
+        return self._post_all(requests, _message_text)
+
+    def _read_logprobs(self, answer: dict) -> tuple[str, list[float] | None]:
+        choice = answer["choices"][0]
+        text = choice["message"]["content"] or ""
+        content = (choice.get("logprobs") or {}).get("content")
+        if not isinstance(content, list):
+            raise ValueError("the answer has no logprobs.content (does the server support logprobs?)")
+        tokens = [entry["token"] for entry in content]
+        if not all(isinstance(token, str) for token in tokens):
+            raise TypeError("a logprobs token is not a string")
+        tops = [[(top["token"], float(top["logprob"])) for top in entry["top_logprobs"]] for entry in content]
+        if content and not any(tops):
+            raise ValueError("the answer's logprobs have no top_logprobs")
+        return text, digit_probabilities_from_logprobs(tokens, tops, self.score_prefix)
+
+    def digit_probabilities(self, requests: Sequence[JudgeRequest]):
+        """(B, 11) probabilities of the answers 0..10 where each answer's number starts (not renormalised).
+
+        A row is NaN where the request failed, the logprobs were missing or malformed, or the answer never wrote a
+        number after `score_prefix`; the reason is in `last_errors` and the answer (when there was one) in
+        `last_texts`.
+        """
+        import torch
+
+        values = self._post_all(requests, self._read_logprobs, logprobs=True, top_logprobs=self.top_logprobs)
+        rows, self.last_texts = [], []
+        for i, value in enumerate(values):
+            text, row = value if value is not None else (None, None)
+            self.last_texts.append(text)
+            if row is None and text is not None:
+                self.last_errors[i] = f"no number after {self.score_prefix.strip()!r} in the answer"
+            rows.append(row if row is not None else [math.nan] * 11)
+        return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 11)
 
 
 # ---- the reward ---------------------------------------------------------------------------------------------------
@@ -489,8 +604,8 @@ class VLMJudgeReward:
         judge (`str`, `LocalVLMJudge` or `OpenAICompatibleJudge`):
             A backend, or a model for [`LocalVLMJudge.from_pretrained`] (a `trl_ext.hub` key, Hub id or directory).
         mode (`str`, *optional*, defaults to `"expected"`):
-            `"expected"` (Σ p·d over the digit tokens; local judges only) or `"generate"` (generate, then
-            [`parse_score`]).
+            `"expected"` (Σ p·d over the digit tokens: prefilled "Score: " for a local judge, the `top_logprobs` of
+            the answer's number for [`OpenAICompatibleJudge`]) or `"generate"` (generate, then [`parse_score`]).
         prompt_template (`str`, *optional*):
             Template name or file used for every sample; by default the sample's category template (or `"generic"`)
             for images and `"answer"` for text completions.
@@ -645,22 +760,34 @@ class VLMJudgeReward:
             )
         return outputs
 
+    def _reported(self, attribute: str, n: int) -> list:
+        """The judge's per-request `attribute` of its last call (`last_errors`, `last_texts`), or `None`s."""
+        reported = getattr(self.judge, attribute, None)
+        return list(reported) if reported is not None and len(reported) == n else [None] * n
+
     def _judge_batch(self, requests: list[JudgeRequest]) -> list[JudgeOutput]:
         if self.mode == "expected":
-            probabilities = self.judge.digit_probabilities(requests)
+            probabilities = self.judge.digit_probabilities(requests).tolist()
+            # a judge that can fail per request (the HTTP one) says why in `last_errors`, with its answer in
+            # `last_texts` when there was one (then the answer had no number: a parse failure)
+            errors = self._reported("last_errors", len(probabilities))
+            texts = self._reported("last_texts", len(probabilities))
             values = list(range(self.low, self.high + 1))
             outputs = []
-            for row in probabilities.tolist():
+            for row, error, text in zip(probabilities, errors, texts):
                 weights = row[self.low : self.high + 1]
                 mass = float(sum(weights))
-                if not math.isfinite(mass) or mass <= 0 or mass < self.min_digit_mass:
-                    outputs.append(JudgeOutput(None, "low_digit_mass", digit_mass=mass))
-                    continue
-                score = sum(v * w for v, w in zip(values, weights)) / mass
-                outputs.append(JudgeOutput(float(score), "ok", digit_mass=mass))
+                if error is not None:
+                    status = "parse_failure" if text is not None else "error"
+                    outputs.append(JudgeOutput(None, status, text=text, digit_mass=mass, error=error))
+                elif not math.isfinite(mass) or mass <= 0 or mass < self.min_digit_mass:
+                    outputs.append(JudgeOutput(None, "low_digit_mass", text=text, digit_mass=mass))
+                else:
+                    score = sum(v * w for v, w in zip(values, weights)) / mass
+                    outputs.append(JudgeOutput(float(score), "ok", text=text, digit_mass=mass))
             return outputs
         texts = self.judge.generate(requests)
-        errors = getattr(self.judge, "last_errors", None) or [None] * len(texts)
+        errors = self._reported("last_errors", len(texts))
         outputs = []
         for text, error in zip(texts, errors):
             if text is None:
