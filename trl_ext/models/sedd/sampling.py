@@ -149,25 +149,17 @@ def generate(
         prompt_ids.shape != (batch_size, length) or prompt_mask.shape != (batch_size, length)
     ):
         raise ValueError(f"prompt_ids and prompt_mask must have shape {(batch_size, length)}.")
-    if model.config.graph_type == "uniform":
-        return _generate_uniform(
-            model,
-            noise,
-            batch_size,
-            length,
-            steps,
-            predictor,
-            prompt_ids,
-            prompt_mask,
-            eps,
-            generator,
-            show_progress,
-            chunk_size,
-        )
     device, mask_index = model.device, model.config.mask_index
-    x = torch.full((batch_size, length), mask_index, dtype=torch.long, device=device)
+    fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
+    if model.config.graph_type == "uniform":  # the t = 1 limit: uniform noise
+        x = torch.randint(model.config.vocab_size, (batch_size, length), generator=generator).to(device)
+    else:  # all masked
+        x = torch.full((batch_size, length), mask_index, dtype=torch.long, device=device)
     if prompt_ids is not None:
-        x = torch.where(prompt_mask.bool().to(device), prompt_ids.to(device), x)
+        fixed = prompt_mask.bool().to(device)
+        x = torch.where(fixed, prompt_ids.to(device), x)
+    if model.config.graph_type == "uniform":
+        return _generate_uniform(model, noise, x, fixed, steps, predictor, eps, generator, show_progress, chunk_size)
     times = torch.linspace(1.0, eps, steps + 1)
     for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):
         t, t_next = times[i], times[i + 1]
@@ -224,29 +216,11 @@ def _uniform_euler_probabilities(log_scores: torch.Tensor, current: torch.Tensor
     return move.scatter(-1, current[:, None], stay[:, None])
 
 
-def _generate_uniform(
-    model,
-    noise,
-    batch_size,
-    length,
-    steps,
-    predictor,
-    prompt_ids,
-    prompt_mask,
-    eps,
-    generator,
-    show_progress,
-    chunk_size,
-):
-    """Sampling for the uniform graph: from uniform noise, `steps` Euler or analytic steps on every free position
-    (see the module docstring), then the denoiser at σ̄(eps) ([`uniform_denoise_probabilities`]). Every position can
-    move, so the output layer runs on all free positions."""
-    device, vocab = model.device, model.config.vocab_size
-    x = torch.randint(vocab, (batch_size, length), generator=generator).to(device)
-    fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
-    if prompt_ids is not None:
-        fixed = prompt_mask.bool().to(device)
-        x = torch.where(fixed, prompt_ids.to(device), x)
+def _generate_uniform(model, noise, x, fixed, steps, predictor, eps, generator, show_progress, chunk_size):
+    """Sampling for the uniform graph from `x` (uniform noise, `fixed` positions kept): `steps` Euler or analytic steps
+    on every free position (see the module docstring), then the denoiser at σ̄(eps) ([`uniform_denoise_probabilities`]).
+    Every position can move, so the output layer runs on all free positions."""
+    device, vocab, batch_size = model.device, model.config.vocab_size, x.size(0)
     rows, cols = (~fixed).nonzero(as_tuple=True)
     times = torch.linspace(1.0, eps, steps + 1)
     for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):

@@ -276,7 +276,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
         needs_kl = self.beta != 0.0 and (config.kl_penalty == "reward" or config.kl_controller == "adaptive")
         shape_in_loss = self._needs_dependency and self._shapes_in_loss(policy_logps, needs_kl)
         if shape_in_loss:
-            output[PERTURBED_LOGPS_KEY] = self._perturbed_logps(output, inputs)
+            output[PERTURBED_LOGPS_KEY] = self._rollout_logps(output, self._perturbed_forward_kwargs(output, inputs))
         elif self._needs_dependency:
             needs_entropies = config.enable_entropy_filtering and config.enable_perception_filtering
             dependency, policy_logps, entropies = self._token_dependency(output, inputs, policy_logps, needs_entropies)
@@ -446,8 +446,10 @@ class TPRLGRPOTrainer(GRPOTrainer):
         return input_ids, attention_mask, output["completion_ids"].size(1)
 
     @torch.no_grad()
-    def _rollout_logps(self, output: dict[str, Any]) -> torch.Tensor:
-        """Log-probabilities of the completions under the current policy and the original images (B, T)."""
+    def _rollout_logps(self, output: dict[str, Any], vision_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+        """Log-probabilities (B, T) of the completions under the current policy, with the original images or the
+        images of `vision_kwargs` (the perturbed ones): one no-grad forward, `per_device_train_batch_size` rows at a
+        time."""
         input_ids, attention_mask, logits_to_keep = self._sequences(output)
         logps, _, _ = self._get_per_token_logps_and_entropies(
             self.model,
@@ -455,7 +457,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
             attention_mask,
             logits_to_keep,
             batch_size=self.args.per_device_train_batch_size,
-            **self._forward_kwargs(output),
+            **(self._forward_kwargs(output) if vision_kwargs is None else vision_kwargs),
         )
         return logps
 
@@ -504,26 +506,8 @@ class TPRLGRPOTrainer(GRPOTrainer):
             entropies = entropies[:size] if needs_entropies else None
         else:
             own, entropies = policy_logps, None
-            perturbed_logps = self._perturbed_logps(output, inputs, perturbed)
+            perturbed_logps = self._rollout_logps(output, perturbed)
         return sampled_token_dependency(own, perturbed_logps), policy_logps, entropies
-
-    @torch.no_grad()
-    def _perturbed_logps(
-        self, output: dict[str, Any], inputs: list[dict[str, Any]], perturbed: dict[str, Any] | None = None
-    ) -> torch.Tensor:
-        """log π(o_t|I′) of the completions under the current policy with perturbed images, (B, T): one forward."""
-        input_ids, attention_mask, logits_to_keep = self._sequences(output)
-        if perturbed is None:
-            perturbed = self._perturbed_forward_kwargs(output, inputs)
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            self.model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            batch_size=self.args.per_device_train_batch_size,
-            **perturbed,
-        )
-        return logps
 
     def _full_kl_dependency(
         self, output: dict[str, Any], original: dict[str, Any], perturbed: dict[str, Any], chunk: int
