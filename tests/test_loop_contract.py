@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from trl_ext import (
     DiscreteDiffusionPPOConfig,
@@ -151,6 +152,64 @@ def test_logs_reach_trainer_state_json_and_tensorboard(sedd_path, tokenizer, tmp
     assert all("loss" in h and "grad_norm" in h for h in state["log_history"])
     events = glob.glob(str(tmp_path / "runs" / "**" / "events.out.tfevents.*"), recursive=True)
     assert events, "report_to=tensorboard wrote no event file under output_dir/runs"
+
+
+class RecordingCallback(TrainerCallback):
+    """Records the events `transformers.Trainer` would send, and stops training after `stop_at` steps."""
+
+    def __init__(self, stop_at: int):
+        self.stop_at, self.events = stop_at, []
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.events.append(("train_begin", state.global_step, model is not None and optimizer is not None))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.append(("step_end", state.global_step))
+        if state.global_step == self.stop_at:
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.events.append(("log", state.global_step, "loss" in logs))
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.events.append(("save", state.global_step, os.path.isfile(os.path.join(checkpoint, "trainer_state.json"))))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.events.append(("epoch_end", state.global_step))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.events.append(("train_end", state.global_step))
+
+
+def test_callbacks_see_transformers_events_and_can_stop_training(sedd_path, tokenizer, tmp_path):
+    callback = RecordingCallback(stop_at=10)
+    args = sft_args(
+        tmp_path, per_device_train_batch_size=16, max_steps=20, logging_steps=4, save_strategy="steps", save_steps=6
+    )
+    trainer = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer, callbacks=[callback])
+    assert trainer.steps_per_epoch == 7  # 112 blocks of 32 tokens, 16 per step
+    trainer.train()
+    assert trainer.global_step == 10
+    events = [e for e in callback.events if e[0] != "step_end"]
+    assert events == [
+        ("train_begin", 0, True),
+        ("log", 4, True),
+        ("save", 6, True),
+        ("epoch_end", 7),
+        ("log", 8, True),
+        ("log", 10, True),  # the step that stops training is logged
+        ("train_end", 10),
+    ]
+    assert [e[1] for e in callback.events if e[0] == "step_end"] == list(range(1, 11))
+    assert trainer.pop_callback(RecordingCallback) is callback
+    # at max_steps transformers' flow also saves, as Trainer does
+    args = sft_args(tmp_path / "final", max_steps=5, save_strategy="steps", save_steps=3)
+    DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer).train()
+    assert sorted(glob.glob(str(tmp_path / "final" / "checkpoint-*"))) == [
+        str(tmp_path / "final" / f"checkpoint-{n}") for n in (3, 5)
+    ]
 
 
 # Checkpoints and resume

@@ -31,7 +31,10 @@ What it guarantees (DESIGN.md, "The loop contract"):
   resume reproduces the uninterrupted run;
 - reward functions are checked: a wrong return type or length, or a non-finite reward, is an error naming the
   function; `None` masks a sample, and a step in which no process has a scored sample makes no update (counted);
-- `train()` never destroys the process group, so several trainers can run in one script.
+- `train()` never destroys the process group, so several trainers can run in one script;
+- `callbacks` are `transformers.TrainerCallback`s, called at the events of `transformers.Trainer`'s loop; when to log
+  and to save is decided by transformers' `DefaultFlowCallback`, so a callback can also stop training, or ask for a
+  log or a checkpoint, through `control`.
 """
 
 import contextlib
@@ -55,7 +58,16 @@ from accelerate.utils import (
     gather_object,
 )
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerState, TrainingArguments, get_scheduler, set_seed
+from transformers import (
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    get_scheduler,
+    set_seed,
+)
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     TrainOutput,
@@ -144,8 +156,8 @@ def check_training_arguments(args: TrainingArguments) -> None:
 class RLLoopTrainer:
     """Base class of trainers that own their loop.
 
-    A subclass calls `super().__init__(args)`, then [`_setup_data`] with the number of training rows and the rows
-    each process uses per step, then [`_prepare`] with its model and trainable parameters; it implements
+    A subclass calls `super().__init__(args, callbacks)`, then [`_setup_data`] with the number of training rows and the
+    rows each process uses per step, then [`_prepare`] with its model and trainable parameters; it implements
     `training_step() -> dict[str, float]` (one rollout batch and its updates, metrics of this process) and
     `save_model(output_dir)`. Updates go through [`optimizer_update`].
     """
@@ -156,9 +168,11 @@ class RLLoopTrainer:
     # (whose root module gathers the sharded weights) cannot run such a model
     _forward_bypasses_wrapper = False
 
-    def __init__(self, args: TrainingArguments):
+    def __init__(self, args: TrainingArguments, callbacks: list[TrainerCallback] | None = None):
         check_training_arguments(args)
         self.args = args
+        self.control = TrainerControl()
+        self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or [])], None, None, None, None)
         # as transformers' Trainer: model initialisation (e.g. LoRA weights) is reproducible
         if args.full_determinism:
             enable_full_determinism(args.seed)
@@ -195,6 +209,18 @@ class RLLoopTrainer:
     def global_step(self) -> int:
         """Training steps (rollout batches) done: `self.state.global_step`."""
         return self.state.global_step
+
+    def add_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> None:
+        """Add a callback (a class is instantiated), as `transformers.Trainer.add_callback`."""
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> TrainerCallback | None:
+        """Remove a callback and return it, as `transformers.Trainer.pop_callback`."""
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: type[TrainerCallback] | TrainerCallback) -> None:
+        """Remove a callback, as `transformers.Trainer.remove_callback`."""
+        self.callback_handler.remove_callback(callback)
 
     def training_step(self) -> dict[str, float]:
         raise NotImplementedError
@@ -274,6 +300,10 @@ class RLLoopTrainer:
         self.trainable_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         # not prepared: accelerate's scheduler wrapper steps it once per process and per optimizer step
         self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        handler = self.callback_handler
+        handler.model, handler.optimizer, handler.lr_scheduler = model, self.optimizer, self.lr_scheduler
+        handler.processing_class = getattr(self, "processing_class", None)
+        self.control = handler.on_init_end(self.args, self.state, self.control)
 
     def create_optimizer(
         self, params: list[torch.nn.Parameter] | list[dict], learning_rate: float | None = None
@@ -369,23 +399,21 @@ class RLLoopTrainer:
         return combined
 
     def log(self, logs: dict[str, float]) -> None:
-        """Record metrics in `state.log_history` and send them to the `report_to` trackers and the logger."""
+        """Record metrics in `state.log_history`, send them to the `report_to` trackers and the logger, and call the
+        callbacks' `on_log`."""
         entry = {**logs, "epoch": self.state.epoch, "step": self.state.global_step}
         self.state.log_history.append(entry)
         self.accelerator.log(logs, step=self.state.global_step)
         logger.info(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in entry.items()}))
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=logs)
 
     def _interval(self, value: float) -> int:
         """`logging_steps` / `save_steps` as a number of steps (a value below 1 is a fraction of `max_steps`)."""
         return max(1, int(value) if value >= 1 else math.ceil(self.max_steps * value))
 
-    def _is_due(self, strategy: str, steps: float) -> bool:
-        step = self.state.global_step
-        if strategy == "steps":
-            return step % self._interval(steps) == 0
-        if strategy == "epoch":  # the step that completes a pass over the rows
-            return math.floor(step / self.steps_per_epoch) > math.floor((step - 1) / self.steps_per_epoch)
-        return False
+    def _completes_epoch(self, step: int) -> bool:
+        """Whether step `step` (1-based) is the one that completes a pass over the training rows."""
+        return math.floor(step / self.steps_per_epoch) > math.floor((step - 1) / self.steps_per_epoch)
 
     # The loop
 
@@ -428,7 +456,12 @@ class RLLoopTrainer:
             desc=self._name,
             disable=args.disable_tqdm or not self.accelerator.is_local_main_process,
         )
-        while self.state.global_step < self.max_steps:
+        handler = self.callback_handler
+        self.control = handler.on_train_begin(args, self.state, TrainerControl())
+        while self.state.global_step < self.max_steps and not self.control.should_training_stop:
+            if self.state.global_step == 0 or self._completes_epoch(self.state.global_step):
+                self.control = handler.on_epoch_begin(args, self.state, self.control)
+            self.control = handler.on_step_begin(args, self.state, self.control)
             learning_rate = self.lr_scheduler.get_last_lr()[0]
             logs = self.training_step()
             with warnings.catch_warnings():  # a step without an update (nothing scored) still advances the schedule
@@ -438,21 +471,23 @@ class RLLoopTrainer:
             self.state.epoch = self.state.global_step / self.steps_per_epoch
             logs = self._gather_logs({**logs, "learning_rate": learning_rate})
             logs["skipped_steps_count"] = self.skipped_steps
-            first = args.logging_first_step and self.state.global_step == 1
-            if (
-                first
-                or self._is_due(args.logging_strategy, args.logging_steps)
-                or self.state.global_step == self.max_steps
-            ):
+            self.control = handler.on_step_end(args, self.state, self.control)
+            if self._completes_epoch(self.state.global_step):
+                self.control = handler.on_epoch_end(args, self.state, self.control)
+            if self.control.should_log or self.control.should_training_stop:  # the last step is always logged
+                self.control.should_log = False
                 self.log(logs)
-            if self._is_due(args.save_strategy, args.save_steps):
+            if self.control.should_save:
+                self.control.should_save = False
                 self._save_checkpoint()
+                self.control = handler.on_save(args, self.state, self.control)
             self._on_step_end()
             progress.update(1)
         progress.close()
         if self.accelerator.is_main_process:
             os.makedirs(args.output_dir, exist_ok=True)
             self.state.save_to_json(os.path.join(args.output_dir, TRAINER_STATE_NAME))
+        self.control = handler.on_train_end(args, self.state, self.control)
         for tracker in self.accelerator.trackers:  # not accelerator.end_training(): it destroys the process group
             tracker.finish()
         losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]

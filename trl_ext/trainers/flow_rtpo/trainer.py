@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from ...hub import model_card_name
 from ...models.flow_sde import FlowTrajectory, sample_trajectories, trajectory_step_log_prob
@@ -63,6 +64,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
             images per edit; image advantages are grouped by original prompt (the rewards also receive an
             `original_prompt` column), and the editor is trained jointly by clipped policy gradient on its Gaussian
             log-probability with the edits' group advantages (mean image reward minus semantic penalty).
+        callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
+            loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
     """
 
     _name = "Flow-GRPO"
@@ -74,12 +77,13 @@ class FlowRTPOTrainer(RLLoopTrainer):
         args: FlowRTPOConfig,
         train_dataset: Dataset | list[str],
         prompt_editor: PromptEditorPolicy | None = None,
+        callbacks: list[TrainerCallback] | None = None,
     ):
         from diffusers import StableDiffusion3Pipeline
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
-        super().__init__(args)
+        super().__init__(args, callbacks)
         if isinstance(pipeline, str):
             weight_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
             pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline, dtype=weight_dtype)

@@ -23,7 +23,13 @@ from collections import defaultdict
 import torch
 from accelerate.utils import DistributedType
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GenerationConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    GenerationConfig,
+    TrainerCallback,
+)
 from transformers.utils import logging
 
 from ...hub import model_card_name
@@ -93,7 +99,9 @@ class PPOTrainer(RLLoopTrainer):
         value_model (`str` or `PreTrainedModel`, *optional*): A `*ForSequenceClassification` model (one label) whose
             head is read at every token, or a causal LM (a zero head is added); defaults to the policy's backbone
             (`value_model_init="policy"`) or the reward model's (`"reward_model"`).
-        data_collator, optimizers, callbacks: TRL's arguments; only their defaults are supported.
+        data_collator, optimizers: TRL's arguments; only their defaults are supported.
+        callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
+            loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
         eval_dataset (`datasets.Dataset`, *optional*): Prompts for [`generate_completions`].
         peft_config (`peft.PeftConfig`, *optional*): Train a LoRA adapter of the policy.
         reward_processing_class (tokenizer, *optional*): The tokenizer of the reward model(s), when not their own.
@@ -113,16 +121,16 @@ class PPOTrainer(RLLoopTrainer):
         data_collator=None,
         eval_dataset: Dataset | None = None,
         optimizers=(None, None),
-        callbacks=None,
+        callbacks: list[TrainerCallback] | None = None,
         peft_config=None,
         reward_processing_class=None,
     ):
-        if data_collator is not None or optimizers != (None, None) or callbacks:
+        if data_collator is not None or optimizers != (None, None):
             raise ValueError(
                 "PPOTrainer builds its batches, optimizer (`optim`, `learning_rate`, `value_learning_rate`) and "
-                "scheduler (`lr_scheduler_type`) from args; data_collator, optimizers and callbacks are not supported."
+                "scheduler (`lr_scheduler_type`) from args; data_collator and optimizers are not supported."
             )
-        super().__init__(args)
+        super().__init__(args, callbacks)
         tokenizer, device = processing_class, self.accelerator.device
         if tokenizer is None:
             raise ValueError("processing_class (the policy's tokenizer) is required.")

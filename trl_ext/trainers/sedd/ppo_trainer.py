@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from ...hub import model_card_name
 from ...models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
@@ -49,6 +50,8 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             its `eos_token_id` pads prompts on the left.
         ref_model ([`SEDDModel`], *optional*): The reference for `beta > 0`; defaults to a frozen copy of the
             initial policy (or the policy with LoRA disabled when `use_peft`).
+        callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
+            loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
     """
 
     _name = "SEDD-PPO"
@@ -62,8 +65,9 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         train_dataset: Dataset,
         processing_class,
         ref_model: SEDDModel | None = None,
+        callbacks: list[TrainerCallback] | None = None,
     ):
-        super().__init__(args)
+        super().__init__(args, callbacks)
         model = SEDDModel.from_pretrained(model) if isinstance(model, str) else model
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
             raise ValueError("train_dataset must have a non-empty 'prompt' column.")

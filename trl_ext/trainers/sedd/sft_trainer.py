@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from ...hub import model_card_name
 from ...models.sedd import SEDDModel, get_noise, score_entropy_loss
@@ -38,15 +39,22 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         args ([`DiscreteDiffusionSFTConfig`]): Configuration.
         train_dataset (`datasets.Dataset`): A text column (`args.dataset_text_field`).
         processing_class (tokenizer): Encodes the text; its `eos_token_id` separates documents.
+        callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
+            loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
     """
 
     _name = "SEDD-SFT"
     _forward_bypasses_wrapper = True  # the score-entropy loss calls the model's submodules (row-chunked head)
 
     def __init__(
-        self, model: str | SEDDModel, args: DiscreteDiffusionSFTConfig, train_dataset: Dataset, processing_class
+        self,
+        model: str | SEDDModel,
+        args: DiscreteDiffusionSFTConfig,
+        train_dataset: Dataset,
+        processing_class,
+        callbacks: list[TrainerCallback] | None = None,
     ):
-        super().__init__(args)
+        super().__init__(args, callbacks)
         model = SEDDModel.from_pretrained(model) if isinstance(model, str) else model
         if args.dataset_text_field not in train_dataset.column_names:
             raise ValueError(f"train_dataset has no {args.dataset_text_field!r} column.")
