@@ -25,6 +25,7 @@ from trl_ext import (
 from trl_ext.data import generate_latex_corpus
 from trl_ext.rewards import LaTeXReward
 from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
+from trl_ext.trainers.loop import last_complete_checkpoint
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,6 +214,21 @@ def test_callbacks_see_transformers_events_and_can_stop_training(sedd_path, toke
 
 
 # Checkpoints and resume
+
+
+def test_last_complete_checkpoint_skips_torn_ones(tmp_path):
+    for name, state in [
+        ("checkpoint-2", '{"global_step": 2}'),
+        ("checkpoint-9", '{"global_step": 9}'),
+        ("checkpoint-10", '{"global_st'),  # killed while writing trainer_state.json
+        ("checkpoint-11", None),  # killed before it
+        ("tmp-checkpoint-12", '{"global_step": 12}'),  # this trainer's unfinished save
+    ]:
+        (tmp_path / name).mkdir()
+        if state is not None:
+            (tmp_path / name / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-9")
+    assert last_complete_checkpoint(str(tmp_path / "missing")) is None
 
 
 def test_save_total_limit_and_resume_true_reproduce_the_uninterrupted_run(sedd_path, tokenizer, tmp_path):

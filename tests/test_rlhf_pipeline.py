@@ -95,6 +95,21 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
     assert resumed["steps"] == 4
     torch.testing.assert_close(flat(AutoModelForCausalLM.from_pretrained(outputs["ppo"])), final, rtol=0, atol=0)
 
+    # the reward-model stage (transformers' Trainer) killed while writing its last checkpoint: the model is there,
+    # trainer_state.json (written last) is not; the rerun resumes from the checkpoint before and ends where the
+    # uninterrupted run ended
+    reward_dir = tmp_path / "run" / "reward_model"
+    checkpoints = sorted(reward_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    assert len(checkpoints) >= 2
+    (checkpoints[-1] / "trainer_state.json").unlink()
+    shutil.rmtree(reward_dir / "final")
+    RLHFPipeline(config).run()
+    assert (reward_dir / "final" / "stage_complete.json").is_file()
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())  # saved again by the resumed run
+    assert state["global_step"] == int(checkpoints[-1].name.split("-")[1])
+    resumed_reward_model = AutoModelForSequenceClassification.from_pretrained(outputs["reward_model"])
+    torch.testing.assert_close(flat(resumed_reward_model), flat(reward_model), rtol=0, atol=0)
+
 
 def test_config_from_dict_json_yaml_and_unknown_keys(tmp_path):
     values = {"model_name": "m", "save_dir": str(tmp_path), "ppo_args": {"response_length": 8}}

@@ -21,10 +21,10 @@ import os
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ..rewards.reward_model import SequenceClassificationReward, is_conversational_prompt
+from ..trainers.loop import last_complete_checkpoint
 from .config import RLHFConfig
 from .data import bleu, load_stage_data, rouge
 
@@ -98,8 +98,7 @@ class RLHFPipeline:
         self.state.wait_for_everyone()
 
     def _resume_checkpoint(self, stage: str) -> str | None:
-        directory = self.stage_dir(stage)
-        checkpoint = get_last_checkpoint(directory) if os.path.isdir(directory) else None
+        checkpoint = last_complete_checkpoint(self.stage_dir(stage))
         if checkpoint:
             logger.info(f"{stage}: resuming from {checkpoint}")
         return checkpoint

@@ -16,7 +16,7 @@
 `transformers.Trainer` and TRL's trainers assume a `PreTrainedModel` fed by a dataloader; RL trainers for diffusion
 models sample their own batches instead. [`RLLoopTrainer`] gives them the contract of `transformers.Trainer`, built
 from its pieces: the optimizer of `optim` (`Trainer.get_optimizer_cls_and_kwargs`), `transformers.get_scheduler`,
-`TrainerState` with its `log_history` in `trainer_state.json`, `get_last_checkpoint` / `rotate_checkpoints`, and
+`TrainerState` with its `log_history` in `trainer_state.json`, `rotate_checkpoints`, and
 accelerate for devices, mixed precision, gradient accumulation, `report_to` trackers and distributed training.
 
 What it guarantees (DESIGN.md, "The loop contract"):
@@ -42,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -72,7 +73,6 @@ from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     TrainOutput,
     enable_full_determinism,
-    get_last_checkpoint,
     rotate_checkpoints,
 )
 from transformers.utils import logging
@@ -122,6 +122,33 @@ ACCELERATE_TRACKERS = (
     "dvclive",
     "swanlab",
 )
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The `checkpoint-N` directory of `folder` with the highest N whose `trainer_state.json` is complete, or None.
+
+    `transformers.Trainer` writes `trainer_state.json` last, straight into `checkpoint-N`, and `get_last_checkpoint`
+    returns the newest directory whatever it holds, so a run killed while saving would resume from a torn checkpoint;
+    such directories are skipped here (with a warning). This trainer's own checkpoints are complete or absent.
+    """
+    if not os.path.isdir(folder):
+        return None
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(folder)
+        if (match := re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name))
+        and os.path.isdir(os.path.join(folder, name))
+    )
+    for _, name in reversed(steps):
+        path = os.path.join(folder, name)
+        try:
+            with open(os.path.join(path, TRAINER_STATE_NAME)) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            logger.warning(f"{path} has no complete {TRAINER_STATE_NAME} (a save was interrupted): skipped.")
+            continue
+        return path
+    return None
 
 
 def check_training_arguments(args: TrainingArguments) -> None:
@@ -432,7 +459,7 @@ class RLLoopTrainer:
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
             resume_from_checkpoint = True  # as a command line gives it
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+            resume_from_checkpoint = last_complete_checkpoint(args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {args.output_dir} has no complete checkpoint.")
         if resume_from_checkpoint:
