@@ -29,6 +29,7 @@ kept failing) is `None`, counted, and its raw text kept: never a default.
 
 import base64
 import concurrent.futures
+import functools
 import importlib.util
 import inspect
 import io
@@ -516,9 +517,8 @@ class OpenAICompatibleJudge:
         """`read` of each answer, in order, `max_workers` requests at a time; `None` and the reason in `last_errors`
         where a request failed."""
         payloads = [self._payload(r, **extra) for r in requests]
-        post = lambda payload: self._post(payload, read)  # noqa: E731
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(payloads)))) as pool:
-            results = list(pool.map(post, payloads))
+            results = list(pool.map(functools.partial(self._post, read=read), payloads))
         self.last_errors = [error for _, error in results]
         return [value for value, _ in results]
 
