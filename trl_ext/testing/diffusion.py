@@ -16,9 +16,9 @@
 import os
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5EncoderModel
 
-from .encoders import build_tiny_clip_tokenizer, build_tiny_t5_tokenizer
+from .encoders import build_tiny_clip_tokenizer, build_tiny_t5_tokenizer, tiny_t5_config
 from .text import init_tiny_weights
 
 
@@ -100,18 +100,7 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae
         eos_token_id=1,
         pad_token_id=1,
     )
-    t5_config = T5Config(
-        vocab_size=len(t5_tokenizer),
-        d_model=64,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
+    t5_config = tiny_t5_config(len(t5_tokenizer))
     num_vae_blocks = 2 if fast else 1
     torch.manual_seed(seed)
     text_encoders = [CLIPTextModelWithProjection(clip_config), CLIPTextModelWithProjection(clip_config)]

@@ -68,6 +68,22 @@ def build_tiny_t5_tokenizer(model_max_length: int = 64) -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
 
 
+def tiny_t5_config(vocab_size: int, d_model: int = 64) -> T5Config:
+    """A 2-layer T5 config of width `d_model` (GTR-T5, SD3's third text encoder) for the tiny T5 tokenizer."""
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+
+
 def build_tiny_bert_tokenizer(model_max_length: int = 128) -> BertTokenizer:
     """An in-memory uncased WordPiece tokenizer over a small word list and single characters; it truncates at
     `model_max_length` (the tiny BERT's position count), as bert-base-uncased's does at 512."""
@@ -133,19 +149,7 @@ def save_tiny_gtr_t5(path: str | os.PathLike, seed: int = 0, hidden_size: int = 
 
     path = os.fspath(path)
     tokenizer = build_tiny_t5_tokenizer()
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=hidden_size,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    encoder = T5EncoderModel(config)
+    encoder = T5EncoderModel(tiny_t5_config(len(tokenizer), hidden_size))
     init_tiny_weights(encoder, seed)
     torch.manual_seed(seed)
     # sentence-transformers builds its Transformer module from a directory; the saved model holds its own copy.
