@@ -1,5 +1,9 @@
 """Every `trl_ext.testing` factory round-trips through the public loader of its family."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -104,6 +108,32 @@ def test_tiny_qwen_vl_processes_images_and_generates(tmp_path, variant):
     out = model.generate(**inputs, max_new_tokens=4, do_sample=True, suppress_tokens=suppress)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 4
     assert not set(out[:, inputs["input_ids"].shape[1] :].flatten().tolist()) & set(suppress)
+
+
+WEIGHTS_DIGEST = """
+import glob, hashlib, sys
+from safetensors.torch import load_file
+from trl_ext.testing import save_tiny_qwen_vl
+weights = load_file(glob.glob(save_tiny_qwen_vl(sys.argv[1]) + "/*.safetensors")[0])
+print(hashlib.sha256(b"".join(weights[k].numpy().tobytes() for k in sorted(weights))).hexdigest())
+"""
+
+
+def test_tiny_models_are_the_same_in_every_process(tmp_path):
+    # the VLM's patch embedding (a Conv3d) used to keep transformers' initialisation, whose draws follow Python's hash
+    # seed: another process got other weights (and the TPRL learning test another run)
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", WEIGHTS_DIGEST, str(tmp_path / hash_seed)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.add(result.stdout.split()[-1])
+    assert len(digests) == 1
 
 
 def test_qwen_vl_processor_errors_on_unknown_variant(tmp_path):

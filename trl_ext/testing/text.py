@@ -68,13 +68,21 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def init_tiny_weights(model: PreTrainedModel, seed: int = 0) -> None:
-    """Re-initialise a tiny model as TRL's tiny-model scripts do: Xavier for linear layers, N(0, 0.02) embeddings."""
+    """Re-initialise a tiny model as TRL's tiny-model scripts do: Xavier for linear and convolution layers (a VLM's
+    patch embedding), N(0, 0.02) embeddings, all from one generator seeded with `seed`.
+
+    Every layer with weights drawn at construction is redrawn here: transformers' own initialisation draws from the
+    global generator in an order that varies with Python's hash seed, so the same call gave other weights in another
+    process.
+    """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
-                module.weight.copy_(torch.empty_like(module.weight).uniform_(-bound, bound, generator=generator))
+            if isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+                weight = module.weight
+                receptive_field = weight[0][0].numel()  # 1 for a linear layer
+                bound = (6.0 / ((weight.size(0) + weight.size(1)) * receptive_field)) ** 0.5
+                weight.copy_(torch.empty_like(weight).uniform_(-bound, bound, generator=generator))
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, torch.nn.Embedding):
