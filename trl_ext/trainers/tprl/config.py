@@ -59,6 +59,10 @@ class TPRLGRPOConfig(GRPOConfig):
     - trajectory shaping also works without perception filtering (the reference silently skips it);
     - the perturbation generator is seeded (`perturbation_seed`), so runs are reproducible;
     - the mean-preserving rule's unbounded β_max can be replaced by the `"bounded"` rule;
+    - trajectory shaping normalises over each process's generation batch (`per_device_train_batch_size ×
+      steps_per_generation` responses): min-max and β_max alike, so the mean factor is 1 over that batch. The
+      reference takes min and max over the per-device mini-batch but β_max per micro-batch; the two agree when
+      `steps_per_generation == 1` (TRL's default with `gradient_accumulation_steps=1`);
     - online filtering masks the dropped groups out of the loss (and its token normaliser) instead of re-sampling
       new prompts to refill the batch, which TRL's sampler does not allow. It runs first, so that, as in VPPO, the
       dropped groups take no part in any statistic of the batch: the dependency mean, the min-max normalisation of
