@@ -15,6 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from trl_ext import (
     DiscreteDiffusionPPOConfig,
@@ -211,6 +212,41 @@ def test_callbacks_see_transformers_events_and_can_stop_training(sedd_path, toke
     assert sorted(glob.glob(str(tmp_path / "final" / "checkpoint-*"))) == [
         str(tmp_path / "final" / f"checkpoint-{n}") for n in (3, 5)
     ]
+
+
+class CountingCallback(TrainerCallback, ExportableState):
+    """A callback with a state: the steps it has seen (and a constructor argument)."""
+
+    def __init__(self, offset: int = 0):
+        self.offset, self.steps = offset, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def state(self) -> dict:
+        return {"args": {"offset": self.offset}, "attributes": {"steps": self.steps}}
+
+
+def test_stateful_callbacks_are_checkpointed_and_restored_on_request(sedd_path, tokenizer, tmp_path):
+    args = sft_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer, callbacks=[CountingCallback(offset=7)]).train()
+    saved = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["CountingCallback"] == {"args": {"offset": 7}, "attributes": {"steps": 2}}
+    assert saved["TrainerControl"]["args"]["should_training_stop"] is False
+    assert json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"][
+        "TrainerControl"
+    ]["args"]["should_training_stop"]
+    for restore, (offset, steps) in ((True, (7, 4)), (False, (0, 2))):
+        args = sft_args(tmp_path, max_steps=4, restore_callback_states_from_checkpoint=restore)
+        trainer = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer, callbacks=[CountingCallback()])
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+        (callback,) = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CountingCallback)]
+        assert (callback.offset, callback.steps) == (offset, steps) and trainer.global_step == 4
+    # resuming from the last step's checkpoint ("stop" in its control) with more steps to go still trains them
+    args = sft_args(tmp_path, max_steps=6, restore_callback_states_from_checkpoint=True)
+    trainer = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert trainer.global_step == 6
 
 
 # Checkpoints and resume

@@ -68,7 +68,7 @@ from transformers import (
     get_scheduler,
     set_seed,
 )
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
     TrainOutput,
@@ -96,7 +96,7 @@ HONOURED_FIELDS = frozenset(
     report_to run_name project trackio_space_id trackio_bucket_id trackio_static_space_id save_strategy save_steps
     save_total_limit push_to_hub hub_token hub_private_repo hub_model_id hub_revision seed data_seed
     full_determinism use_cpu resume_from_checkpoint ddp_find_unused_parameters ddp_bucket_cap_mb
-    ddp_broadcast_buffers ddp_static_graph ddp_backend ddp_timeout local_rank
+    ddp_broadcast_buffers ddp_static_graph ddp_backend ddp_timeout local_rank restore_callback_states_from_checkpoint
     """.split()
 )
 # Fields that mean nothing to a loop without evaluation or dataloader: any value is accepted.
@@ -107,7 +107,7 @@ INERT_FIELDS = frozenset(
     bf16_full_eval fp16_full_eval dataloader_pin_memory dataloader_drop_last dataloader_in_order
     remove_unused_columns label_names length_column_name train_sampling_strategy greater_is_better
     logging_nan_inf_filter skip_memory_metrics debug hub_strategy hub_always_push ignore_data_skip
-    restore_callback_states_from_checkpoint average_tokens_across_devices use_cache accelerator_config
+    average_tokens_across_devices use_cache accelerator_config
     """.split()
 )
 ACCELERATE_TRACKERS = (
@@ -462,8 +462,10 @@ class RLLoopTrainer:
             resume_from_checkpoint = last_complete_checkpoint(args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {args.output_dir} has no complete checkpoint.")
+        self.control = TrainerControl()
         if resume_from_checkpoint:
-            self._load_checkpoint(resume_from_checkpoint)
+            self._load_checkpoint(resume_from_checkpoint)  # (restores `control` with the callbacks, when asked)
+            self.control.should_training_stop = False  # a checkpoint of a run's last step says "stop"
         self.state.max_steps, self.state.num_train_epochs = (
             self.max_steps,
             math.ceil(self.max_steps / self.steps_per_epoch),
@@ -484,7 +486,7 @@ class RLLoopTrainer:
             disable=args.disable_tqdm or not self.accelerator.is_local_main_process,
         )
         handler = self.callback_handler
-        self.control = handler.on_train_begin(args, self.state, TrainerControl())
+        self.control = handler.on_train_begin(args, self.state, self.control)
         while self.state.global_step < self.max_steps and not self.control.should_training_stop:
             if self.state.global_step == 0 or self._completes_epoch(self.state.global_step):
                 self.control = handler.on_epoch_begin(args, self.state, self.control)
@@ -561,6 +563,7 @@ class RLLoopTrainer:
             self._process_state(), os.path.join(temporary, PROCESS_STATE_NAME.format(self.accelerator.process_index))
         )
         if self.accelerator.is_main_process:
+            self._record_callback_states()
             self.state.save_to_json(os.path.join(temporary, TRAINER_STATE_NAME))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -583,6 +586,31 @@ class RLLoopTrainer:
         self.state = TrainerState.load_from_json(os.path.join(directory, TRAINER_STATE_NAME))
         self.state.is_local_process_zero = self.accelerator.is_local_main_process
         self.state.is_world_process_zero = self.accelerator.is_main_process
+        if self.args.restore_callback_states_from_checkpoint:
+            self._restore_callback_states()
+
+    def _record_callback_states(self) -> None:
+        """Put the state of every `ExportableState` callback (and of `control`) in `state.stateful_callbacks`, as
+        `transformers.Trainer` does at each checkpoint."""
+        exportable = [cb for cb in [*self.callback_handler.callbacks, self.control] if isinstance(cb, ExportableState)]
+        self.state.stateful_callbacks = TrainerState(stateful_callbacks=exportable).stateful_callbacks
+
+    def _restore_callback_states(self) -> None:
+        """Rebuild the `ExportableState` callbacks (and `control`) from the checkpoint's `stateful_callbacks`
+        (`restore_callback_states_from_checkpoint`); a stored callback of a class this trainer does not have is
+        ignored with a warning, as `transformers.Trainer` does."""
+        current = [*self.callback_handler.callbacks, self.control]
+        for name, states in self.state.stateful_callbacks.items():
+            matching = [cb for cb in current if type(cb).__name__ == name]
+            if not matching:
+                logger.warning(f"The checkpoint holds the state of a {name} callback, which this trainer has not.")
+                continue
+            for callback, state in zip(matching, states if isinstance(states, list) else [states]):
+                restored = type(callback).from_state(state)
+                if isinstance(callback, TrainerControl):
+                    self.control = restored
+                else:
+                    self.callback_handler.callbacks[self.callback_handler.callbacks.index(callback)] = restored
 
     # Outputs
 
