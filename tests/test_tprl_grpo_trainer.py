@@ -100,6 +100,8 @@ IDENTITY_FEATURES = {  # TPRL features on at settings that keep every token with
         ({"beta": 0.0, "loss_type": "sapo", "scale_rewards": "batch"}, {}),
         ({"beta": 0.04}, IDENTITY_FEATURES),  # on-policy: the token weights come from TRL's loss forward
         ({"beta": 0.04, "num_iterations": 2, "top_entropy_quantile": 0.5}, IDENTITY_FEATURES),  # off-policy
+        # on-policy in two loss steps per generation: the weights come from one stacked forward of both images
+        ({"beta": 0.0, "steps_per_generation": 2, "gradient_accumulation_steps": 2}, IDENTITY_FEATURES),
     ],
 )
 def test_matches_grpo_trainer_loss_and_gradients(vlm, tmp_path, trl_options, features):
