@@ -11,13 +11,14 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The base of trainers that own their rollout loop (SEDD SFT / PPO, Flow-GRPO / Flow-RTPO).
+"""The base of trainers that own their rollout loop (SEDD SFT / PPO, Flow-GRPO / Flow-RTPO, token-level PPO).
 
 `transformers.Trainer` and TRL's trainers assume a `PreTrainedModel` fed by a dataloader; RL trainers for diffusion
 models sample their own batches instead. [`RLLoopTrainer`] gives them the contract of `transformers.Trainer`, built
 from its pieces: the optimizer of `optim` (`Trainer.get_optimizer_cls_and_kwargs`), `transformers.get_scheduler`,
-`TrainerState` with its `log_history` in `trainer_state.json`, `rotate_checkpoints`, and
-accelerate for devices, mixed precision, gradient accumulation, `report_to` trackers and distributed training.
+`TrainerState` with its `log_history` in `trainer_state.json`, `rotate_checkpoints`, the callback handler and
+`DefaultFlowCallback`, and accelerate for devices, mixed precision, gradient accumulation, `report_to` trackers and
+distributed training.
 
 What it guarantees (DESIGN.md, "The loop contract"):
 
