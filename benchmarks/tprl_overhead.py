@@ -1,6 +1,10 @@
 """Wall time per training step: trl.GRPOTrainer vs TPRLGRPOTrainer (all features off / on), same tiny VLM and data.
 
     python benchmarks/tprl_overhead.py [--rounds 30] [--warmup 3] [--completion_length 16] [--batch 16]
+        [--model PATH --device cuda --bf16]
+
+By default a tiny random Qwen2.5-VL on one CPU thread; `--model` takes a real VLM directory or Hub id (e.g.
+Qwen/Qwen2.5-VL-3B-Instruct) and `--device cuda` a GPU, where generation, not the extra forward, dominates a step.
 
 The three trainers are built once, then stepped in turn, one step each per round with the order rotating every round,
 so that drift in machine load hits all three alike (as benchmarks/flow_sde.py times its pair). A step is TRL's
@@ -30,10 +34,17 @@ from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
+from trl_ext.rewards.vlm_judge import load_vlm_processor
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl, vision_special_token_ids
 
 
 FEATURES_ON = dict(enable_perception_filtering=True, enable_entropy_filtering=True, enable_trajectory_reweighting=True)
+
+
+def _synchronize() -> None:
+    """Wait for the GPU's queued work, so that wall times include it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class Stepper:
@@ -47,8 +58,8 @@ class Stepper:
             max_completion_length=cli.completion_length,
             max_steps=cli.rounds,
             learning_rate=1e-4,
-            bf16=False,
-            use_cpu=True,
+            bf16=cli.bf16,
+            use_cpu=cli.device == "cpu",
             report_to="none",
             save_strategy="no",
             seed=0,
@@ -56,7 +67,8 @@ class Stepper:
             # every completion runs to max_completion_length, so the three policies (which drift apart as they train)
             # generate the same number of tokens in every round
             generation_kwargs={
-                "suppress_tokens": vision_special_token_ids(processor.tokenizer),
+                # a random tiny model would otherwise write image placeholders
+                "suppress_tokens": vision_special_token_ids(processor.tokenizer) if cli.model is None else None,
                 "min_new_tokens": cli.completion_length,
             },
             **features,
@@ -80,7 +92,8 @@ class Stepper:
         if self._rollout is None:
             self._rollout = trainer._generate_and_score_completions(next(self.batches))
         rollout = self._rollout
-        kwargs = {key: rollout[key] for key in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")}
+        vision_keys = ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids", "image_sizes")
+        kwargs = {key: rollout[key] for key in vision_keys if key in rollout}
         start = time.perf_counter()
         with torch.no_grad():
             trainer._get_per_token_logps_and_entropies(
@@ -90,6 +103,7 @@ class Stepper:
                 rollout["completion_ids"].size(1),
                 **kwargs,
             )
+        _synchronize()
         return time.perf_counter() - start
 
     def _batches(self):
@@ -104,6 +118,7 @@ class Stepper:
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         trainer.optimizer.zero_grad()
+        _synchronize()
         return time.perf_counter() - start
 
 
@@ -118,12 +133,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--completion_length", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--model", default=None, help="A VLM directory or Hub id (default: a tiny random Qwen2.5-VL).")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU).")
     cli = parser.parse_args()
-    torch.set_num_threads(1)
+    if cli.device == "cpu":
+        torch.set_num_threads(1)
     names = ("trl.GRPOTrainer", "TPRL, features off", "TPRL, features on")
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_tiny_qwen_vl(f"{tmp}/model")
-        processor = load_qwen_vl_processor(path)
+        if cli.model is None:
+            path = save_tiny_qwen_vl(f"{tmp}/model")
+            processor = load_qwen_vl_processor(path)
+        else:
+            path, processor = cli.model, load_vlm_processor(cli.model)
         steppers = {
             names[0]: Stepper(GRPOTrainer, GRPOConfig, path, processor, tmp, cli),
             names[1]: Stepper(TPRLGRPOTrainer, TPRLGRPOConfig, path, processor, tmp, cli),
@@ -166,7 +188,13 @@ def main() -> None:
                 f"ratio_{key}_max": max(values),
             }
         )
-    result.update(rounds=cli.rounds, completion_length=cli.completion_length, batch=cli.batch)
+    result.update(
+        rounds=cli.rounds,
+        completion_length=cli.completion_length,
+        batch=cli.batch,
+        model=cli.model or "tiny-qwen2.5-vl",
+        device=cli.device,
+    )
     print(json.dumps(result))
 
 
