@@ -19,7 +19,15 @@ from trl import GRPOConfig, GRPOTrainer
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.hub import model_card_name
-from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen2, save_tiny_qwen_vl, vision_special_token_ids
+from trl_ext.rewards.vlm_judge import load_vlm_processor
+from trl_ext.testing import (
+    load_qwen_vl_processor,
+    save_tiny_llava_next,
+    save_tiny_qwen2,
+    save_tiny_qwen3_vl,
+    save_tiny_qwen_vl,
+    vision_special_token_ids,
+)
 from trl_ext.trainers.tprl import trainer as tprl_trainer_module
 from trl_ext.trainers.tprl.perturbations import random_patch_blackening
 from trl_ext.trainers.tprl.trainer import PERTURBED_LOGPS_KEY
@@ -439,6 +447,50 @@ def test_learns_the_colour_task_with_tprl_features_on(vlm, tmp_path):
     print(f"colour reward: first 10 steps {start:.3f}, last 10 steps {end:.3f}")
     # an image-blind policy cannot average more than 0.5; seeds 0-3 end at 0.998, 1.0, 0.738, 1.0
     assert start < 0.6 and end > 0.7
+
+
+def _tiny_vlm(family: str, directory):
+    """A tiny VLM of another family than the module's Qwen2.5-VL, with its processor and the image size it takes."""
+    if family == "qwen2_vl":
+        path = save_tiny_qwen_vl(directory, variant="qwen2_vl")
+        return path, load_qwen_vl_processor(path), 56
+    if family == "qwen3_vl":
+        path = save_tiny_qwen3_vl(directory)
+        return path, load_vlm_processor(path), 64
+    path = save_tiny_llava_next(directory)  # pixel_values per tile and image_sizes instead of a patch grid
+    return path, load_vlm_processor(path), 32
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_next"])
+def test_token_perception_on_other_vlm_families(tmp_path, family):
+    path, processor, image_size = _tiny_vlm(family, tmp_path / family)
+    tokenizer = processor.tokenizer
+    placeholders = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<image>")
+    suppress = [tokenizer.convert_tokens_to_ids(t) for t in placeholders if t in tokenizer.get_vocab()]
+    args = _args(
+        TPRLGRPOConfig,
+        tmp_path,
+        processor,
+        max_steps=2,
+        generation_kwargs={"suppress_tokens": suppress},
+        enable_perception_filtering=True,
+        top_p_perception_tokens=0.5,
+        enable_entropy_filtering=True,
+        top_p_entropy_tokens=0.5,
+        enable_trajectory_reweighting=True,
+    )
+    dataset = colour_question_dataset(8, image_size=image_size)
+    trainer = TPRLGRPOTrainer(
+        model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
+    )
+    initial = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "tprl/dependency_mean" in h]
+    print(family, [h["tprl/dependency_mean"] for h in logged])
+    # the perturbed images reached the model (an identity perturbation_fn gives exactly 0 here)
+    assert len(logged) == 2 and all(h["tprl/dependency_mean"] > 1e-6 for h in logged)
+    assert all(h["tprl/perception_token_fraction"] == pytest.approx(0.5, abs=0.2) for h in logged)
+    assert any(not torch.equal(a, b) for a, b in zip(initial, trainer.model.parameters()))
 
 
 def test_patch_blackening_is_seeded_and_grid_aligned():
