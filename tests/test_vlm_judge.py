@@ -242,8 +242,9 @@ def test_generate_mode_with_the_tiny_judge(judge):
 def _chat_logprobs(local_judge, request, top_k, first_digit=None):
     """`choices[0].logprobs.content` as an OpenAI-compatible server returns it for `logprobs=True, top_logprobs=top_k`
     when the judge answers in the asked format: it writes "Score: ", then its most likely digit (or `first_digit`),
-    then its most likely next token; each entry holds the written token and the top-k of the model's log-softmax over
-    the whole vocabulary at that position, from an unbatched forward of the prompt and the answer so far."""
+    then its most likely token that is not a digit (the number ends in range, as a valid answer's does); each entry
+    holds the written token and the top-k of the model's log-softmax over the whole vocabulary at that position, from
+    an unbatched forward of the prompt and the answer so far."""
     processor, model, tokenizer = local_judge.processor, local_judge.model, local_judge.tokenizer
     messages = [
         {
@@ -269,7 +270,7 @@ def _chat_logprobs(local_judge, request, top_k, first_digit=None):
         elif step == len(forced):
             token = digits[first_digit] if first_digit is not None else digits[int(log_probs[digits].argmax())]
         else:
-            token = int(log_probs.argmax())
+            token = int(log_probs.index_fill(0, torch.tensor(digits), -math.inf).argmax())
         top = torch.topk(log_probs, top_k)
         content.append(
             {
@@ -574,7 +575,7 @@ _SURE = [("Score", 1.0)]
         ),
         # "7" written: what follows is not P(0 | 1), so the "1" mass stays on 1 (not 0.2·0.9 on 10)
         (
-            [("Score: ", [("Score: ", 1.0)]), ("7", [("7", 0.8), ("1", 0.2)]), ("0", [("0", 0.9), ("/", 0.1)])],
+            [("Score: ", [("Score: ", 1.0)]), ("7", [("7", 0.8), ("1", 0.2)]), ("/", [("0", 0.9), ("/", 0.1)])],
             {7: 0.8, 1: 0.2},
             5.8,
         ),
@@ -639,3 +640,78 @@ def test_http_expected_mode_retries_then_scores(scripted):
 def test_http_top_logprobs_is_checked(top_logprobs):
     with pytest.raises(ValueError, match="top_logprobs"):
         OpenAICompatibleJudge("http://127.0.0.1:1/v1", "judge", top_logprobs=top_logprobs)
+
+
+# ---- the timeout is a deadline per request, however slowly the server answers ----------------------------------------
+
+
+@pytest.fixture
+def trickling():
+    """A server that sends a complete, valid "Score: 7" answer (status line and headers included) one byte every
+    `interval` seconds: every socket read returns well within any timeout, only a deadline can stop it."""
+    servers = []
+
+    def start(interval=0.05):
+        import time
+
+        state = {"requests": 0}
+        answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Score: 7"}}]}).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(answer)}\r\n\r\n"
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                state["requests"] += 1
+                self.rfile.read(int(self.headers["Content-Length"]))
+                try:
+                    for byte in head.encode() + answer:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(interval)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up: what a deadline is for
+                self.close_connection = True
+
+        server, thread = _start_server(Handler)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", state, (len(head) + len(answer)) * interval
+
+    yield start
+    _stop_servers(servers)
+
+
+def test_http_timeout_is_a_deadline_per_request_not_per_read(trickling):
+    import time
+
+    url, state, trickle_seconds = trickling()
+    assert trickle_seconds > 7  # the whole answer takes that long; each byte comes after 0.05 s
+    backend = OpenAICompatibleJudge(url, "judge", timeout=0.5, max_retries=2, retry_backoff=0.05, max_workers=1)
+    reward = VLMJudgeReward(backend, mode="generate")
+    began = time.monotonic()
+    assert reward(["q"], completions=["a"]) == [None]
+    elapsed = time.monotonic() - began
+    # three attempts of at most 0.5 s each and back-offs of 0.05 s and 0.1 s: 1.65 s, plus slack for a loaded machine
+    assert state["requests"] == 3
+    assert 1.5 <= elapsed < 1.65 + 1.0, elapsed
+    assert reward.judge_errors == 1 and "timed out" in reward.last_outputs[0].error
+    assert "0.5 s" in reward.last_outputs[0].error
+
+
+def test_http_expected_mode_says_when_the_written_score_is_out_of_range(scripted):
+    """ "Score: 11" on a 0..10 scale: a number was written, out of range. Whether the tokenizer writes "11" as one token
+    (no digit among its alternatives, or a few) or as "1" then "1", the answer is unscored and the reason says so."""
+    one_token = _chat_answer([("Score: ", [("Score: ", 1.0)]), ("11", [("11", 0.9), ("12", 0.1)])])
+    with_digits = _chat_answer([("Score: ", [("Score: ", 1.0)]), ("11", [("11", 0.6), ("9", 0.4)])])
+    split = _chat_answer(
+        [("Score: ", [("Score: ", 1.0)]), ("1", [("1", 0.9), ("9", 0.1)]), ("1", [("1", 0.8), ("0", 0.2)])]
+    )
+    url, _ = scripted([one_token, with_digits, split])
+    backend = OpenAICompatibleJudge(url, "judge", timeout=10, max_retries=0, max_workers=1)
+    reward = VLMJudgeReward(backend, mode="expected", batch_size=3, min_digit_mass=0.0)
+    assert reward(["q"] * 3, completions=["a"] * 3) == [None] * 3
+    assert [o.status for o in reward.last_outputs] == ["parse_failure"] * 3
+    for output in reward.last_outputs:
+        assert output.text == "Score: 11"
+        assert "out of range" in output.error and "11" in output.error and "no number" not in output.error

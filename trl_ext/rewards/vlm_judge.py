@@ -29,7 +29,9 @@ kept failing) is `None`, counted, and its raw text kept: never a default.
 
 import base64
 import concurrent.futures
+import contextlib
 import functools
+import http.client
 import importlib.util
 import inspect
 import io
@@ -37,9 +39,10 @@ import json
 import math
 import os
 import re
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -394,6 +397,14 @@ def digit_probabilities_from_logprobs(
     return None
 
 
+def written_score(text: str, score_prefix: str = "Score: ") -> float | None:
+    """The number an answer wrote right after its first `score_prefix` that a number follows (white space, `*` and case
+    ignored, as in [`digit_probabilities_from_logprobs`]), or `None`: `"**Score:** 11"` gives 11."""
+    target = re.escape(score_prefix.strip(_NOT_THE_NUMBER))
+    match = re.search(rf"{target}[{re.escape(_NOT_THE_NUMBER)}]*([-+]?\d+(?:\.\d+)?)", text, re.IGNORECASE)
+    return float(match.group(1)) if match else None
+
+
 def _message_text(answer: dict) -> str:
     return answer["choices"][0]["message"]["content"] or ""
 
@@ -402,9 +413,12 @@ class OpenAICompatibleJudge:
     r"""
     A judge behind an OpenAI-compatible `/chat/completions` endpoint (e.g. `vllm serve Qwen/Qwen3-VL-30B-A3B-Instruct`).
 
-    Images are sent inline as PNG data URLs. Each request has a `timeout`; connection errors, timeouts, HTTP 429 and
-    5xx are retried up to `max_retries` times with exponential back-off, other HTTP errors are not. A request that
-    still fails gives `None` (the sample is unscored and counted as a judge error), never a score.
+    Images are sent inline as PNG data URLs. Each attempt has a deadline of `timeout` seconds from connecting to the
+    answer's last byte (a server trickling its answer cannot hold it longer); connection errors, timeouts, HTTP 429 and
+    5xx are retried up to `max_retries` times with exponential back-off, other HTTP errors are not, so a request takes
+    at most `(max_retries + 1) * timeout` seconds plus the back-offs. A request that still fails gives `None` (the
+    sample is unscored and counted as a judge error), never a score. The server is reached directly (environment proxy
+    settings are not used).
 
     Both scoring modes: [`~OpenAICompatibleJudge.generate`] returns the answers; for `mode="expected"`,
     [`~OpenAICompatibleJudge.digit_probabilities`] asks for `logprobs` with `top_logprobs` alternatives and reads the
@@ -420,7 +434,7 @@ class OpenAICompatibleJudge:
         api_key (`str`, *optional*):
             Sent as a bearer token; defaults to the `OPENAI_API_KEY` environment variable when set.
         timeout (`float`, *optional*, defaults to `60.0`):
-            Seconds per HTTP request.
+            Deadline in seconds of each HTTP attempt, from connecting to the answer's last byte.
         max_retries (`int`, *optional*, defaults to `3`):
             Retries after the first attempt.
         retry_backoff (`float`, *optional*, defaults to `1.0`):
@@ -486,9 +500,44 @@ class OpenAICompatibleJudge:
         }
         return json.dumps(body).encode("utf-8")
 
+    def _post_once(self, payload: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        """One POST: `(status, reason, body)`. The whole exchange (connect, send, status, headers, body) has a deadline
+        of `timeout` seconds: a watchdog shuts the socket down then, however slowly the server trickles its answer,
+        and the attempt raises `TimeoutError`."""
+        parts = urllib.parse.urlsplit(self.url)
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
+        expired = threading.Event()
+
+        def abort():
+            expired.set()
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(self.timeout, abort)
+        watchdog.start()
+        try:
+            connection.connect()
+            if expired.is_set():  # the deadline passed while connecting, before the socket could be shut down
+                raise TimeoutError
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", path, body=payload, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.reason, response.read()
+        except (OSError, http.client.HTTPException):
+            if expired.is_set():
+                raise TimeoutError(f"timed out: no complete answer within the {self.timeout:g} s deadline") from None
+            raise
+        finally:
+            watchdog.cancel()
+            connection.close()
+
     def _post(self, payload: bytes, read=_message_text) -> tuple[Any, str | None]:
         """`(read(answer), None)`, or `(None, reason)` once the request failed for good; `read` raising
-        `KeyError`/`IndexError`/`TypeError`/`ValueError` is a malformed answer (not retried)."""
+        `KeyError`/`IndexError`/`TypeError`/`ValueError` is a malformed answer (not retried). Each attempt has a
+        deadline of `timeout` seconds, so the whole request takes at most `(max_retries + 1) * timeout` seconds plus
+        the back-offs."""
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -496,16 +545,15 @@ class OpenAICompatibleJudge:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self.retry_backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    answer = json.loads(response.read().decode("utf-8"))
-                return read(answer), None
-            except urllib.error.HTTPError as http_error:
-                error = f"HTTP {http_error.code}: {http_error.reason}"
-                if http_error.code != 429 and http_error.code < 500:
-                    break
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as network_error:
+                status, reason, body = self._post_once(payload, headers)
+                if status != 200:
+                    error = f"HTTP {status}: {reason}"
+                    if status != 429 and status < 500:
+                        break
+                else:
+                    return read(json.loads(body.decode("utf-8"))), None
+            except (TimeoutError, OSError, http.client.HTTPException) as network_error:
                 error = f"{type(network_error).__name__}: {network_error}"
             except (KeyError, IndexError, TypeError, ValueError) as bad_answer:
                 error = f"malformed answer: {type(bad_answer).__name__}: {bad_answer}"
@@ -543,19 +591,24 @@ class OpenAICompatibleJudge:
     def digit_probabilities(self, requests: Sequence[JudgeRequest]):
         """(B, 11) probabilities of the answers 0..10 where each answer's number starts (not renormalised).
 
-        A row is NaN where the request failed, the logprobs were missing or malformed, or the answer never wrote a
-        number after `score_prefix`; the reason is in `last_errors` and the answer (when there was one) in
-        `last_texts`.
+        A row is NaN where the request failed, the logprobs were missing or malformed, the answer never wrote a
+        number after `score_prefix`, or the number it wrote is outside 0..10 (`Score: 11`, whether written as one token
+        or as "1" then "1"); the reason is in `last_errors` and the answer (when there was one) in `last_texts`.
         """
         import torch
 
         values = self._post_all(requests, self._read_logprobs, logprobs=True, top_logprobs=self.top_logprobs)
         rows, self.last_texts = [], []
+        prefix = self.score_prefix.strip()
         for i, value in enumerate(values):
             text, row = value if value is not None else (None, None)
             self.last_texts.append(text)
-            if row is None and text is not None:
-                self.last_errors[i] = f"no number after {self.score_prefix.strip()!r} in the answer"
+            written = written_score(text, self.score_prefix) if text is not None else None
+            if written is not None and not 0 <= written <= 10:
+                row = None
+                self.last_errors[i] = f"the score {written:g} after {prefix!r} in the answer is out of range 0..10"
+            elif row is None and text is not None:
+                self.last_errors[i] = f"no number after {prefix!r} in the answer"
             rows.append(row if row is not None else [math.nan] * 11)
         return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 11)
 
