@@ -79,6 +79,7 @@ from transformers.trainer_utils import (
 from transformers.utils import logging
 
 from ..rl.scoring import RewardFunc, RewardScorer
+from .hub_push import HubPushMixin
 
 
 logger = logging.get_logger(__name__)
@@ -95,7 +96,8 @@ HONOURED_FIELDS = frozenset(
     activation_checkpointing activation_checkpointing_kwargs
     logging_strategy logging_steps logging_first_step log_level log_level_replica log_on_each_node disable_tqdm
     report_to run_name project trackio_space_id trackio_bucket_id trackio_static_space_id save_strategy save_steps
-    save_total_limit push_to_hub hub_token hub_private_repo hub_model_id hub_revision seed data_seed
+    save_total_limit push_to_hub hub_strategy hub_always_push hub_token hub_private_repo hub_model_id hub_revision
+    seed data_seed
     full_determinism use_cpu resume_from_checkpoint ddp_find_unused_parameters ddp_bucket_cap_mb
     ddp_broadcast_buffers ddp_static_graph ddp_backend ddp_timeout local_rank restore_callback_states_from_checkpoint
     """.split()
@@ -107,7 +109,7 @@ INERT_FIELDS = frozenset(
     eval_do_concat_batches eval_use_gather_object eval_accumulation_steps include_for_metrics batch_eval_metrics
     bf16_full_eval fp16_full_eval dataloader_pin_memory dataloader_drop_last dataloader_in_order
     remove_unused_columns label_names length_column_name train_sampling_strategy greater_is_better
-    logging_nan_inf_filter skip_memory_metrics debug hub_strategy hub_always_push ignore_data_skip
+    logging_nan_inf_filter skip_memory_metrics debug ignore_data_skip
     average_tokens_across_devices use_cache accelerator_config
     """.split()
 )
@@ -181,7 +183,7 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
 
 
-class RLLoopTrainer:
+class RLLoopTrainer(HubPushMixin):
     """Base class of trainers that own their loop.
 
     A subclass calls `super().__init__(args, callbacks)`, then [`_setup_data`] with the number of training rows and the
@@ -232,6 +234,8 @@ class RLLoopTrainer:
         # each process has its own noise stream; its state is checkpointed per process
         self._generator = torch.Generator(device="cpu").manual_seed(args.seed + self.accelerator.process_index)
         self._permutations: dict[int, list[int]] = {}
+        if args.push_to_hub:  # as Trainer: the repository is created (offline mode is an error) before training
+            self.init_hf_repo()
 
     @property
     def global_step(self) -> int:
@@ -518,6 +522,7 @@ class RLLoopTrainer:
             os.makedirs(args.output_dir, exist_ok=True)
             self.state.save_to_json(os.path.join(args.output_dir, TRAINER_STATE_NAME))
         self.control = handler.on_train_end(args, self.state, self.control)
+        self._finish_current_push()
         for tracker in self.accelerator.trackers:  # not accelerator.end_training(): it destroys the process group
             tracker.finish()
         losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
@@ -573,6 +578,8 @@ class RLLoopTrainer:
             os.replace(temporary, final)
             rotate_checkpoints(self.args.output_dir, save_total_limit=self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final)
         return final
 
     def _load_checkpoint(self, directory: str) -> None:
@@ -657,24 +664,3 @@ class RLLoopTrainer:
         )
         with open(os.path.join(output_dir, "README.md"), "w") as f:
             f.write(card)
-
-    def push_to_hub(self, commit_message: str | None = None) -> str:
-        """Save the model and its card to `output_dir` and upload the folder to `hub_model_id`."""
-        from huggingface_hub import create_repo, upload_folder
-
-        if not self.args.hub_model_id:
-            raise ValueError("push_to_hub needs args.hub_model_id.")
-        self.save_model()
-        if not self.accelerator.is_main_process:
-            return ""
-        create_repo(
-            self.args.hub_model_id, exist_ok=True, token=self.args.hub_token, private=self.args.hub_private_repo
-        )
-        return upload_folder(
-            repo_id=self.args.hub_model_id,
-            folder_path=self.args.output_dir,
-            token=self.args.hub_token,
-            revision=self.args.hub_revision,
-            commit_message=commit_message or f"{self._name} model",
-            ignore_patterns=["checkpoint-*", "checkpoint-*/*", "tmp-checkpoint-*"],
-        )
