@@ -137,3 +137,19 @@ def test_bad_inputs_raise_clear_errors(sedd_path, tokenizer, tmp_path):
         DiscreteDiffusionPPOTrainer(
             sedd_path, letter_a_frequency, _args(tmp_path, reward_weights=[1.0, 2.0]), PROMPTS, tokenizer
         )
+
+
+def test_elbo_of_draws_that_mask_nothing_is_zero_and_backpropagates(sedd_path):
+    """Issue 18, item 2, on PPO's likelihood: with draws that noise no position (u = 1 is never below 1 − e^{−σ̄}), the
+    DWDSE is a sum over no masked position, exactly 0 by the formula; it must still backpropagate (zero gradients on
+    every parameter, as a non-empty draw gives them), so a minibatch of such draws neither crashes nor leaves one
+    process without the gradients the others average."""
+    from trl_ext.models.sedd import ElboDraws, elbo, get_noise
+
+    model = SEDDModel.from_pretrained(sedd_path)
+    x0 = torch.randint(model.config.vocab_size, (3, 8), generator=torch.Generator().manual_seed(0))
+    draws = ElboDraws(t=torch.full((2, 3), 0.01), u=torch.ones(2, 3, 8))
+    nll = elbo(model, x0, get_noise(model.config), draws=draws)
+    assert torch.equal(nll, torch.zeros(3)) and nll.requires_grad
+    nll.sum().backward()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 
 from trl_ext import DiscreteDiffusionSFTConfig, DiscreteDiffusionSFTTrainer, SEDDModel
@@ -58,3 +59,44 @@ def test_sft_lowers_the_score_entropy_loss(tmp_path):
             Dataset.from_dict({"text": ["a"]}),
             tokenizer,
         )
+
+
+def test_a_batch_without_masked_positions_is_a_zero_loss_step(tmp_path):
+    """Issue 18, item 2: 2 blocks of 16 tokens at a small sampled t mask nothing; such a step used to crash in backward
+    ("element 0 of tensors does not require grad"). Its score entropy is a sum over no position: exactly 0, with zero
+    (present) gradients, hence a zero gradient norm."""
+    tokenizer = build_tiny_tokenizer()
+    args = DiscreteDiffusionSFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to="none",
+        block_size=16,
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    dataset = Dataset.from_dict({"text": ["x^2 + y = 1 and more text here"] * 40})
+    trainer = DiscreteDiffusionSFTTrainer(
+        save_tiny_sedd(tmp_path / "sedd", tokens=len(tokenizer)), args, dataset, tokenizer
+    )
+    trainer.train()
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(history) == trainer.max_steps
+    empty = [h for h in history if h["loss"] == 0.0]
+    assert empty, "no step drew a batch without masked positions: the edge case was not exercised"
+    assert all(h["grad_norm"] == 0.0 for h in empty)
+    assert all(h["loss"] > 0 and h["grad_norm"] > 0 for h in history if h not in empty)
+
+
+@pytest.mark.distributed
+def test_an_empty_loss_on_one_rank_neither_crashes_nor_hangs_the_other(tmp_path, launch_two_processes):
+    """Issue 18, item 2, under `accelerate launch` with two processes: the SEDD loss bypasses DDP's wrapper, so the loop
+    averages each parameter's gradient itself; a rank whose step masks nothing must still take part with zeros."""
+    tokenizer = build_tiny_tokenizer()
+    ranks = launch_two_processes("sedd_sft_empty_mask.py", save_tiny_sedd(tmp_path / "sedd", tokens=len(tokenizer)))
+    pairs = list(zip(ranks[0]["losses"], ranks[1]["losses"]))
+    assert len(pairs) == 12
+    assert any(min(pair) == 0.0 < max(pair) for pair in pairs), f"no step was empty on one rank only: {pairs}"
+    torch.testing.assert_close(torch.tensor(ranks[0]["weights"]), torch.tensor(ranks[1]["weights"]), rtol=0, atol=0)

@@ -162,7 +162,10 @@ def dwdse(
     hidden, c = model.trunk(x_t, sigma)
     rows, cols = scored.nonzero(as_tuple=True)
     per_row = []
-    for start in range(0, rows.numel(), chunk_size):
+    # at least one (possibly empty) chunk: with no scored position the estimate is a zero that still depends on the
+    # weights, so its backward gives zero gradients (never "does not require grad") on every parameter, as a
+    # non-empty draw does, and every process reduces the same gradients
+    for start in range(0, max(rows.numel(), 1), chunk_size):
         r, k = rows[start : start + chunk_size], cols[start : start + chunk_size]
 
         def chunk_loss(h, cond, r=r, k=k):
@@ -175,9 +178,7 @@ def dwdse(
         per_row.append(
             checkpoint(chunk_loss, *args, use_reentrant=False) if torch.is_grad_enabled() else chunk_loss(*args)
         )
-    totals = torch.zeros(num_samples * batch, device=x0.device)
-    if per_row:
-        totals = totals.index_add(0, rows, torch.cat(per_row))
+    totals = torch.zeros(num_samples * batch, device=x0.device).index_add(0, rows, torch.cat(per_row))
     return (dsigma * totals).view(num_samples, batch).mean(dim=0)
 
 
