@@ -145,7 +145,7 @@ def test_every_save_creates_the_repo_at_construction_and_commits_each_save_then_
     assert final["summary"] == "End of training"
     assert final["files"]["model.safetensors"] == (tmp_path / "model.safetensors").read_bytes()
     assert b"base_model: tiny-sedd\n" in final["files"]["README.md"]
-    assert {call["authorization"] for call in hub.calls} == {f"Bearer {TOKEN}"}
+    assert {(call["method"], call["authorization"]) for call in hub.calls} == {("POST", f"Bearer {TOKEN}")}
 
 
 class ReleaseAtSave(TrainerCallback):
@@ -199,3 +199,19 @@ def test_offline_push_to_hub_is_an_error_at_construction(hub, sedd_path, tokeniz
     with pytest.raises(ValueError, match="offline"):
         trainer_for(sedd_path, tokenizer, tmp_path)
     assert hub.calls == []
+
+
+def test_two_processes_create_and_push_once_from_the_main_process(hub, sedd_path, launch_two_processes):
+    ranks = launch_two_processes("sedd_sft_push_to_hub.py", sedd_path)  # HF_ENDPOINT reaches the processes
+    assert [rank["hub_model_id"] for rank in ranks] == ["test-org/tiny-sedd-sft", None]
+    assert [call["path"] for call in hub.calls].count("/api/repos/create") == 1
+    assert [c["summary"] for c in commits(hub)] == [
+        "Training in progress, step 1",
+        "Training in progress, step 1, checkpoint",
+        "Training in progress, step 2",
+        "Training in progress, step 2, checkpoint",
+        "End of training",
+    ]
+    assert {"last-checkpoint/process_state_0.pt", "last-checkpoint/process_state_1.pt"} <= set(
+        commits(hub)[1]["files"]
+    )
