@@ -29,7 +29,6 @@
 
 from collections.abc import Sequence
 from concurrent import futures
-from concurrent.futures import Future
 from pathlib import Path
 
 from accelerate.utils import broadcast_object_list
@@ -56,7 +55,7 @@ class HubPushMixin:
     """
 
     hub_model_id: str | None = None  # the repository id, set by `init_hf_repo` on the main process
-    _push_jobs: Sequence[Future] = ()
+    _push_jobs: Sequence[futures.Future] = ()
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the repository `args.hub_model_id` (else the name of `output_dir`, in the token's namespace), as
@@ -90,7 +89,7 @@ class HubPushMixin:
         token: str | None = None,
         revision: str | None = None,
         private: bool | None = None,
-    ) -> CommitInfo | Future | None:
+    ) -> CommitInfo | futures.Future | None:
         """Save the model and its card to `output_dir` (on every process) and upload `output_dir`, without its
         checkpoints, to the repository, as `transformers.Trainer.push_to_hub`.
 
