@@ -4,9 +4,12 @@ to an uninterrupted one (no item judged twice), failures counted and never score
 import base64
 import io
 import json
+import math
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image, ImageOps
@@ -185,12 +188,35 @@ def test_unparseable_answers_are_failures_never_numbers(tmp_path):
     answers += ["Score: 5", "There are 3 apples.", "Score: 9", "Score: 4 or maybe Score: 6"]
     config = _config(tmp_path / "run", mode="generate")
     report = run_benchmark(config, editor=StubEditor(), judge=ScriptedJudge(answers))
+
     # items in order: physics x2, environment x2, social x2, causal x2, referential x2
-    assert report["categories"]["physics"] == summarize([8.0, None])
-    assert report["categories"]["environment"] == summarize([6.0, 7.0])
-    assert report["categories"]["social"] == summarize([None, 2.0])
-    assert report["categories"]["causal"] == summarize([5.0, None])
-    assert report["categories"]["referential"] == summarize([9.0, None])
+    def one_of_two(score):  # one scored item of two: std 0 (a single score), median = min = max = the score
+        return {
+            "n": 2,
+            "n_scored": 1,
+            "n_failed": 1,
+            "mean": score,
+            "std": 0.0,
+            "median": score,
+            "min": score,
+            "max": score,
+        }
+
+    assert report["categories"]["physics"] == one_of_two(8.0)
+    # 6 and 7: mean 6.5, sample variance (0.5² + 0.5²) / 1 = 0.5
+    assert report["categories"]["environment"] == {
+        "n": 2,
+        "n_scored": 2,
+        "n_failed": 0,
+        "mean": 6.5,
+        "std": pytest.approx(0.5**0.5),
+        "median": 6.5,
+        "min": 6.0,
+        "max": 7.0,
+    }
+    assert report["categories"]["social"] == one_of_two(2.0)
+    assert report["categories"]["causal"] == one_of_two(5.0)
+    assert report["categories"]["referential"] == one_of_two(9.0)
     micro = report["overall"]["micro"]
     assert (micro["n"], micro["n_scored"], micro["n_failed"]) == (10, 6, 4)
     assert micro["mean"] == pytest.approx((8 + 6 + 7 + 2 + 5 + 9) / 6)
@@ -215,7 +241,16 @@ def test_tiny_cli_writes_both_reports(tmp_path):
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["n"] == 3 and summary["n_scored"] + summary["n_failed"] == 3
+    # --tiny sets min_digit_mass 0: every item is scored; the means by hand from the three judged records
+    # (the first three bundled items: physics, physics, environment)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    scores = {r["id"]: r["score"] for r in records}
+    assert [r["status"] for r in records] == ["ok"] * 3 and len(scores) == 3
+    physics = [scores["00000_physics_medium"], scores["00001_physics_hard"]]
+    environment = scores["00002_environment_easy"]
+    assert (summary["n"], summary["n_scored"], summary["n_failed"]) == (3, 3, 0)
+    assert summary["micro_mean"] == pytest.approx((physics[0] + physics[1] + environment) / 3, abs=1e-12)
+    assert summary["macro_mean"] == pytest.approx(((physics[0] + physics[1]) / 2 + environment) / 2, abs=1e-12)
     report = json.loads((out / "report.json").read_text())
     assert report["metadata"]["judging"]["compare_with_original"] is True
     assert report["metadata"]["editing"]["editor"].endswith("qwen_image_edit")
@@ -223,3 +258,138 @@ def test_tiny_cli_writes_both_reports(tmp_path):
     assert "overall (macro)" in (out / "report.md").read_text()
     edited = Image.open(next((out / "images" / "physics").iterdir()))
     assert edited.size[0] > 0
+
+
+def test_resume_adds_items_to_a_max_items_run_and_names_a_shrunk_set(tmp_path, tiny_judge):
+    """A 3-item run (physics and environment only), then the whole set with resume: the 7 new items are edited and
+    judged, the first 3 are not redone, and the report equals an uninterrupted 10-item run (judge batches of 3 in
+    both, so that every item is judged in the same batch as in the uninterrupted run)."""
+    reference = run_benchmark(_config(tmp_path / "full"), editor=StubEditor(), judge=CountingJudge(tiny_judge))
+    out = tmp_path / "extended"
+    first = CountingJudge(tiny_judge)
+    small = run_benchmark(_config(out, max_items=3), editor=StubEditor(), judge=first)
+    assert small["overall"]["micro"]["n"] == 3 and set(small["categories"]) == {"physics", "environment"}
+    editor, second = StubEditor(), CountingJudge(tiny_judge)
+    extended = run_benchmark(_config(out, resume=True), editor=editor, judge=second)
+    assert editor.calls == 7 and len(first.texts) == 3 and len(second.texts) == 7
+    assert extended == reference
+    assert json.loads((out / "run_meta.json").read_text())["data"]["n_items"] == 10
+
+    with pytest.raises(RunMismatchError, match=r"item set shrank or changed: 8 of the 10 items .* among the 2 items"):
+        run_benchmark(_config(out, resume=True, max_items=2), editor=StubEditor(), judge=CountingJudge(tiny_judge))
+    records = [
+        {"subset": "physics", "edit_instruction_en": "x", "src_img_b64": _b64(Image.new("RGB", (8, 8))), "id": "new"}
+    ]
+    (tmp_path / "other.json").write_text(json.dumps(records))
+    with pytest.raises(RunMismatchError, match="data source differs"):
+        run_benchmark(_config(out, resume=True, data=str(tmp_path / "other.json")), editor=StubEditor(), judge=second)
+    with pytest.raises(RunMismatchError, match=r"prompts of the categories \['physics'\]"):
+        run_benchmark(
+            _config(out, resume=True, templates={"physics": "Rate {instruction}. Score: N"}),
+            editor=StubEditor(),
+            judge=CountingJudge(tiny_judge),
+        )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", r"data\.json: the file is empty"),
+        ("[]", r"data\.json: no records"),
+        ("[{]", r"data\.json: not JSON"),
+        (
+            json.dumps(
+                [{"subset": "光学", "edit_instruction_en": "x", "src_img_b64": _b64(Image.new("RGB", (8, 8)))}]
+            ),
+            "Record 0: category '光学'",
+        ),
+    ],
+)
+def test_data_file_errors_name_the_file_or_record(tmp_path, content, message):
+    path = tmp_path / "data.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(EditDataError, match=message):
+        load_edit_items(str(path))
+
+
+def test_cli_rejects_an_empty_data_file(tmp_path, capsys):
+    from trl_ext.evaluation.image_edit.__main__ import main
+
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(tmp_path / "empty.jsonl"), "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code != 0 and "empty.jsonl: no records" in str(exit_info.value.code)
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def _serve_logprob_judge(answer):
+    """A chat-completions server that answers every request with `answer` and records the request bodies."""
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, thread, bodies
+
+
+def test_cli_http_judge_in_expected_mode_with_a_bad_image_and_an_unknown_category(tmp_path, caplog):
+    """`--tiny --judge_url` with the default mode: the HTTP judge is asked for logprobs and the score is the expected
+    one, (7 + 8) / 2 = 7.5 from "Score: 7" with P(7) = P(8) = 0.5; a 1x64 source image is an edit failure counted and
+    named in the report (the others go on); a category without a template of its own is judged with the generic
+    template, said in a warning and in the report."""
+    from trl_ext.evaluation.image_edit.__main__ import main
+
+    def entry(token, alternatives):
+        top = [{"token": t, "logprob": math.log(p)} for t, p in alternatives]
+        return {"token": token, "logprob": math.log(dict(alternatives)[token]), "top_logprobs": top}
+
+    content = [entry("Score: ", [("Score: ", 1.0)]), entry("7", [("7", 0.5), ("8", 0.5)])]
+    answer = {"choices": [{"message": {"role": "assistant", "content": "Score: 7"}, "logprobs": {"content": content}}]}
+    server, thread, bodies = _serve_logprob_judge(answer)
+    image = _b64(Image.new("RGB", (48, 32), (200, 30, 30)))
+    records = [
+        {"subset": "物理", "edit_instruction_en": "add a shadow", "src_img_b64": image, "id": "a"},
+        {
+            "subset": "物理",
+            "edit_instruction_en": "add a shadow",
+            "src_img_b64": _b64(Image.new("RGB", (1, 64))),
+            "id": "thin",
+        },
+        {"subset": "Weather change", "edit_instruction_en": "add rain", "src_img_b64": image, "id": "c"},
+    ]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "run"
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        with caplog.at_level("WARNING", logger="trl_ext"):
+            code = main(["--tiny", "--data", str(data), "--output_dir", str(out), "--judge_url", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert code == 0
+    assert len(bodies) == 2 and all(body["logprobs"] is True for body in bodies)
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads((out / "run_meta.json").read_text())["judging"]["mode"] == "expected"
+    micro = report["overall"]["micro"]
+    assert (micro["n"], micro["n_scored"], micro["n_failed"], micro["mean"]) == (3, 2, 1, 7.5)
+    assert report["failures"] == {"edit_error": 1}
+    markdown = (out / "report.md").read_text()
+    assert "| thin | physics | edit_error |" in markdown
+    assert any("weather_change" in w and "generic" in w for w in report["warnings"])
+    assert "weather_change" in markdown and any("weather_change" in r.message for r in caplog.records)
+    assert not any("generate" in r.message for r in caplog.records)

@@ -745,14 +745,18 @@ class VLMJudgeReward:
     def judge_name(self) -> str:
         return str(getattr(self.judge, "name", type(self.judge).__name__))
 
-    def template_for(self, category: str | None, text_answer: bool = False) -> str:
-        """The template text used for a sample of `category`."""
+    def template_name(self, category: str | None, text_answer: bool = False) -> str:
+        """The name (or file) of the template used for a sample of `category`: `prompt_template` when set, else
+        `"answer"` for a text answer, the category's own template, or `"generic"` for a category without one."""
         if self.prompt_template is not None:
-            return resolve_prompt_template(self.prompt_template, self.templates)
+            return self.prompt_template
         if text_answer:
-            return resolve_prompt_template("answer", self.templates)
-        names = {**JUDGE_PROMPTS, **self.templates}
-        return resolve_prompt_template(category if category in names else "generic", self.templates)
+            return "answer"
+        return category if category in {**JUDGE_PROMPTS, **self.templates} else "generic"
+
+    def template_for(self, category: str | None, text_answer: bool = False) -> str:
+        """The template text used for a sample of `category` (see [`~VLMJudgeReward.template_name`])."""
+        return resolve_prompt_template(self.template_name(category, text_answer), self.templates)
 
     def build_request(
         self,

@@ -30,7 +30,8 @@ import sys
 import types
 import typing
 
-from .runner import ImageEditBenchmarkConfig, run_benchmark
+from .data import EditDataError
+from .runner import ImageEditBenchmarkConfig, RunMismatchError, run_benchmark
 
 
 def _field_type(annotation):
@@ -110,7 +111,10 @@ def parse_config(argv: list[str] | None = None) -> ImageEditBenchmarkConfig:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
-    report = run_benchmark(config)
+    try:
+        report = run_benchmark(config)
+    except (EditDataError, RunMismatchError) as error:  # the user's data or output_dir: a message, not a traceback
+        raise SystemExit(f"{type(error).__name__}: {error}") from None
     overall = report["overall"]
     print(
         json.dumps(

@@ -15,8 +15,9 @@
 
 The seed's records hold `subset` (物理 / 环境 / 社会 / 因果 / 指代), `edit_instruction(_en)`,
 `original_description(_en)`, `src_img_b64`, `rationale_short(_en)` (the expected outcome), `difficulty`, `seed`,
-`original_image_path`, `tags`. A record with a missing field or an image that does not decode raises
-[`EditDataError`] naming its index: nothing is skipped silently.
+`original_image_path`, `tags`. A record with a missing field, an image that does not decode or a category without an
+ASCII slug raises [`EditDataError`] naming its index, and a file that is empty, not JSON or holds no records raises it
+naming the file: nothing is skipped silently.
 """
 
 import base64
@@ -83,7 +84,9 @@ def category_slug(name: str) -> str:
         return CATEGORY_SLUGS[name]
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     if not slug:
-        raise ValueError(f"Category {name!r} has no ASCII slug: add it to CATEGORY_SLUGS.")
+        raise ValueError(
+            f"category {name!r} has no ASCII slug: add it to CATEGORY_SLUGS (known: {sorted(CATEGORY_SLUGS)})."
+        )
     return slug
 
 
@@ -147,7 +150,10 @@ def items_from_records(
             image.load()
         except (ValueError, OSError, UnidentifiedImageError) as error:
             raise EditDataError(f"Record {index}: the image does not decode: {error}") from None
-        category = category_slug(values["category"])
+        try:
+            category = category_slug(values["category"])
+        except ValueError as error:
+            raise EditDataError(f"Record {index}: {error}") from None
         raw_id = values["id"]
         item_id = (
             os.path.splitext(os.path.basename(str(raw_id)))[0] if raw_id is not None else f"{index:05d}_{category}"
@@ -197,6 +203,8 @@ def load_edit_items(
             Split of a `datasets` dataset dictionary.
         max_items (`int`, *optional*):
             Keep the first `max_items` items.
+
+    Raises [`EditDataError`] when there is no record, naming the source.
     """
     base_dir = None
     if isinstance(source, str) and source == "tiny":
@@ -215,12 +223,18 @@ def load_edit_items(
                         except json.JSONDecodeError as error:
                             raise EditDataError(f"Record {line_number} (line {line_number + 1}): {error}") from None
             else:
-                records = json.load(f)
+                text = f.read()
+                if not text.strip():
+                    raise EditDataError(f"{path}: the file is empty.")
+                try:
+                    records = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise EditDataError(f"{path}: not JSON ({error}).") from None
         if isinstance(records, dict):  # {"data": [...]} style
             lists = [v for v in records.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                raise EditDataError(f"{path}: expected a list of records.")
-            records = lists[0]
+            records = lists[0] if len(lists) == 1 else None
+        if not isinstance(records, list):
+            raise EditDataError(f"{path}: expected a list of records.")
     else:
         import datasets
 
@@ -235,4 +249,8 @@ def load_edit_items(
             records = datasets.load_dataset(os.fspath(source), split=split)
     if max_items is not None:
         records = [record for _, record in zip(range(max_items), records)]
-    return items_from_records(records, field_mapping, base_dir)
+    items = items_from_records(records, field_mapping, base_dir)
+    if not items:
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+        raise EditDataError(f"{name}: no records.")
+    return items

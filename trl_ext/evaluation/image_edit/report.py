@@ -62,8 +62,11 @@ def summarize(scores: list[float | None]) -> dict[str, Any]:
     return summary
 
 
-def build_report(items, results: dict[str, dict], metadata: dict[str, Any]) -> dict[str, Any]:
-    """The report of a run: `items` are the benchmark items, `results` the latest judge record per item id."""
+def build_report(
+    items, results: dict[str, dict], metadata: dict[str, Any], warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """The report of a run: `items` are the benchmark items, `results` the latest judge record per item id (an item
+    whose edit failed has status `"edit_error"`), `warnings` what the run warned about (shown in `report.md`)."""
     by_category: dict[str, list[float | None]] = {}
     failures: dict[str, int] = {}
     for item in items:
@@ -91,6 +94,7 @@ def build_report(items, results: dict[str, dict], metadata: dict[str, Any]) -> d
         "categories": categories,
         "overall": {"micro": micro, "macro": macro},
         "failures": dict(sorted(failures.items())),
+        "warnings": list(warnings or []),
     }
 
 
@@ -162,6 +166,7 @@ def render_markdown(
     for key, value in [*editing.items(), *((k, v) for k, v in judging.items() if k != "prompts")]:
         lines.append(f"| {key} | {_cell(json.dumps(value, ensure_ascii=False))} |")
     lines.append(f"| items | {meta.get('data', {}).get('n_items', '–')} |")
+    lines += [f"\n**Warning:** {_cell(warning, 1000)}" for warning in report.get("warnings", [])]
     lines += [
         "",
         f"Statistics over scored items; std with ddof={report['std_ddof']}. Unscored items count in n and "

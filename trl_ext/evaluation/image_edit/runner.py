@@ -14,14 +14,17 @@
 """The resumable two-phase image-edit benchmark: edit every item, then judge every edit, then report.
 
 Layout of `output_dir`:
-- `run_meta.json`: editor id and settings, seed, judge id, scoring mode, the prompts; a resume must match it.
+- `run_meta.json`: editor id and settings, seed, judge id, scoring mode, the prompts, the item ids; a resume must
+  match it, and may add items (a `max_items` run extended to the whole set) but not drop or change any.
 - `images/<category>/<id>.png` (edits) and `sources/<category>/<id>.png` (the RGB source, for the gallery).
 - `edits.jsonl` and `results.jsonl`: append-only, one line per finished item, flushed and fsynced; the latest line
   of an item wins. A half-written last line (a killed run) is dropped on resume.
 - `report.json`, `report.md`, `score_by_category.png` (atomic), `logs/benchmark.log`.
 
 `resume=True` never redoes a finished edit or a scored item, and re-judges items whose judgement failed
-(`rejudge_failed`). The editor is freed before the judge loads.
+(`rejudge_failed`). An item the editor fails on (an image it cannot take, e.g. 1×64) is logged, recorded with its
+error in `edits.jsonl` and counted as an `edit_error` in the report; the others go on (a resume tries it again). The
+editor is freed before the judge loads.
 """
 
 import gc
@@ -67,9 +70,10 @@ class ImageEditBenchmarkConfig:
         judge (`str`, *optional*, defaults to `"Qwen/Qwen3-VL-30B-A3B-Instruct"`):
             Local judge model, or the model name on the server when `judge_url` is set.
         judge_url (`str`, *optional*):
-            OpenAI-compatible endpoint (e.g. `"http://localhost:8000/v1"`); scoring is then `"generate"`.
+            OpenAI-compatible endpoint (e.g. `"http://localhost:8000/v1"`); both scoring modes work (`"expected"`
+            reads the digit distribution from the server's `top_logprobs`).
         judge_timeout (`float`, defaults to `120`), judge_max_retries (`int`, defaults to `3`):
-            HTTP judge limits.
+            HTTP judge limits: a deadline in seconds per attempt, retries after the first attempt.
         mode (`str`, *optional*, defaults to `"expected"`):
             `"expected"` or `"generate"` (see [`~trl_ext.rewards.VLMJudgeReward`]).
         compare_with_original (`bool`, defaults to `False`), use_reference (`bool`, defaults to `True`):
@@ -102,7 +106,7 @@ class ImageEditBenchmarkConfig:
     condition_area: int | None = field(default=None, metadata={"help": "Condition image area (default 1024²)."})
     judge: str = field(default="Qwen/Qwen3-VL-30B-A3B-Instruct", metadata={"help": "Judge model."})
     judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible judge endpoint."})
-    judge_timeout: float = field(default=120.0, metadata={"help": "Seconds per HTTP judge request."})
+    judge_timeout: float = field(default=120.0, metadata={"help": "Deadline in seconds of an HTTP judge attempt."})
     judge_max_retries: int = field(default=3, metadata={"help": "Retries of a failed HTTP judge request."})
     mode: Literal["expected", "generate"] = field(default="expected", metadata={"help": "Scoring mode."})
     compare_with_original: bool = field(default=False, metadata={"help": "Show the source image to the judge."})
@@ -123,9 +127,8 @@ class ImageEditBenchmarkConfig:
     def __post_init__(self):
         if self.mode not in ("expected", "generate"):
             raise ValueError(f"mode must be 'expected' or 'generate', got {self.mode!r}.")
-        if self.judge_url is not None and self.mode == "expected":
-            logger.warning("An HTTP judge gives no digit probabilities: using mode='generate'.")
-            self.mode = "generate"
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items must be >= 1 (or None for every item), got {self.max_items}.")
 
 
 class RunMismatchError(RuntimeError):
@@ -229,9 +232,26 @@ def _build_judge(config: ImageEditBenchmarkConfig, judge=None):
     )
 
 
+def _template_probe(config: ImageEditBenchmarkConfig):
+    """A `VLMJudgeReward` without a judge, to ask which template a category gets."""
+    from ...rewards.vlm_judge import VLMJudgeReward
+
+    probe = VLMJudgeReward.__new__(VLMJudgeReward)
+    probe.prompt_template, probe.templates = config.prompt_template, dict(config.templates or {})
+    return probe
+
+
+def _generic_template_categories(config: ImageEditBenchmarkConfig, items: list[EditItem]) -> list[str]:
+    """The categories of `items` judged with the `"generic"` template because no template has their name."""
+    probe = _template_probe(config)
+    return sorted(
+        {i.category for i in items if i.category != "generic" and probe.template_name(i.category) == "generic"}
+    )
+
+
 def run_metadata(config: ImageEditBenchmarkConfig, items: list[EditItem], editor=None, judge_name: str | None = None):
     """What a resume must match: the editing and judging settings, the prompts, and the item ids."""
-    from ...rewards.vlm_judge import VLMJudgeReward, resolve_prompt_template
+    from ...rewards.vlm_judge import resolve_prompt_template
 
     if editor is not None:
         editing = dict(editor.settings())
@@ -245,8 +265,7 @@ def run_metadata(config: ImageEditBenchmarkConfig, items: list[EditItem], editor
             "dtype": config.dtype,
         }
     editing["seed"] = config.seed
-    probe = VLMJudgeReward.__new__(VLMJudgeReward)  # template choice without a judge
-    probe.prompt_template, probe.templates = config.prompt_template, dict(config.templates or {})
+    probe = _template_probe(config)
     categories = sorted({item.category for item in items})
     prompts = {c: probe.template_for(c) for c in categories}
     if config.prompt_template is not None:
@@ -268,7 +287,16 @@ def run_metadata(config: ImageEditBenchmarkConfig, items: list[EditItem], editor
     return {"editing": editing, "judging": judging, "data": data}
 
 
+def _differing(previous: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    return sorted(k for k in set(previous) | set(current) if k not in ignore and previous.get(k) != current.get(k))
+
+
 def _check_or_write_metadata(path: str, metadata: dict, resume: bool) -> None:
+    """Write `run_meta.json`, or, on resume, check `metadata` against it first.
+
+    A resume may add items (a `max_items` run extended to the whole set): the recorded items must all still be there,
+    and the prompts of the categories both runs have must be equal (new categories bring their prompts). The file is
+    then rewritten with the current items and prompts."""
     if os.path.exists(path):
         if not resume:
             raise RunMismatchError(
@@ -276,15 +304,33 @@ def _check_or_write_metadata(path: str, metadata: dict, resume: bool) -> None:
             )
         with open(path, encoding="utf-8") as f:
             previous = json.load(f)
-        for part in ("editing", "judging", "data"):
-            if previous.get(part) != metadata[part]:
-                keys = sorted(
-                    k
-                    for k in set(previous.get(part, {})) | set(metadata[part])
-                    if previous.get(part, {}).get(k) != metadata[part].get(k)
-                )
+        for part, ignore in (("editing", ()), ("judging", ("prompts",))):
+            keys = _differing(previous.get(part, {}), metadata[part], ignore)
+            if keys:
                 raise RunMismatchError(f"Cannot resume: the {part} settings differ from run_meta.json in {keys}.")
-        return
+        old_prompts, prompts = previous["judging"].get("prompts", {}), metadata["judging"]["prompts"]
+        changed = sorted(c for c in set(old_prompts) & set(prompts) if old_prompts[c] != prompts[c])
+        if changed:
+            raise RunMismatchError(
+                f"Cannot resume: the judge prompts of the categories {changed} differ from run_meta.json."
+            )
+        old_data, data = previous.get("data", {}), metadata["data"]
+        if old_data.get("source") != data["source"]:
+            raise RunMismatchError(
+                f"Cannot resume: the data source differs from run_meta.json ({old_data.get('source')!r} -> "
+                f"{data['source']!r})."
+            )
+        current = set(data["ids"])
+        missing = [i for i in old_data.get("ids", []) if i not in current]
+        if missing:
+            raise RunMismatchError(
+                f"Cannot resume: the item set shrank or changed: {len(missing)} of the {len(old_data['ids'])} items of "
+                f"the recorded run are not among the {len(data['ids'])} items now (e.g. {missing[:3]}). A resume can "
+                "only add items (a larger max_items); use another output_dir."
+            )
+        added = len(data["ids"]) - len(old_data.get("ids", []))
+        if added:
+            logger.info(f"Resuming with {added} items added to the {len(old_data['ids'])} of the recorded run.")
     atomic_write(path, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -300,40 +346,77 @@ def _edit_phase(config, items, output_dir, editor):
     ]
     logger.info(f"Edit phase: {len(items) - len(pending)} done, {len(pending)} to edit.")
     if not pending:
-        return editor, False
+        return editor, False, {}
     created = editor is None
     if created:
         editor = _build_editor(config)
     # equal aspect ratios next to each other, so that the editor can batch them
     pending.sort(key=lambda i: (round(1000 * i.image.size[0] / i.image.size[1]), i.index))
     batch = max(1, config.edit_batch_size)
+    failures = {}
     with tqdm(total=len(pending), desc="editing", unit="image") as bar:
         for start in range(0, len(pending), batch):
             chunk = pending[start : start + batch]
             began = time.perf_counter()
-            edited = editor.edit(
-                [i.image for i in chunk], [i.instruction for i in chunk], [_item_seed(config, i) for i in chunk]
-            )
+            edited = _edit_chunk(config, editor, chunk)
             seconds = (time.perf_counter() - began) / len(chunk)
             for item, image in zip(chunk, edited):
-                _save_png(
-                    item.image.convert("RGB"), os.path.join(output_dir, "sources", item.category, f"{item.id}.png")
-                )
-                _save_png(image, os.path.join(output_dir, "images", item.category, f"{item.id}.png"))
                 record = {"id": item.id, "category": item.category, "seed": _item_seed(config, item)}
+                if isinstance(image, Exception):
+                    failures[item.id] = record["error"] = f"{type(image).__name__}: {image}"
+                    logger.warning(
+                        f"Editing {item.id} (source {item.image.size[0]}x{item.image.size[1]}) failed: "
+                        f"{record['error']}; the item is counted as an edit_error."
+                    )
+                else:
+                    _save_png(
+                        item.image.convert("RGB"),
+                        os.path.join(output_dir, "sources", item.category, f"{item.id}.png"),
+                    )
+                    _save_png(image, os.path.join(output_dir, "images", item.category, f"{item.id}.png"))
                 record["seconds"] = round(seconds, 3)
                 append_record(edits_path, record)
                 bar.update(1)
-    return editor, created
+    return editor, created, failures
 
 
-def _judge_phase(config, items, output_dir, reward):
+def _edit_chunk(config, editor, chunk: list[EditItem]) -> list:
+    """The edited images of `chunk`; when the editor fails on the chunk, each item is edited alone and an item that
+    still fails gets its exception in place of an image (the run goes on; the item is counted as failed)."""
+
+    def edit(items):
+        return editor.edit(
+            [i.image for i in items], [i.instruction for i in items], [_item_seed(config, i) for i in items]
+        )
+
+    try:
+        return edit(chunk)
+    except Exception as error:  # isolate the failing item(s) below
+        if len(chunk) == 1:
+            return [error]
+    outputs = []
+    for item in chunk:
+        try:
+            outputs.extend(edit([item]))
+        except Exception as error:  # recorded, logged and counted as the item's edit_error
+            outputs.append(error)
+    return outputs
+
+
+def _judge_phase(config, items, output_dir, reward, edit_failures: dict[str, str]):
     from tqdm.auto import tqdm
 
     results_path = os.path.join(output_dir, "results.jsonl")
     results = read_records(results_path)
+    for item in items:  # nothing to judge: counted as failed, with the editor's error
+        if item.id in edit_failures:
+            results[item.id] = {"id": item.id, "category": item.category, "score": None, "status": "edit_error"}
+            results[item.id]["error"] = edit_failures[item.id]
     pending = [
-        i for i in items if i.id not in results or (config.rejudge_failed and results[i.id].get("status") != "ok")
+        i
+        for i in items
+        if i.id not in edit_failures
+        and (i.id not in results or (config.rejudge_failed and results[i.id].get("status") != "ok"))
     ]
     logger.info(f"Judge phase: {len(items) - len(pending)} judged, {len(pending)} to judge.")
     if not pending:
@@ -398,8 +481,17 @@ def run_benchmark(config: ImageEditBenchmarkConfig, editor=None, judge=None, ite
         metadata = run_metadata(config, items, editor, judge_name)
         _check_or_write_metadata(os.path.join(output_dir, "run_meta.json"), metadata, config.resume)
         logger.info(f"Benchmark in {output_dir}: {len(items)} items, editor {metadata['editing']['editor']}.")
+        warnings = []
+        generic = _generic_template_categories(config, items)
+        if generic:
+            warnings.append(
+                f"The categories {generic} have no judge template of their own and are judged with the 'generic' "
+                "template; add one by name with `templates` (or set `prompt_template`)."
+            )
+        for warning in warnings:
+            logger.warning(warning)
 
-        editor, created = _edit_phase(config, items, output_dir, editor)
+        editor, created, edit_failures = _edit_phase(config, items, output_dir, editor)
         if created:  # free the editor before the judge loads
             del editor
             gc.collect()
@@ -411,8 +503,8 @@ def run_benchmark(config: ImageEditBenchmarkConfig, editor=None, judge=None, ite
             except ImportError:
                 pass
 
-        results = _judge_phase(config, items, output_dir, lambda: _build_judge(config, judge))
-        report = build_report(items, results, metadata)
+        results = _judge_phase(config, items, output_dir, lambda: _build_judge(config, judge), edit_failures)
+        report = build_report(items, results, metadata, warnings=warnings)
         write_report(output_dir, report, items, results, gallery_size=config.gallery_size)
         overall = report["overall"]["micro"]
         logger.info(
