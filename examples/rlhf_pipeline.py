@@ -30,12 +30,18 @@ Offline on CPU with a tiny random Qwen2 and the bundled toy data (all three stag
 ```bash
 python examples/rlhf_pipeline.py --tiny --output_dir outputs/rlhf_pipeline
 ```
+
+A rerun skips the finished stages while their settings and data are unchanged; after a change it stops and names the
+differing keys, and `--overwrite_stages` retrains the changed stage and every stage after it. `--max_steps N` caps
+each stage at N steps (SFT and reward-model optimizer steps, PPO rollout batches) for a quick trial.
 """
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
 from example_utils import on_main_process, parse_args
 
 from trl_ext import RLHFConfig, RLHFPipeline
@@ -73,11 +79,25 @@ class PipelineScriptArguments:
     tiny: bool = field(default=False, metadata={"help": "Offline tiny run on CPU: tiny random Qwen2, toy data."})
     output_dir: str | None = field(default=None, metadata={"help": "Overrides save_dir."})
     evaluate: bool = field(default=True, metadata={"help": "Run RLHFPipeline.evaluate() after the stages."})
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Steps of every stage: max_steps of the SFT and reward-model trainers (added to sft_args and "
+            "reward_args) and ppo_iterations (PPO rollout batches)."
+        },
+    )
 
 
 def main(script_args: PipelineScriptArguments, config: RLHFConfig) -> None:
     if script_args.output_dir:
-        config.save_dir = script_args.output_dir
+        config = dataclasses.replace(config, save_dir=script_args.output_dir)
+    if script_args.max_steps is not None:
+        config = dataclasses.replace(
+            config,
+            sft_args={**config.sft_args, "max_steps": script_args.max_steps},
+            reward_args={**config.reward_args, "max_steps": script_args.max_steps},
+            ppo_iterations=script_args.max_steps,
+        )
     if script_args.tiny and config.model_name == "tiny":
         import torch
 
@@ -89,11 +109,14 @@ def main(script_args: PipelineScriptArguments, config: RLHFConfig) -> None:
         config.model_name = on_main_process(save_tiny_qwen2, path, hidden_size=32, intermediate_size=64)
     pipeline = RLHFPipeline(config)
     outputs = pipeline.run()
-    ppo = json.load(open(os.path.join(outputs["ppo"], "stage_complete.json")))
-    print(f"stages done: {outputs}")
-    print(f"PPO reward-model score: {ppo['first_score']:.3f} -> {ppo['last_score']:.3f}")
-    if script_args.evaluate:
-        print(f"evaluation ({os.path.join(config.save_dir, 'logs', 'eval.json')}): {pipeline.evaluate()}")
+    results = pipeline.evaluate() if script_args.evaluate else None
+    if PartialState().is_main_process:  # every process ran the stages; one prints
+        with open(os.path.join(outputs["ppo"], "stage_complete.json")) as f:
+            ppo = json.load(f)
+        print(f"stages done: {outputs}")
+        print(f"PPO reward-model score: {ppo['first_score']:.3f} -> {ppo['last_score']:.3f}")
+        if results is not None:
+            print(f"evaluation ({os.path.join(config.save_dir, 'logs', 'eval.json')}): {results}")
 
 
 if __name__ == "__main__":

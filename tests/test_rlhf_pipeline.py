@@ -1,9 +1,14 @@
 """RLHFPipeline: the three stages offline on a tiny Qwen2 and the bundled toy data, skip on rerun, resume of a killed
-stage, config and data errors, and the offline BLEU / ROUGE against hand-computed values."""
+stage, refusal (or retraining with overwrite_stages) of stages produced by other settings, config, type and data
+errors before the first stage, the example script (one and two processes), and the offline BLEU / ROUGE against
+hand-computed values."""
 
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,6 +116,96 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
     torch.testing.assert_close(flat(resumed_reward_model), flat(reward_model), rtol=0, atol=0)
 
 
+def test_rerun_with_changed_settings_refuses_or_retrains_the_stale_stages_only(tmp_path):
+    model_dir = save_tiny_qwen2(tmp_path / "base", hidden_size=32, intermediate_size=64)
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in bundled_rlhf_data().values():  # copies: the test edits one
+        shutil.copy(path, data / os.path.basename(path))
+    files = {key: str(data / os.path.basename(path)) for key, path in bundled_rlhf_data().items()}
+    run = tmp_path / "run"
+    config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_iterations=1, **files)
+    RLHFPipeline(config).run()
+
+    def stamps() -> dict:
+        return {
+            s: (run / s / "final" / "stage_complete.json").stat().st_mtime_ns for s in ("sft", "reward_model", "ppo")
+        }
+
+    def logged_config() -> dict:
+        return json.loads((run / "logs" / "config.json").read_text())
+
+    first = stamps()
+    # sft_lr changed: SFT and everything after it would be stale; refused before anything runs, naming the key
+    with pytest.raises(RuntimeError, match=r"sft: .*differ in \['sft_lr'\].*\['sft', 'reward_model', 'ppo'\]"):
+        RLHFPipeline({**config, "sft_lr": 1e-3, "ppo_iterations": 2}).run()
+    # a PPO-only setting: only PPO is stale
+    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_iterations'\].*\['ppo'\]"):
+        RLHFPipeline({**config, "ppo_iterations": 2}).run()
+    # the same file path with other content: the reward model and PPO are stale
+    with open(files["reward_data_path"], "a") as f:
+        row = {"prompt": "Greet Zoe.", "chosen": "Hello Zoe, it is lovely to meet you!", "rejected": "No, Zoe."}
+        f.write(
+            json.dumps({k: [{"role": "user" if k == "prompt" else "assistant", "content": v}] for k, v in row.items()})
+        )
+        f.write("\n")
+    with pytest.raises(
+        RuntimeError, match=r"reward_model: .*\['reward_data_path:sha256'\].*\['reward_model', 'ppo'\]"
+    ):
+        RLHFPipeline(config).run()
+    assert stamps() == first
+    assert logged_config()["sft_lr"] == 3e-3 and logged_config()["ppo_iterations"] == 1  # still the run that trained
+
+    # overwrite_stages: the reward model and PPO retrain, SFT is kept; config.json then holds the new settings
+    pipeline = RLHFPipeline({**config, "ppo_iterations": 2, "overwrite_stages": True})
+    pipeline.run()
+    second = stamps()
+    assert second["sft"] == first["sft"]
+    assert second["reward_model"] != first["reward_model"] and second["ppo"] != first["ppo"]
+    assert json.loads((run / "ppo" / "final" / "stage_complete.json").read_text())["steps"] == 2
+    assert logged_config()["ppo_iterations"] == 2 and logged_config()["overwrite_stages"] is True
+    # the rerun with the same settings skips all three; an evaluation under other settings is refused
+    RLHFPipeline({**config, "ppo_iterations": 2}).run()
+    assert stamps() == second
+    with pytest.raises(RuntimeError, match=r"ppo: .*\['ppo_iterations'\]"):
+        RLHFPipeline(config).evaluate()
+
+
+def test_every_mistake_fails_before_the_first_stage_naming_the_key_file_and_line(tmp_path):
+    model_dir = save_tiny_qwen2(tmp_path / "base", hidden_size=32, intermediate_size=64)
+    run = tmp_path / "run"
+
+    def write(name: str, *rows: str) -> str:
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+        return str(tmp_path / name)
+
+    empty_prompt = write("empty.jsonl", '{"prompt": "Hi"}', '{"prompt": ""}')
+    null_completion = write("sft.jsonl", '{"prompt": "p", "completion": null}')
+    number_prompt = write("number.jsonl", '{"prompt": "Hi"}', '{"prompt": 5}')
+    cases = [
+        ({"reward_data_path": None}, "reward_data_path is required"),
+        ({"ppo_args": {"response_length": "twelve"}}, "ppo_args: response_length must be int, got 'twelve' \\(str\\)"),
+        ({"ppo_data_path": empty_prompt}, f"ppo_data_path: {empty_prompt}:2: 'prompt' is empty"),
+        ({"eval_ppo_data_path": str(tmp_path / "nope.jsonl")}, "eval_ppo_data_path: .*nope.jsonl: no such file"),
+        ({"freeze_reward_backbone": "false"}, "freeze_reward_backbone must be bool, got 'false'"),
+        ({"ppo_batch_size": "8"}, "ppo_batch_size must be int, got '8' \\(str\\)"),
+        (
+            {"sft_data_path": null_completion},
+            f"{null_completion}:1: 'completion' must be a non-empty string .* NoneType",
+        ),
+        ({"ppo_data_path": number_prompt}, f"{number_prompt}:2: 'prompt' must be a non-empty string .* int \\(5\\)"),
+        ({"ppo_args": {"lr_scheduler_type": "cosine_typo"}}, "ppo_args: PPOConfig rejects the ppo settings"),
+    ]
+    for overrides, message in cases:
+        config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_iterations=1, **overrides)
+        with pytest.raises(ValueError, match=message):
+            RLHFPipeline(config).run()
+        assert not (run / "sft").exists() and not (run / "reward_model").exists(), overrides
+    with pytest.raises(ValueError, match="sft_lr must be float, got '1e-5' .*write 1.0e-5"):
+        (tmp_path / "c.yaml").write_text(f"model_name: {model_dir}\nsft_lr: 1e-5\n")
+        RLHFConfig.from_file(tmp_path / "c.yaml")
+
+
 def test_config_from_dict_json_yaml_and_unknown_keys(tmp_path):
     values = {"model_name": "m", "save_dir": str(tmp_path), "ppo_args": {"response_length": 8}}
     (tmp_path / "c.json").write_text(json.dumps(values))
@@ -159,22 +254,58 @@ def test_bleu_and_rouge_against_hand_computed_values():
     assert scores["rougeL"] == pytest.approx(2 / 3)
 
 
-def test_example_runs_all_stages_offline_with_tiny(tmp_path):
-    import subprocess
-    import sys
-
+def run_example(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = tmp_path / "example"
-    result = subprocess.run(
-        [sys.executable, os.path.join(root, "examples", "rlhf_pipeline.py"), "--tiny", "--output_dir", str(out)]
-        + ["--sft_epochs", "2", "--reward_epochs", "2", "--ppo_iterations", "3", "--save_interval", "2"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    return subprocess.run(
+        [sys.executable, *launcher, os.path.join(root, "examples", "rlhf_pipeline.py"), "--tiny", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "CI": "1"},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_example_runs_all_stages_offline_with_tiny_then_reruns_as_told(tmp_path):
+    out = tmp_path / "example"
+    # --max_steps (what TRL users type for a short run) caps every stage: SFT / reward steps, PPO rollout batches
+    result = run_example("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PPO reward-model score" in result.stdout
     assert json.loads((out / "logs" / "eval.json").read_text())["reward_model/accuracy"] >= 0.5
     assert (out / "ppo" / "checkpoint-2").is_dir() and (out / "ppo" / "final" / "stage_complete.json").is_file()
+    for stage in ("sft", "reward_model", "ppo"):
+        assert json.loads((out / stage / "final" / "stage_complete.json").read_text())["steps"] == 2
+
+    # a changed PPO setting: refused with the key, nothing retrained, config.json still the first run's
+    result = run_example("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_epochs", "1")
+    assert result.returncode != 0
+    assert "ppo: " in result.stderr and "['ppo_epochs']" in result.stderr and "--overwrite_stages" in result.stderr
+    assert json.loads((out / "logs" / "config.json").read_text())["ppo_epochs"] == 2
+
+    # --overwrite_stages retrains PPO only; the skips show on the console, not only in logs/pipeline.log
+    sft_stamp = (out / "sft" / "final" / "stage_complete.json").stat().st_mtime_ns
+    result = run_example(
+        *("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_epochs", "1"),
+        *("--overwrite_stages", "--evaluate", "false"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sft: done already" in result.stderr and "reward_model: done already" in result.stderr
+    assert "retraining ['ppo']" in result.stderr
+    assert (out / "sft" / "final" / "stage_complete.json").stat().st_mtime_ns == sft_stamp
+    assert json.loads((out / "logs" / "config.json").read_text())["ppo_epochs"] == 1
+
+
+def test_example_on_two_processes_prints_its_summary_once(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = ("-m", "accelerate.commands.launch", "--config_file")
+    launcher += (os.path.join(root, "accelerate_configs", "cpu_2proc.yaml"), "--main_process_port", str(port))
+    out = tmp_path / "example"
+    steps = ("--sft_epochs", "1", "--reward_epochs", "1", "--ppo_iterations", "1")
+    result = run_example("--output_dir", str(out), *steps, "--evaluate", "false", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("stages done:") == 1
+    assert result.stdout.count("PPO reward-model score") == 1

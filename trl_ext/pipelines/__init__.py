@@ -11,4 +11,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Multi-stage pipelines: [`RLHFPipeline`] (SFT -> reward model -> PPO) and its [`RLHFConfig`]."""
+"""Multi-stage pipelines: [`RLHFPipeline`] (SFT -> reward model -> PPO), its [`RLHFConfig`], and the
+[`StageMismatchError`] it raises for a stage produced by other settings (`trl_ext.pipelines.pipeline`)."""

@@ -14,12 +14,73 @@
 """[`RLHFConfig`]: one configuration for the three stages of [`RLHFPipeline`], from a dict, JSON or YAML."""
 
 import dataclasses
+import enum
 import json
 import os
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..trainers.validation import check_literal_fields, check_ranges
+from ..trainers.validation import check_ranges
+
+
+def _describe(hint) -> str:
+    """A readable name of a type hint: `int`, `str or None`, `one of ('cpu', 'cuda')`."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return f"one of {typing.get_args(hint)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether `value` has the type `hint` strictly: no conversion, so the string `"false"` is not a `bool` and `"8"`
+    is not an `int`; a `bool` is not a number; an `int` is a `float`; a list is a `tuple`; an `Enum` field takes one of
+    its values. Hints this does not know (type variables, forward references) accept any value."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, hint) or value in {member.value for member in hint}
+    if origin in (list, tuple, set, frozenset):
+        return isinstance(value, (list, tuple, set, frozenset))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def check_field_types(values: Mapping[str, Any], cls: type, where: str = "") -> None:
+    """Raise a `ValueError` naming the first key of `values` whose value does not have the type of the field of the
+    dataclass `cls` with that name ([`matches_type`]: strict, no conversion). Keys that are not fields are left to the
+    caller. `where` prefixes the message (e.g. `"ppo_args: "`)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is None or matches_type(value, hint):
+            continue
+        message = f"{where}{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})."
+        if isinstance(value, str) and any(t in (int, float) for t in (hint, *typing.get_args(hint))):
+            message += " Numbers are not converted from strings (note: YAML reads 1e-5 as a string; write 1.0e-5)."
+        raise ValueError(message)
 
 
 @dataclass
@@ -41,8 +102,16 @@ class RLHFConfig:
             and `final/`) and `logs/` (config snapshot, log file, `eval.json`).
         save_interval (`int`, *optional*, defaults to `50`): Optimizer steps (SFT, reward) or rollout batches (PPO)
             between checkpoints.
-        log_level (`Literal["debug", "info", "warning", "error"]`, *optional*, defaults to `"info"`).
+        log_level (`Literal["debug", "info", "warning", "error"]`, *optional*, defaults to `"info"`): Verbosity of
+            the console and `logs/pipeline.log` (stage skips, resumes and retraining are warnings).
         seed (`int`, *optional*, defaults to `42`).
+        overwrite_stages (`bool`, *optional*, defaults to `False`): A stage already in `save_dir` (finished or with
+            checkpoints) that was produced by other settings, or from other inputs (a changed data file, a retrained
+            earlier stage), is an error naming the differing keys; with `overwrite_stages` it is deleted and retrained
+            together with every stage after it.
+
+    Every field is type-checked as declared, without conversion (`"false"` is not a `bool`, `"8"` not an `int`), and
+    so is every `sft_args` / `reward_args` / `ppo_args` value against its config field.
 
         > SFT (skipped without `sft_data_path`: the reward model and PPO then start from `model_name`)
 
@@ -100,6 +169,10 @@ class RLHFConfig:
     save_interval: int = field(default=50, metadata={"help": "Steps between checkpoints."})
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"help": "Log level."})
     seed: int = field(default=42, metadata={"help": "Random seed of every stage."})
+    overwrite_stages: bool = field(
+        default=False,
+        metadata={"help": "Retrain a stage whose saved outputs came from other settings, and every stage after it."},
+    )
     sft_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra SFTConfig fields."})
     reward_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra RewardConfig fields."})
     ppo_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Extra PPOConfig fields."})
@@ -108,7 +181,7 @@ class RLHFConfig:
     eval_ppo_data_path: str | None = field(default=None, metadata={"help": "Held-out prompts (+ references)."})
 
     def __post_init__(self):
-        check_literal_fields(self)
+        check_field_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, type(self))
         check_ranges(
             self,
             at_least_one=(
@@ -127,13 +200,11 @@ class RLHFConfig:
             raise ValueError(
                 f"ppo_mini_batch_size={self.ppo_mini_batch_size} must divide ppo_batch_size={self.ppo_batch_size}."
             )
-        for name in ("sft_args", "reward_args", "ppo_args"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"{name} must be a dict of config fields, got {type(getattr(self, name)).__name__}.")
         self._check_stage_fields()
 
     def _check_stage_fields(self) -> None:
-        """A key of `sft_args` / `reward_args` / `ppo_args` that is not a field of its config class is an error."""
+        """A key of `sft_args` / `reward_args` / `ppo_args` that is not a field of its config class, or a value not of
+        that field's type, is an error."""
         from trl import RewardConfig, SFTConfig
 
         from ..trainers.ppo.config import PPOConfig
@@ -143,6 +214,7 @@ class RLHFConfig:
             unknown = sorted(set(getattr(self, name)) - known)
             if unknown:
                 raise ValueError(f"{name} has keys that are not {cls.__name__} fields: {unknown}.")
+            check_field_types(getattr(self, name), cls, where=f"{name}: ")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RLHFConfig":

@@ -27,25 +27,68 @@ logger = logging.get_logger(__name__)
 StageData = Literal["sft", "reward", "ppo"]
 
 
-def _missing(row: dict, kind: StageData) -> str | None:
-    """The fields a row lacks for its stage, or `None`."""
-    if kind == "sft":
-        if "messages" in row or ("prompt" in row and "completion" in row):
-            return None
-        return "'messages', or 'prompt' and 'completion'"
-    required = ("chosen", "rejected") if kind == "reward" else ("prompt",)
-    absent = [name for name in required if name not in row or row[name] is None]
-    return ", ".join(repr(name) for name in absent) or None
+def _text_or_messages_error(value) -> str | None:
+    """Why `value` is not a non-empty text or a non-empty list of `{"role": str, "content": ...}` messages, or
+    `None`."""
+    if isinstance(value, str):
+        return None if value.strip() else "is empty"
+    if isinstance(value, list) and value:
+        for message in value:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+                return f"has a message that is not a {{'role': str, 'content': ...}} object: {message!r:.80}"
+        return None
+    if isinstance(value, list):
+        return "is an empty message list"
+    return f"must be a non-empty string or a list of messages, got {type(value).__name__} ({value!r:.80})"
+
+
+# per stage: the required and the optional fields, each checked by `_field_error` when present
+_FIELDS = {
+    "sft": ((), ("messages", "prompt", "completion")),
+    "reward": (("chosen", "rejected"), ("prompt", "margin")),
+    "ppo": (("prompt",), ("reference",)),
+}
+
+
+def _field_error(name: str, value) -> str | None:
+    """Why the value of the row field `name` has the wrong type (`margin`: a number, `reference`: a string, the texts:
+    [`_text_or_messages_error`]), or `None`."""
+    if name == "margin":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f"must be a number, got {type(value).__name__} ({value!r:.80})"
+    if name == "reference":
+        return None if isinstance(value, str) else f"must be a string, got {type(value).__name__} ({value!r:.80})"
+    return _text_or_messages_error(value)
+
+
+def _row_error(row: dict, kind: StageData) -> str | None:
+    """What is wrong with a row of its stage (a missing field, a field of the wrong type or empty), or `None`."""
+    required, optional = _FIELDS[kind]
+    if kind == "sft" and "messages" not in row and not ("prompt" in row and "completion" in row):
+        return "missing 'messages', or 'prompt' and 'completion'"
+    absent = [name for name in required if name not in row]
+    if absent:
+        return f"missing {', '.join(repr(name) for name in absent)} (a {kind} row needs them)"
+    for name in (*required, *optional):
+        if name in row:
+            error = _field_error(name, row[name])
+            if error:
+                return f"'{name}' {error}"
+    return None
 
 
 def load_stage_data(path: str, kind: StageData) -> Dataset:
     """Load the rows of a stage from a `.jsonl` / `.json` file or a Hub dataset (its `train` split).
 
     JSONL: one object per line; for PPO prompts a line may also be a bare JSON string (the prompt). Empty lines are
-    skipped and reported with their count. A line that is not JSON, or a row missing a required field, is a
-    `ValueError` naming the file and line (JSON files: the record index).
+    skipped and reported with their count. A line that is not JSON, or a row missing a required field or with a field
+    of the wrong type (texts: a non-empty string or a list of `role` / `content` messages; `margin`: a number;
+    `reference`: a string), is a `ValueError` naming the file, line (JSON files: the record index) and field. A
+    `.json` / `.jsonl` path that is not a file is an error, not a Hub lookup.
     """
     rows, empty = [], 0
+    if path.endswith((".json", ".jsonl")) and not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file.")
     if os.path.isfile(path) and path.endswith(".jsonl"):
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -78,9 +121,9 @@ def load_stage_data(path: str, kind: StageData) -> Dataset:
             row = {"prompt": row}
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-        missing = _missing(row, kind)
-        if missing:
-            raise ValueError(f"{where}: missing {missing} (a {kind} row needs them).")
+        error = _row_error(row, kind)
+        if error:
+            raise ValueError(f"{where}: {error}.")
         checked.append(row)
     if not checked:
         raise ValueError(f"{path} has no rows.")

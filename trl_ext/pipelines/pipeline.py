@@ -11,12 +11,15 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`RLHFPipeline`]: supervised fine-tuning -> reward model -> PPO, each stage resumable and skipped once done."""
+"""[`RLHFPipeline`]: supervised fine-tuning -> reward model -> PPO, validated before the first stage, each stage
+resumable, and skipped once done only while the settings and inputs that produced it are unchanged."""
 
+import hashlib
 import json
 import logging as std_logging
 import math
 import os
+import shutil
 
 import torch
 from accelerate import PartialState
@@ -32,17 +35,75 @@ from .data import bleu, load_stage_data, rouge
 logger = logging.get_logger(__name__)
 
 DONE_MARKER = "stage_complete.json"
+SETTINGS_FILE = "stage_settings.json"
 STAGES = ("sft", "reward_model", "ppo")
+# the RLHFConfig fields that change what a stage produces (with its data file's content and the earlier stages'
+# fingerprints); device, save_dir, log_level, overwrite_stages and the eval_* files do not
+STAGE_FIELDS = {
+    "sft": ("model_name", "tokenizer_path", "sft_data_path", "sft_epochs", "sft_batch_size", "sft_lr", "max_length"),
+    "reward_model": (
+        "model_name",
+        "tokenizer_path",
+        "reward_data_path",
+        "reward_epochs",
+        "reward_batch_size",
+        "reward_lr",
+        "freeze_reward_backbone",
+        "max_length",
+    ),
+    "ppo": (
+        "model_name",
+        "tokenizer_path",
+        "ppo_data_path",
+        "ppo_iterations",
+        "ppo_batch_size",
+        "ppo_mini_batch_size",
+        "ppo_epochs",
+        "ppo_lr_policy",
+        "ppo_lr_value",
+    ),
+}
+STAGE_DATA = {"sft": "sft_data_path", "reward_model": "reward_data_path", "ppo": "ppo_data_path"}
+STAGE_ARGS = {"sft": "sft_args", "reward_model": "reward_args", "ppo": "ppo_args"}
+DATA_KINDS = {
+    "sft_data_path": "sft",
+    "reward_data_path": "reward",
+    "ppo_data_path": "ppo",
+    "eval_sft_data_path": "sft",
+    "eval_reward_data_path": "reward",
+    "eval_ppo_data_path": "ppo",
+}
+
+
+class StageMismatchError(RuntimeError):
+    """A stage in `save_dir` was produced by settings or inputs that differ from the configuration's."""
+
+
+def _file_sha256(path: str) -> str | None:
+    """The SHA-256 of a local file's bytes; `None` for a Hub dataset id (its name stands for it)."""
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class RLHFPipeline:
     """SFT (`trl.SFTTrainer`) -> reward model (`trl.RewardTrainer`, Bradley-Terry) -> PPO ([`PPOTrainer`]).
 
-    Every stage writes `save_dir/<stage>/checkpoint-N` every `save_interval` steps and its result to
-    `save_dir/<stage>/final/` (`save_pretrained` format) with a `stage_complete.json` marker written last: a stage
-    with the marker is skipped on rerun, one without resumes from its last complete checkpoint. The reward model
-    starts from the SFT weights (a new one-label head), the PPO policy and its value model from the SFT weights, and
-    PPO scores with the trained reward model.
+    [`run`] first validates everything a stage will read (every data file's rows, every stage's `SFTConfig` /
+    `RewardConfig` / `PPOConfig`, the tokenizer), so a mistake fails before any training. Every stage records the
+    settings that produce it in `save_dir/<stage>/stage_settings.json` (its [`RLHFConfig`] fields and `*_args`, the
+    SHA-256 of its data file, and the fingerprints of the stages it starts from), writes `checkpoint-N` every
+    `save_interval` steps and its result to `final/` (`save_pretrained` format) with a `stage_complete.json` marker
+    written last. On rerun a stage whose recorded settings equal the current ones is skipped when finished and resumed
+    from its last complete checkpoint otherwise; one whose settings differ is a [`StageMismatchError`] listing the
+    differing keys, or, with `overwrite_stages`, is deleted and retrained with every stage after it. `logs/config.json`
+    is written once the stages agree with the configuration. The reward model starts from the SFT weights (a new
+    one-label head), the PPO policy and its value model from the SFT weights, and PPO scores with the trained reward
+    model.
 
     Args:
         config ([`RLHFConfig`] or `dict` or `str`): The configuration, a dict of its fields, or a JSON / YAML path.
@@ -57,16 +118,16 @@ class RLHFPipeline:
         self.state = PartialState()  # under `accelerate launch` every process runs the stages; one writes the files
         self.logs_dir = os.path.join(config.save_dir, "logs")
         os.makedirs(self.logs_dir, exist_ok=True)
-        if self.state.is_main_process:
-            with open(os.path.join(self.logs_dir, "config.json"), "w") as f:
-                json.dump(config.to_dict(), f, indent=2)
         self._attach_log_file()
+        self._datasets, self._hashes = {}, {}
         if config.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but no CUDA device is available.")
         self.use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
         self.bf16 = not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
     def _attach_log_file(self) -> None:
+        """`logs/pipeline.log` gets the trl_ext, transformers and TRL logs at `log_level`; trl_ext's (stage skips,
+        resumes, retraining) also go to the console of the main process."""
         path = os.path.abspath(os.path.join(self.logs_dir, "pipeline.log"))
         level = getattr(std_logging, self.config.log_level.upper())
         logging.set_verbosity(level)
@@ -77,6 +138,12 @@ class RLHFPipeline:
                 handler = std_logging.FileHandler(path)
                 handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
                 log.addHandler(handler)
+        package_logger = std_logging.getLogger("trl_ext")
+        if self.state.is_main_process and not any(getattr(h, "_rlhf_console", False) for h in package_logger.handlers):
+            console = std_logging.StreamHandler()
+            console.setFormatter(std_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            console._rlhf_console = True
+            package_logger.addHandler(console)
 
     # Paths and stage state
 
@@ -100,7 +167,7 @@ class RLHFPipeline:
     def _resume_checkpoint(self, stage: str) -> str | None:
         checkpoint = last_complete_checkpoint(self.stage_dir(stage))
         if checkpoint:
-            logger.info(f"{stage}: resuming from {checkpoint}")
+            logger.warning(f"{stage}: resuming from {checkpoint}")
         return checkpoint
 
     def _tokenizer(self, path: str | None = None):
@@ -111,6 +178,124 @@ class RLHFPipeline:
                 "the embeddings before the pipeline)."
             )
         return tokenizer
+
+    def _data(self, key: str):
+        """The checked rows of the data file in the config field `key`, loaded once; errors name the field."""
+        if key not in self._datasets:
+            path = getattr(self.config, key)
+            if not path:
+                raise ValueError(f"{key} is not set.")
+            try:
+                self._datasets[key] = load_stage_data(path, DATA_KINDS[key])
+            except ValueError as error:
+                raise ValueError(f"{key}: {error}") from None
+        return self._datasets[key]
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages [`run`] trains: SFT only with `sft_data_path`."""
+        return STAGES if self.config.sft_data_path else STAGES[1:]
+
+    @property
+    def policy_source(self) -> str:
+        """The SFT model when the config has SFT data, else `model_name`."""
+        return self.final_dir("sft") if self.config.sft_data_path else self.config.model_name
+
+    # Validation and stage settings
+
+    def validate(self) -> None:
+        """Check everything the stages will read before any of them starts: the data of every stage and of the
+        evaluation (every row), the `SFTConfig` / `RewardConfig` / `PPOConfig` of every stage (built, so their own
+        checks run), and the tokenizer (it needs a pad token). The config's field types are checked when it is
+        built. Raises a `ValueError` naming the field, file and line."""
+        c = self.config
+        for key, stage in (("reward_data_path", "reward-model"), ("ppo_data_path", "PPO")):
+            if not getattr(c, key):
+                raise ValueError(f"{key} is required: the {stage} stage trains on it.")
+        for key in DATA_KINDS:
+            if getattr(c, key):
+                self._data(key)
+        for stage in self.stages:
+            self._stage_args(stage)
+        self._tokenizer()
+
+    def stage_settings(self, stage: str) -> dict:
+        """What produces `stage`: its [`RLHFConfig`] fields, `seed`, `save_interval`, its `*_args`, its data file's
+        SHA-256, and the fingerprints of the stages it starts from."""
+        c = self.config
+        settings = {name: getattr(c, name) for name in STAGE_FIELDS[stage]}
+        settings.update(seed=c.seed, save_interval=c.save_interval)
+        settings[STAGE_ARGS[stage]] = getattr(c, STAGE_ARGS[stage])
+        data_key = STAGE_DATA[stage]
+        path = getattr(c, data_key)
+        if path and path not in self._hashes:
+            self._hashes[path] = _file_sha256(path)
+        settings[f"{data_key}:sha256"] = self._hashes.get(path)
+        if stage != "sft":
+            settings["sft:fingerprint"] = self.fingerprint("sft") if c.sft_data_path else None
+        if stage == "ppo":
+            settings["reward_model:fingerprint"] = self.fingerprint("reward_model")
+        return json.loads(json.dumps(settings))  # as recorded: tuples become lists
+
+    def fingerprint(self, stage: str) -> str:
+        """SHA-256 of [`stage_settings`] (which holds the earlier stages' fingerprints)."""
+        return hashlib.sha256(json.dumps(self.stage_settings(stage), sort_keys=True).encode()).hexdigest()
+
+    def stage_mismatch(self, stage: str) -> list[str] | None:
+        """The keys whose recorded value differs from the current settings of `stage`; `None` when `save_dir` holds
+        nothing of the stage, `[]` when it matches. Outputs without a record differ in `stage_settings.json`."""
+        path = os.path.join(self.stage_dir(stage), SETTINGS_FILE)
+        if not os.path.isfile(path):
+            has_outputs = self.is_done(stage) or last_complete_checkpoint(self.stage_dir(stage)) is not None
+            return [SETTINGS_FILE] if has_outputs else None
+        with open(path) as f:
+            recorded = json.load(f)
+        current = self.stage_settings(stage)
+        return sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))
+
+    def _on_mismatch(self, stage: str, keys: list[str], invalidated: tuple[str, ...], overwrite: bool) -> None:
+        """Raise a [`StageMismatchError`] for `stage`, or (with `overwrite`) delete the `invalidated` stages."""
+        if not overwrite:
+            raise StageMismatchError(
+                f"{stage}: {self.stage_dir(stage)} was produced by other settings or inputs; they differ in {keys}. "
+                f"Its outputs would be stale for {list(invalidated)}: pass overwrite_stages=True "
+                "(--overwrite_stages) to retrain them, or use another save_dir."
+            )
+        logger.warning(f"{stage}: settings differ in {keys}; overwrite_stages: retraining {list(invalidated)}")
+        self.state.wait_for_everyone()  # every process compared before one deletes
+        if self.state.is_main_process:
+            for name in invalidated:
+                shutil.rmtree(self.stage_dir(name), ignore_errors=True)
+        self.state.wait_for_everyone()
+
+    def check_stages(self, overwrite: bool | None = None) -> None:
+        """Compare every stage in `save_dir` with the current settings, in stage order. The first that differs is a
+        [`StageMismatchError`] naming the keys, or with `overwrite` (default: `overwrite_stages`) is deleted with
+        every stage after it."""
+        overwrite = self.config.overwrite_stages if overwrite is None else overwrite
+        stages = self.stages
+        for i, stage in enumerate(stages):
+            keys = self.stage_mismatch(stage)
+            if keys:
+                self._on_mismatch(stage, keys, stages[i:], overwrite)
+                return
+
+    def _start_stage(self, stage: str) -> bool:
+        """Check `stage` against its recorded settings; `True` when it is finished already (skip it). Otherwise
+        record its settings (a resumed stage has the same) and return `False`. A stage called on its own and found
+        stale is retrained alone with `overwrite_stages`: the stages after it then differ in its fingerprint."""
+        keys = self.stage_mismatch(stage)
+        if keys:
+            self._on_mismatch(stage, keys, (stage,), self.config.overwrite_stages)
+        if self.is_done(stage):
+            logger.warning(f"{stage}: done already with the same settings ({self.final_dir(stage)}), skipped")
+            return True
+        if self.state.is_main_process:
+            os.makedirs(self.stage_dir(stage), exist_ok=True)
+            with open(os.path.join(self.stage_dir(stage), SETTINGS_FILE), "w") as f:
+                json.dump(self.stage_settings(stage), f, indent=2)
+        self.state.wait_for_everyone()
+        return False
 
     def _common_args(self, stage: str) -> dict:
         c = self.config
@@ -125,28 +310,68 @@ class RLHFPipeline:
             "log_level": c.log_level,
         }
 
-    @property
-    def policy_source(self) -> str:
-        """The SFT model when SFT ran, else `model_name`."""
-        return self.final_dir("sft") if self.is_done("sft") else self.config.model_name
+    def _stage_args(self, stage: str):
+        """The `SFTConfig` / `RewardConfig` / `PPOConfig` of `stage`; a value its config rejects is a `ValueError`
+        naming the stage."""
+        from trl import RewardConfig, SFTConfig
+
+        from ..trainers.ppo.config import PPOConfig
+
+        c = self.config
+        if stage == "sft":
+            cls, values = (
+                SFTConfig,
+                {
+                    "num_train_epochs": c.sft_epochs,
+                    "per_device_train_batch_size": c.sft_batch_size,
+                    "learning_rate": c.sft_lr,
+                    "max_length": c.max_length,
+                    "gradient_checkpointing": False,
+                },
+            )
+        elif stage == "reward_model":
+            cls, values = (
+                RewardConfig,
+                {
+                    "num_train_epochs": c.reward_epochs,
+                    "per_device_train_batch_size": c.reward_batch_size,
+                    "learning_rate": c.reward_lr,
+                    "max_length": c.max_length,
+                    "gradient_checkpointing": False,
+                },
+            )
+        else:
+            cls, values = (
+                PPOConfig,
+                {
+                    "max_steps": c.ppo_iterations,
+                    "per_device_train_batch_size": c.ppo_mini_batch_size,
+                    "num_mini_batches": c.ppo_batch_size // c.ppo_mini_batch_size,
+                    "num_ppo_epochs": c.ppo_epochs,
+                    "learning_rate": c.ppo_lr_policy,
+                    "value_learning_rate": c.ppo_lr_value,
+                    "logging_steps": 1,
+                },
+            )
+        try:
+            return cls(**{**self._common_args(stage), **values, **getattr(c, STAGE_ARGS[stage])})
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{STAGE_ARGS[stage]}: {cls.__name__} rejects the {stage} settings: {error}") from None
 
     # Stages
 
     def run(self) -> dict:
-        """Run the three stages (skipping finished ones) and return their final directories."""
-        outputs = {}
-        if self.config.sft_data_path:
-            outputs["sft"] = self.run_sft()
-        elif not self.is_done("sft"):
-            logger.info("sft: no sft_data_path, skipped (the next stages start from model_name)")
-        outputs["reward_model"] = self.run_reward_training()
-        outputs["ppo"] = self.run_ppo_training()
-        return outputs
-
-    def _done_already(self, stage: str) -> bool:
-        if self.is_done(stage):
-            logger.info(f"{stage}: done already ({self.final_dir(stage)}), skipped")
-        return self.is_done(stage)
+        """Validate ([`validate`]), check the stages in `save_dir` against the settings ([`check_stages`]), write
+        `logs/config.json`, then run the stages (skipping finished ones) and return their final directories."""
+        self.validate()
+        self.check_stages()
+        if self.state.is_main_process:
+            with open(os.path.join(self.logs_dir, "config.json"), "w") as f:
+                json.dump(self.config.to_dict(), f, indent=2)
+        if not self.config.sft_data_path:
+            logger.warning("sft: no sft_data_path, skipped (the next stages start from model_name)")
+        runners = {"sft": self.run_sft, "reward_model": self.run_reward_training, "ppo": self.run_ppo_training}
+        return {stage: runners[stage]() for stage in self.stages}
 
     def _train(self, stage: str, trainer, tokenizer=None):
         """Train (resuming from the stage's last checkpoint) and save the model, and the tokenizer if given, to
@@ -159,26 +384,21 @@ class RLHFPipeline:
 
     def run_sft(self) -> str:
         """Supervised fine-tuning of `model_name` on `sft_data_path` with `trl.SFTTrainer`."""
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTTrainer
 
         c, stage = self.config, "sft"
-        if self._done_already(stage):
-            return self.final_dir(stage)
         if not c.sft_data_path:
             raise ValueError("run_sft needs sft_data_path.")
-        dataset = load_stage_data(c.sft_data_path, "sft")
-        args = SFTConfig(
-            **self._common_args(stage),
-            num_train_epochs=c.sft_epochs,
-            per_device_train_batch_size=c.sft_batch_size,
-            learning_rate=c.sft_lr,
-            max_length=c.max_length,
-            gradient_checkpointing=False,
-            **c.sft_args,
-        )
+        if self._start_stage(stage):
+            return self.final_dir(stage)
         tokenizer = self._tokenizer()
         model = AutoModelForCausalLM.from_pretrained(c.model_name)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=model,
+            args=self._stage_args(stage),
+            train_dataset=self._data("sft_data_path"),
+            processing_class=tokenizer,
+        )
         result = self._train(stage, trainer, tokenizer)
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
@@ -187,14 +407,15 @@ class RLHFPipeline:
         """A one-label reward model from the SFT weights (or `model_name`) on `reward_data_path` with
         `trl.RewardTrainer` (Bradley-Terry; `margin` column and `center_rewards_coefficient` as RewardTrainer has
         them); with `freeze_reward_backbone` only the head trains."""
-        from trl import RewardConfig, RewardTrainer
+        from trl import RewardTrainer
 
         c, stage = self.config, "reward_model"
-        if self._done_already(stage):
-            return self.final_dir(stage)
         if not c.reward_data_path:
             raise ValueError("The reward stage needs reward_data_path.")
-        dataset = load_stage_data(c.reward_data_path, "reward")
+        if c.sft_data_path and not self.is_done("sft"):
+            raise ValueError("The reward stage starts from the SFT model: run run_sft first.")
+        if self._start_stage(stage):
+            return self.final_dir(stage)
         source = self.policy_source
         tokenizer = self._tokenizer(source if source != c.model_name else None)
         model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
@@ -202,16 +423,12 @@ class RLHFPipeline:
         if c.freeze_reward_backbone:
             for name, param in model.named_parameters():
                 param.requires_grad = name.startswith("score.")
-        args = RewardConfig(
-            **self._common_args(stage),
-            num_train_epochs=c.reward_epochs,
-            per_device_train_batch_size=c.reward_batch_size,
-            learning_rate=c.reward_lr,
-            max_length=c.max_length,
-            gradient_checkpointing=False,
-            **c.reward_args,
+        trainer = RewardTrainer(
+            model=model,
+            args=self._stage_args(stage),
+            train_dataset=self._data("reward_data_path"),
+            processing_class=tokenizer,
         )
-        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         result = self._train(stage, trainer, tokenizer)
         self._mark_done(stage, {"train_loss": result.training_loss, "steps": result.global_step})
         return self.final_dir(stage)
@@ -219,40 +436,25 @@ class RLHFPipeline:
     def run_ppo_training(self) -> str:
         """PPO of the SFT model against the trained reward model on `ppo_data_path`; the value model starts from the
         SFT weights."""
-        from ..trainers.ppo.config import PPOConfig
         from ..trainers.ppo.trainer import PPOTrainer
 
         c, stage = self.config, "ppo"
-        if self._done_already(stage):
-            return self.final_dir(stage)
         if not c.ppo_data_path:
             raise ValueError("The PPO stage needs ppo_data_path.")
-        if not self.is_done("reward_model"):
-            raise ValueError("The PPO stage needs a trained reward model: run run_reward_training first.")
-        dataset = load_stage_data(c.ppo_data_path, "ppo")
+        if not self.is_done("reward_model") or (c.sft_data_path and not self.is_done("sft")):
+            raise ValueError("The PPO stage needs the SFT model and a trained reward model: run them first.")
+        if self._start_stage(stage):
+            return self.final_dir(stage)
         source = self.policy_source
         tokenizer = self._tokenizer(source if source != c.model_name else None)
-        args = PPOConfig(
-            **{
-                **self._common_args(stage),
-                "max_steps": c.ppo_iterations,
-                "per_device_train_batch_size": c.ppo_mini_batch_size,
-                "num_mini_batches": c.ppo_batch_size // c.ppo_mini_batch_size,
-                "num_ppo_epochs": c.ppo_epochs,
-                "learning_rate": c.ppo_lr_policy,
-                "value_learning_rate": c.ppo_lr_value,
-                "logging_steps": 1,
-                **c.ppo_args,
-            }
-        )
         reward_model = AutoModelForSequenceClassification.from_pretrained(self.final_dir("reward_model"))
         trainer = PPOTrainer(
-            args,
+            self._stage_args(stage),
             tokenizer,
             AutoModelForCausalLM.from_pretrained(source),
             None,
             reward_model,
-            dataset,
+            self._data("ppo_data_path"),
             reward_processing_class=AutoTokenizer.from_pretrained(self.final_dir("reward_model")),
         )
         result = self._train(stage, trainer)
@@ -276,12 +478,13 @@ class RLHFPipeline:
         reward-model score of greedy completions of `eval_ppo_data_path` before (SFT) and after PPO, and BLEU /
         ROUGE of those completions against the prompts' `reference` when given."""
         c, results = self.config, {}
+        self.check_stages(overwrite=False)  # never score models under settings that did not produce them
         device = torch.device("cpu" if self.use_cpu else "cuda")
         models = {"sft": self.policy_source}
         if self.is_done("ppo"):
             models["ppo"] = self.final_dir("ppo")
         if c.eval_sft_data_path:
-            rows = load_stage_data(c.eval_sft_data_path, "sft")
+            rows = self._data("eval_sft_data_path")
             for name, path in models.items():
                 results[f"{name}/perplexity"] = self._perplexity(path, rows, device)
         if self.is_done("reward_model"):
@@ -290,13 +493,13 @@ class RLHFPipeline:
                 AutoTokenizer.from_pretrained(self.final_dir("reward_model")),
             )
             if c.eval_reward_data_path:
-                pairs = load_stage_data(c.eval_reward_data_path, "reward")
+                pairs = self._data("eval_reward_data_path")
                 prompts = pairs["prompt"] if "prompt" in pairs.column_names else [""] * len(pairs)
                 chosen, rejected = reward(prompts, pairs["chosen"]), reward(prompts, pairs["rejected"])
                 results["reward_model/accuracy"] = sum(a > b for a, b in zip(chosen, rejected)) / len(chosen)
                 results["reward_model/margin"] = sum(a - b for a, b in zip(chosen, rejected)) / len(chosen)
             if c.eval_ppo_data_path:
-                prompts = load_stage_data(c.eval_ppo_data_path, "ppo")
+                prompts = self._data("eval_ppo_data_path")
                 references = prompts["reference"] if "reference" in prompts.column_names else None
                 for name, path in models.items():
                     completions = self._greedy_completions(path, prompts["prompt"], device)
