@@ -320,6 +320,8 @@ def test_cli_rejects_an_empty_data_file(tmp_path, capsys):
         main(["--data", str(tmp_path / "empty.jsonl"), "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code != 0 and "empty.jsonl: no records" in str(exit_info.value.code)
     assert not (tmp_path / "out" / "report.json").exists()
+    with pytest.raises(ValueError, match="max_items must be >= 1"):  # was: an n=0 report
+        ImageEditBenchmarkConfig(max_items=0)
 
 
 def _serve_logprob_judge(answer):

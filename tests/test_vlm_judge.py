@@ -693,8 +693,9 @@ def test_http_timeout_is_a_deadline_per_request_not_per_read(trickling):
     assert reward(["q"], completions=["a"]) == [None]
     elapsed = time.monotonic() - began
     # three attempts of at most 0.5 s each and back-offs of 0.05 s and 0.1 s: 1.65 s, plus slack for a loaded machine
+    # (one attempt without a deadline takes the whole trickle, over 7 s)
     assert state["requests"] == 3
-    assert 1.5 <= elapsed < 1.65 + 1.0, elapsed
+    assert 1.5 <= elapsed < 1.65 + 1.5, elapsed
     assert reward.judge_errors == 1 and "timed out" in reward.last_outputs[0].error
     assert "0.5 s" in reward.last_outputs[0].error
 
