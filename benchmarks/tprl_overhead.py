@@ -34,7 +34,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
-from trl_ext.rewards.vlm_judge import load_vlm_processor
+from trl_ext.models.processors import load_vlm_processor
 from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl, vision_special_token_ids
 
 

@@ -276,6 +276,11 @@ def test_config_rejects_bad_values(tmp_path, overrides, message):
 def test_resolution_must_fit_the_vae_and_patch_factors_and_unscored_steps_are_skipped(sd3_path, tmp_path):
     with pytest.raises(ValueError, match="resolution=30 must be a multiple of"):
         FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, resolution=30), PROMPTS)
+    # the config's default 512 px is 128 patches a side on the tiny SD3 (VAE 2 x patch 2), past its 96 positions
+    with pytest.raises(
+        ValueError, match=r"resolution=512 is 128 patches .*\(pos_embed_max_size=96\): use resolution <= 384"
+    ):
+        FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path, resolution=512), PROMPTS)
 
     def unscored(prompts, images, **kwargs):
         return [None] * len(prompts)

@@ -38,6 +38,9 @@ def test_toxicity_aggregates_detoxify_heads(tiny_detoxify):
     torch.testing.assert_close(torch.tensor(by_mean(None, texts[:2])), expected)
     with pytest.raises(ValueError, match="Unknown Detoxify heads"):
         ToxicityReward(tiny_detoxify.checkpoint, heads=["toxic"])
+    # a CPU process under `accelerate launch` has the indexed device "cpu:0", which torch.load cannot map to
+    indexed = ToxicityReward(tiny_detoxify.checkpoint, tiny_detoxify.huggingface_config_path, device="cpu:0")
+    torch.testing.assert_close(torch.tensor(indexed(None, texts[:2])), table.max(0).values)
 
 
 def test_toxicity_redirects_the_bert_architecture_through_the_hub_sources(tiny_detoxify, tmp_path, monkeypatch):

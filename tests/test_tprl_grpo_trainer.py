@@ -19,7 +19,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
 from trl_ext.data import ColourTokenReward, colour_question_dataset
 from trl_ext.hub import model_card_name
-from trl_ext.rewards.vlm_judge import load_vlm_processor
+from trl_ext.models.processors import load_vlm_processor
 from trl_ext.testing import (
     load_qwen_vl_processor,
     save_tiny_llava_next,
@@ -579,9 +579,11 @@ def test_builds_a_default_config_as_grpo_trainer_does(vlm, tmp_path, monkeypatch
     assert type(tprl.args) is TPRLGRPOConfig
     name = os.path.basename(path)
     assert (grpo.args.output_dir, tprl.args.output_dir) == (f"{name}-GRPO", f"{name}-TPRL-GRPO")
-    derived = {"output_dir", "logging_dir", "run_name"}
+    # bf16: GRPOConfig turns it on everywhere (hence the patch), TPRLGRPOConfig only on a CUDA device with bf16
+    derived = {"output_dir", "logging_dir", "run_name", "bf16"}
     grpo_values = {k: v for k, v in grpo.args.to_dict().items() if k not in derived}
     assert {k: tprl.args.to_dict()[k] for k in grpo_values} == grpo_values
+    assert grpo.args.bf16 and tprl.args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     with pytest.raises(TypeError, match="TPRLGRPOConfig"):
         TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=grpo.args, train_dataset=dataset)
 
@@ -772,3 +774,26 @@ def test_reward_components_are_logged_per_part(vlm, tmp_path):
     assert metrics["rewards/with_parts/length"] == [pytest.approx(sum(range(8)) / 8)]
     assert metrics["rewards/with_parts/partial"] == [1.0] and metrics["rewards/with_parts/threshold"] == [0.25]
     assert not any(key.endswith("/note") for key in metrics) and math.isfinite(metrics["reward"][-1])
+
+
+def test_a_model_path_without_a_processor_loads_it_without_torchvision(vlm, tmp_path):
+    """GRPOTrainer's `AutoProcessor.from_pretrained` needs torchvision for the Qwen-VL video processor; TPRL loads the
+    same processor class without it, with GRPOTrainer's left padding and truncation, and saves it with the model."""
+    from transformers import AutoProcessor
+
+    path, processor, dataset = vlm
+    with pytest.raises(ImportError, match="[Tt]orchvision"):
+        AutoProcessor.from_pretrained(path)
+    args = _args(TPRLGRPOConfig, tmp_path / "out", processor)
+    trainer = TPRLGRPOTrainer(model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset)
+    loaded = trainer.processing_class
+    assert type(loaded).__name__ == "Qwen2_5_VLProcessor" and loaded.video_processor is None
+    assert (loaded.tokenizer.padding_side, loaded.tokenizer.truncation_side) == ("left", "left")
+    trainer.train()
+    trainer.save_model()
+    reloaded = load_vlm_processor(tmp_path / "out")
+    image = Image.new("RGB", (56, 56), (200, 30, 30))
+    expected = processor.image_processor(images=[image], return_tensors="pt")
+    got = reloaded.image_processor(images=[image], return_tensors="pt")
+    assert torch.equal(got["pixel_values"], expected["pixel_values"])
+    assert reloaded.tokenizer("a red square").input_ids == processor.tokenizer("a red square").input_ids

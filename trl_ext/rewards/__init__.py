@@ -33,7 +33,6 @@ _import_structure = {
         "LocalVLMJudge",
         "OpenAICompatibleJudge",
         "VLMJudgeReward",
-        "load_vlm_processor",
     ],
 }
 
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
         LocalVLMJudge,
         OpenAICompatibleJudge,
         VLMJudgeReward,
-        load_vlm_processor,
     )
 else:
     __getattr__, __all__ = lazy_getattr(__name__, _import_structure)

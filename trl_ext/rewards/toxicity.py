@@ -43,6 +43,7 @@ class ToxicityReward:
         heads (`Sequence[str]`, *optional*): Heads to aggregate (default: all six).
         aggregation (`str`): `"max"` or `"mean"`.
         sources ([`ModelSources`], *optional*): Where `bert_base_uncased` is looked up.
+        device (`str`): Device of the Detoxify model (any `torch.device` string, `"cpu:0"` and `"cuda:1"` included).
     """
 
     __name__ = "toxicity"
@@ -72,11 +73,15 @@ class ToxicityReward:
         with tempfile.TemporaryDirectory() as directory, scoped_env(HF_HUB_OFFLINE="1", TORCH_HOME=directory):
             patched = os.path.join(directory, "checkpoint.ckpt")
             torch.save(loaded, patched)
+            # Detoxify passes `device` to torch.load as map_location, which only knows bare device types ("cpu:0",
+            # the device of a CPU process under accelerate launch, fails): load on the CPU, then move.
             self.model = Detoxify(
                 checkpoint=patched,
-                device=device,
+                device="cpu",
                 huggingface_config_path=huggingface_config_path or arch["model_type"],
             )
+        self.model.device = torch.device(device)
+        self.model.model.to(self.model.device)
 
     def scores(self, texts: list[str]) -> dict[str, list[float]]:
         """Detoxify's per-head probabilities."""

@@ -17,7 +17,7 @@ The model is `Qwen3VLForConditionalGeneration` (text hidden 32, 2 layers, head_d
 2, patch 16, one deepstack layer), the tokenizer the offline byte-level one of [`build_tiny_tokenizer`] (every digit
 is one token, as in Qwen's own tokenizers) and the image processor `Qwen2VLImageProcessorPil` with patch 16, resizing
 to 4-16 image tokens. The saved directory loads with `AutoModelForImageTextToText.from_pretrained` and
-[`trl_ext.rewards.vlm_judge.load_vlm_processor`] (which rebuilds the processor without its video slot, as
+[`trl_ext.models.processors.load_vlm_processor`] (which rebuilds the processor without its video slot, as
 `AutoProcessor.from_pretrained` needs torchvision for it).
 """
 
@@ -27,8 +27,9 @@ import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from ..models.processors import without_video_processor
 from .text import build_tiny_tokenizer, init_tiny_weights, save_with_tokenizer
-from .vision_language import _offline_processor_class, vision_special_token_ids
+from .vision_language import vision_special_token_ids
 
 
 def build_tiny_qwen3_vl_processor(tokenizer=None):
@@ -43,7 +44,7 @@ def build_tiny_qwen3_vl_processor(tokenizer=None):
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    return _offline_processor_class(Qwen3VLProcessor)(
+    return without_video_processor(Qwen3VLProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=None,
@@ -104,6 +105,6 @@ def save_tiny_qwen3_vl(path: str | os.PathLike, seed: int = 0) -> str:
     torch.manual_seed(seed)  # the layers init_tiny_weights leaves alone (convolutions, norms) are reproducible too
     model = Qwen3VLForConditionalGeneration(config)
     init_tiny_weights(model, seed)
-    save_with_tokenizer(model, tokenizer, path)
+    save_with_tokenizer(model, tokenizer, path, suppress_tokens=vision_special_token_ids(tokenizer))
     build_tiny_qwen3_vl_processor(tokenizer).save_pretrained(path)
     return path

@@ -108,13 +108,22 @@ def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen2C
     return Qwen2Config(**values)
 
 
-def save_with_tokenizer(model: PreTrainedModel, tokenizer, path: str | os.PathLike) -> str:
-    """Set the generation config's special ids from `tokenizer`, then save model and tokenizer to `path`."""
+def save_with_tokenizer(
+    model: PreTrainedModel, tokenizer, path: str | os.PathLike, suppress_tokens: list[int] | None = None
+) -> str:
+    """Set the generation config's special ids from `tokenizer`, then save model and tokenizer to `path`.
+
+    `suppress_tokens` go into the saved generation config: a VLM's image placeholder tokens, which a trained model
+    never writes but a random one samples (its next forward then fails on "image features and image tokens do not
+    match"). `generate` applies the saved config under any `GenerationConfig` a trainer passes, so a tiny VLM
+    directory works wherever a real checkpoint does.
+    """
     path = os.fspath(path)
     if model.can_generate():
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.bos_token_id = None
+        model.generation_config.suppress_tokens = suppress_tokens
     # GRPOTrainer(beta > 0) rebuilds the reference model from `config._name_or_path`: make it the saved directory.
     model.config._name_or_path = path
     model.save_pretrained(path)

@@ -19,8 +19,10 @@ needs torchvision: `build_qwen_vl_processor` leaves it empty, and since `AutoPro
 build it, `load_qwen_vl_processor` rebuilds the processor from the saved tokenizer and image processor instead.
 
 A random model samples vision special tokens (e.g. `<|image_pad|>`) inside its completions, which breaks the next
-forward pass ("Image features and image tokens do not match"); generate with
-`suppress_tokens=vision_special_token_ids(tokenizer)` (in TRL: `GRPOConfig(generation_kwargs={"suppress_tokens": ...})`).
+forward pass ("Image features and image tokens do not match"); every tiny VLM is saved with those ids as the
+`suppress_tokens` of its generation config, which `generate` applies under any config a trainer passes, so a tiny
+directory behaves as a trained checkpoint there. A model built in memory needs
+`suppress_tokens=vision_special_token_ids(tokenizer)` passed to `generate`.
 """
 
 import json
@@ -44,6 +46,7 @@ from transformers import (
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from ..models.processors import without_video_processor
 from .text import VISION_SPECIAL_TOKENS, build_tiny_tokenizer, init_tiny_weights, save_with_tokenizer
 
 
@@ -91,32 +94,6 @@ def vision_special_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     return tokenizer.convert_tokens_to_ids(VISION_SPECIAL_TOKENS)
 
 
-def _offline_processor_class(processor_class: type) -> type:
-    # ProcessorMixin checks and saves every slot; the video processor's class cannot be resolved without torchvision,
-    # so an empty video slot must skip the check, and `save_pretrained` (TRL's `save_model`) must skip the slot.
-    class OfflineProcessor(processor_class):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-        def save_pretrained(self, save_directory, **kwargs):
-            attributes = type(self).get_attributes
-
-            def present_attributes(cls):
-                return [name for name in attributes() if getattr(self, name, None) is not None]
-
-            type(self).get_attributes = classmethod(present_attributes)
-            try:
-                return super().save_pretrained(save_directory, **kwargs)
-            finally:
-                type(self).get_attributes = attributes
-
-    OfflineProcessor.__name__ = processor_class.__name__
-    OfflineProcessor.__qualname__ = processor_class.__qualname__
-    return OfflineProcessor
-
-
 def build_qwen_vl_processor(
     tokenizer: PreTrainedTokenizerFast | None = None,
     variant: QwenVLVariant = "qwen2_5_vl",
@@ -141,7 +118,7 @@ def build_qwen_vl_processor(
         image_processor = Qwen2VLImageProcessorPil(
             patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16
         )
-    processor_class = _offline_processor_class(_QWEN_VL_CLASSES[variant][2])
+    processor_class = without_video_processor(_QWEN_VL_CLASSES[variant][2])
     return processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -187,7 +164,7 @@ def save_tiny_qwen_vl(path: str | os.PathLike, variant: QwenVLVariant = "qwen2_5
     )
     model = model_class(config)
     init_tiny_weights(model, seed)
-    save_with_tokenizer(model, tokenizer, path)
+    save_with_tokenizer(model, tokenizer, path, suppress_tokens=vision_special_token_ids(tokenizer))
     build_qwen_vl_processor(tokenizer, variant).image_processor.save_pretrained(path)
     with open(os.path.join(path, _VARIANT_FILE), "w") as f:
         json.dump({"variant": variant}, f)
@@ -261,7 +238,7 @@ def save_tiny_llava_next(path: str | os.PathLike, seed: int = 0) -> str:
     )
     model = LlavaNextForConditionalGeneration(config)
     init_tiny_weights(model, seed)
-    save_with_tokenizer(model, tokenizer, path)
+    save_with_tokenizer(model, tokenizer, path, suppress_tokens=[config.image_token_index])
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints
     )

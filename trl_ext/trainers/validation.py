@@ -11,10 +11,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Validation shared by the trainer configs' `__post_init__`: `Literal` fields and numeric ranges."""
+"""Validation shared by the trainer configs' `__post_init__`: `Literal` fields, numeric ranges, the bf16 default."""
 
 import dataclasses
 import typing
+
+import torch
 
 
 def check_literal_fields(config) -> None:
@@ -39,3 +41,10 @@ def check_ranges(
         for name in names:
             if not ok(getattr(config, name)):
                 raise ValueError(f"{name} must be {rule}, got {getattr(config, name)}.")
+
+
+def default_bf16(config) -> bool:
+    """bf16 for a config whose `bf16` was left unset: on unless `fp16`, where the device supports it (a CUDA device
+    with bf16), and off on a CPU, where TRL's own default (`True`) makes `TrainingArguments` raise."""
+    supported = not config.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return supported and not config.fp16

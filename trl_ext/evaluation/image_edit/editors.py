@@ -50,7 +50,7 @@ def load_image_edit_pipeline(model: str, sources=None, dtype: str = "auto", devi
     from diffusers import DiffusionPipeline
 
     from ...hub import resolve_device_and_dtype, resolve_pretrained
-    from ...rewards.vlm_judge import load_vlm_processor
+    from ...models.processors import load_vlm_processor
 
     path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
     device, torch_dtype = resolve_device_and_dtype(device, dtype)

@@ -105,6 +105,13 @@ class FlowRTPOTrainer(RLLoopTrainer):
                 f"resolution={args.resolution} must be a multiple of {factor} (the VAE's downsampling factor "
                 f"{pipeline.vae_scale_factor} times the transformer's patch size {pipeline.transformer.config.patch_size})."
             )
+        max_size = pipeline.transformer.config.pos_embed_max_size
+        if max_size is not None and args.resolution // factor > max_size:
+            raise ValueError(
+                f"resolution={args.resolution} is {args.resolution // factor} patches a side, more than the "
+                f"transformer's position embedding holds (pos_embed_max_size={max_size}): use resolution <= "
+                f"{max_size * factor}."
+            )
         self.sampling = args.sampling_config()
 
         transformer = pipeline.transformer

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ..validation import default_bf16
+
 
 @dataclass
 class TPRLGRPOConfig(GRPOConfig):
@@ -26,7 +28,9 @@ class TPRLGRPOConfig(GRPOConfig):
     that TRL lacks.
 
     Every TPRL feature is off by default, in which case the trainer is exactly [`~trl.GRPOTrainer`], TRL's own options
-    (`top_entropy_quantile`, `loss_type`, `beta`, `num_iterations`, `scale_rewards`, ...) included.
+    (`top_entropy_quantile`, `loss_type`, `beta`, `num_iterations`, `scale_rewards`, ...) included. One default
+    differs: an unset `bf16` is on only where the device supports it (a CUDA device with bf16); `GRPOConfig` turns it
+    on everywhere, so that `GRPOConfig(output_dir)` raises on a CPU.
 
     Options of the seed / EasyR1 recipes map to TRL's existing fields where TRL has them:
 
@@ -180,6 +184,8 @@ class TPRLGRPOConfig(GRPOConfig):
     filter_high: float = field(default=0.99, metadata={"help": "Groups with mean filter reward >= this are dropped."})
 
     def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self)
         super().__post_init__()
         choices = {
             "perturbation": ("patch_blackening", "gaussian_noise", "blank"),

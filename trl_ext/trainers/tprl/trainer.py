@@ -43,6 +43,7 @@ from trl.trainer.utils import (
 )
 
 from ...hub import model_card_name
+from ...models.processors import load_vlm_processor
 from ...rl.advantages import (
     compute_advantages,
     group_keep_mask,
@@ -127,6 +128,9 @@ class TPRLGRPOTrainer(GRPOTrainer):
             A custom perturbation, used instead of `args.perturbation`.
         **kwargs:
             Every other argument of [`~trl.GRPOTrainer`] (`eval_dataset`, `processing_class`, `peft_config`, ...).
+            Without `processing_class`, the model's processor is loaded as GRPOTrainer loads it (left padding and
+            truncation), through [`~trl_ext.models.processors.load_vlm_processor`] so that Qwen-VL processors load
+            without torchvision.
     """
 
     _tag_names = ["trl", "grpo", "trl_ext", "tprl"]
@@ -162,6 +166,8 @@ class TPRLGRPOTrainer(GRPOTrainer):
         elif not isinstance(args, TPRLGRPOConfig):
             raise TypeError(f"args must be a TPRLGRPOConfig, got {type(args).__name__}.")
         _check_train_dataset(train_dataset, prompts_from_environment=kwargs.get("environment_factory") is not None)
+        if len(extra_args) < 2 and kwargs.get("processing_class") is None:
+            kwargs["processing_class"] = _load_processor(model, args)
         self._pending_shaping: tuple[dict[str, Any], torch.Tensor] | None = None
         super().__init__(model, reward_funcs, args, train_dataset, *extra_args, **kwargs)
         config = self.args
@@ -724,6 +730,22 @@ class TPRLGRPOTrainer(GRPOTrainer):
         if not _internal_call and saved_to == os.path.abspath(self.args.output_dir):
             name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(saved_to)
             self.create_model_card(model_name=name)
+
+
+def _load_processor(model: str | PreTrainedModel, args: TPRLGRPOConfig):
+    """The processor GRPOTrainer would load for `model` (`AutoProcessor`, left padding and truncation), built without
+    torchvision when `AutoProcessor` needs it."""
+    if isinstance(model, str):
+        model_id, revision = model, (args.model_init_kwargs or {}).get("revision")
+    else:
+        model_id, revision = get_config_model_id(model.config), None
+    return load_vlm_processor(
+        model_id,
+        revision=revision,
+        truncation_side="left",
+        padding_side="left",
+        trust_remote_code=args.trust_remote_code,
+    )
 
 
 def _check_train_dataset(dataset: Any, prompts_from_environment: bool) -> None:
