@@ -33,7 +33,6 @@ import contextlib
 import functools
 import http.client
 import importlib.util
-import inspect
 import io
 import json
 import math
@@ -49,6 +48,7 @@ from typing import Any, Literal
 
 from transformers.utils import logging
 
+from ..models.processors import load_vlm_processor
 from .score_parsing import parse_score
 from .utils import completion_texts, to_pil_images
 
@@ -137,61 +137,6 @@ class JudgeOutput:
     text: str | None = None
     digit_mass: float | None = None
     error: str | None = None
-
-
-# ---- processors without torchvision -------------------------------------------------------------------------------
-
-
-def _without_empty_slots(processor_class: type) -> type:
-    """`processor_class` whose empty sub-processor slots (the video processor) pass ProcessorMixin's class check."""
-
-    class TorchvisionFreeProcessor(processor_class):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    TorchvisionFreeProcessor.__name__ = processor_class.__name__
-    TorchvisionFreeProcessor.__qualname__ = processor_class.__qualname__
-    return TorchvisionFreeProcessor
-
-
-def load_vlm_processor(path: str | os.PathLike, **kwargs):
-    """`AutoProcessor.from_pretrained(path)`, or, when that needs torchvision (the Qwen-VL video processors), the same
-    processor class rebuilt from the saved tokenizer and (PIL) image processor with an empty video slot."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-
-    path = os.fspath(path)
-    try:
-        return AutoProcessor.from_pretrained(path, **kwargs)
-    except (ImportError, OSError, AttributeError, ValueError) as error:
-        class_name = None
-        for name in ("processor_config.json", "tokenizer_config.json"):
-            if os.path.isfile(os.path.join(path, name)):
-                with open(os.path.join(path, name), encoding="utf-8") as f:
-                    class_name = class_name or json.load(f).get("processor_class")
-        if class_name is None and os.path.isfile(os.path.join(path, "config.json")):
-            class_name = PROCESSOR_MAPPING_NAMES.get(AutoConfig.from_pretrained(path).model_type)
-        if class_name is None:
-            raise
-        import transformers
-
-        processor_class = getattr(transformers, class_name)
-        parameters = inspect.signature(processor_class.__init__).parameters
-        if "video_processor" not in parameters:
-            raise
-        logger.info(
-            f"AutoProcessor failed ({type(error).__name__}); rebuilding {class_name} without a video processor."
-        )
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
-        return _without_empty_slots(processor_class)(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=getattr(tokenizer, "chat_template", None),
-        )
 
 
 def _messages(request: JudgeRequest) -> list[dict]:
