@@ -221,7 +221,7 @@ class RLHFPipeline:
 
     def stage_settings(self, stage: str) -> dict:
         """What produces `stage`: its [`RLHFConfig`] fields, `seed`, `save_interval`, its `*_args`, its data file's
-        SHA-256, and the fingerprints of the stages it starts from."""
+        SHA-256 (a Hub dataset stands for itself by its id), and the fingerprints of the stages it starts from."""
         c = self.config
         settings = {name: getattr(c, name) for name in STAGE_FIELDS[stage]}
         settings.update(seed=c.seed, save_interval=c.save_interval)
