@@ -169,6 +169,11 @@ def test_rerun_with_changed_settings_refuses_or_retrains_the_stale_stages_only(t
     assert stamps() == second
     with pytest.raises(RuntimeError, match=r"ppo: .*\['ppo_iterations'\]"):
         RLHFPipeline(config).evaluate()
+    # PPO killed after its checkpoint: the rerun would resume it, but not under other settings
+    shutil.rmtree(run / "ppo" / "final")
+    assert (run / "ppo" / "checkpoint-2").is_dir()
+    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_epochs'\]"):
+        RLHFPipeline({**config, "ppo_iterations": 2, "ppo_epochs": 1}).run()
 
 
 def test_every_mistake_fails_before_the_first_stage_naming_the_key_file_and_line(tmp_path):

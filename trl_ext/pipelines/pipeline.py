@@ -235,7 +235,7 @@ class RLHFPipeline:
             settings["sft:fingerprint"] = self.fingerprint("sft") if c.sft_data_path else None
         if stage == "ppo":
             settings["reward_model:fingerprint"] = self.fingerprint("reward_model")
-        return json.loads(json.dumps(settings))  # as recorded: tuples become lists
+        return json.loads(json.dumps(settings, default=str))  # as recorded: tuples become lists, enums strings
 
     def fingerprint(self, stage: str) -> str:
         """SHA-256 of [`stage_settings`] (which holds the earlier stages' fingerprints)."""
