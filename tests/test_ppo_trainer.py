@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from datasets import Dataset
+from safetensors import safe_open
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -17,6 +18,7 @@ from transformers import (
 from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.rewards.reward_model import SequenceClassificationReward
 from trl_ext.testing import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
+from trl_ext.trainers.ppo.data import truncate_after_stop
 
 
 @pytest.fixture(autouse=True)
@@ -87,17 +89,22 @@ def test_first_mini_batch_is_on_policy_and_optimizer_steps_per_mini_batch(tiny, 
         tiny,
         tmp_path,
         reward=AutoModelForSequenceClassification.from_pretrained(tiny["reward"]),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
         num_mini_batches=2,
     )
-    assert trainer.args.local_batch_size == 16 and trainer.args.batch_size == 16
+    micro_batch_rows = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: micro_batch_rows.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
     trainer.train()
     logs = trainer.state.log_history[0]
     assert logs["policy/on_policy_ratio_dev"] == 0.0  # exactly 1 on the first mini-batch of the first epoch
     assert logs["objective/kl"] == 0.0  # the reference is the initial policy
     assert logs["val/ratio"] != 1.0  # later mini-batches are off-policy
-    # 2 epochs x 2 mini-batches = 4 optimizer steps; each accumulates 2 micro-batches of 4
+    # TRL: 2 · 4 = 8 rollout rows, mini-batches of 8 / 2 = 4 rows in micro-batches of 2: one rollout forward of 8,
+    # then 2 epochs x 2 mini-batches x 2 micro-batches; 4 optimizer steps, each accumulating 2 micro-batches
+    assert micro_batch_rows == [8] + [2] * 8
     steps = {int(s["step"]) for s in trainer.optimizer.optimizer.state.values()}
     assert steps == {4}
     for name in (
@@ -146,7 +153,7 @@ def test_score_lands_on_the_stop_token_and_missing_eos_penalty_uses_the_stop_tok
         response_length=4,
     )
     fixed = torch.tensor([[a, b, stop, a], [a, a, a, b], [stop, b, b, b]])
-    trainer._generate = lambda *args: fixed
+    trainer._generate = lambda *args: truncate_after_stop(fixed, stop, tokenizer.pad_token_id)
     batch = trainer._rollout(trainer.train_dataset.select(range(3)))
     assert batch["mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     assert batch["responses"][0, 3] == tokenizer.pad_token_id
@@ -238,10 +245,16 @@ def test_lora_trains_the_adapter_and_its_disabled_adapter_is_the_reference(tiny,
     assert not torch.equal(flat(merged), flat(AutoModelForCausalLM.from_pretrained(tiny["policy"])))  # merged
 
 
-def test_save_model_and_bit_identical_resume_with_adaptive_kl(tiny, tmp_path):
+def test_save_model_and_bit_identical_resume_with_adaptive_kl(tiny, tmp_path, caplog):
     common = dict(max_steps=4, kl_controller="adaptive", kl_target=0.01, kl_horizon=10, save_steps=2)
     full = make_trainer(tiny, tmp_path / "full", save_strategy="steps", **common)
-    full.train()
+    with caplog.at_level("WARNING"):
+        full.train()
+    # the policy's LM head is tied to its embeddings: saved once, as save_pretrained saves it, without accelerate's
+    # "Removed shared tensor" warning at every checkpoint
+    assert not [r for r in caplog.records if "shared tensor" in r.getMessage()]
+    with safe_open(tmp_path / "full" / "out" / "checkpoint-2" / "model.safetensors", "pt") as f:
+        assert "policy.model.embed_tokens.weight" in f.keys() and "policy.lm_head.weight" not in f.keys()
     resumed = make_trainer(tiny, tmp_path / "full", save_strategy="no", **common)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert torch.equal(flat(full.model), flat(resumed.model))

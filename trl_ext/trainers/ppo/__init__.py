@@ -11,4 +11,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Token-level PPO for causal LMs: [`PPOConfig`], [`PPOTrainer`] and the value model (`modeling`)."""
+"""Token-level PPO for causal LMs: [`PPOConfig`] and its [`PPOBatchSizes`], [`PPOTrainer`], the value and reward
+models (`modeling`) and the rollout's prompts and responses (`data`)."""

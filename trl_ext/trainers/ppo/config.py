@@ -11,8 +11,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`PPOConfig`]: the configuration of the token-level [`PPOTrainer`], in the vocabulary of TRL's last PPOConfig."""
+"""[`PPOConfig`]: the configuration of the token-level [`PPOTrainer`], in the vocabulary of TRL's last PPOConfig, and
+[`PPOBatchSizes`], the batch sizes the trainer derives from it as TRL's last PPOTrainer did."""
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,6 +25,18 @@ from transformers import TrainingArguments
 from ..validation import check_literal_fields, check_ranges
 
 
+_DERIVED = "TRL's derived size: leave unset (the trainer derives it into trainer.batch_sizes)."
+_DERIVED_FIELDS = (
+    "world_size",
+    "num_total_batches",
+    "micro_batch_size",
+    "local_batch_size",
+    "batch_size",
+    "local_mini_batch_size",
+    "mini_batch_size",
+)
+
+
 @dataclass
 class PPOConfig(TrainingArguments):
     r"""
@@ -30,11 +44,12 @@ class PPOConfig(TrainingArguments):
     N+ implementation details of RLHF with PPO, Huang et al. 2024).
 
     Field names and defaults are those of TRL's last `PPOConfig` (trl ≤ 0.29, `trl.experimental.ppo`), so that a TRL
-    PPO script ports by changing its import; the fields after "trl_ext additions" are new. Batch sizes follow TRL:
-    a rollout batch has `local_batch_size = per_device_train_batch_size · gradient_accumulation_steps ·
-    num_mini_batches` prompts per process, each mini-batch `per_device_train_batch_size ·
-    gradient_accumulation_steps`, and the optimizer steps once per mini-batch (`num_ppo_epochs · num_mini_batches`
-    times per rollout batch).
+    PPO script ports by changing its import; the fields after "trl_ext additions" are new. Batch sizes are those of
+    TRL's last PPOTrainer (see [`PPOBatchSizes`]): a rollout batch has `local_batch_size =
+    per_device_train_batch_size · gradient_accumulation_steps` prompts per process, split into `num_mini_batches`
+    mini-batches of `local_batch_size / num_mini_batches` prompts, each run in micro-batches of at most
+    `per_device_train_batch_size`. The optimizer steps once per mini-batch (`num_ppo_epochs · num_mini_batches` times
+    per rollout batch; TRL's stepped once every `gradient_accumulation_steps` micro-batches, i.e. once per epoch).
 
     Parameters:
         > Rollout
@@ -63,7 +78,8 @@ class PPOConfig(TrainingArguments):
         num_ppo_epochs (`int`, *optional*, defaults to `4`):
             Passes over each rollout batch.
         num_mini_batches (`int`, *optional*, defaults to `1`):
-            Mini-batches (optimizer steps) per pass.
+            Mini-batches (optimizer steps) per pass; divides `per_device_train_batch_size ·
+            gradient_accumulation_steps`.
         kl_coef (`float`, *optional*, defaults to `0.05`):
             β of the per-token reward −β·KL (the initial value with `kl_controller="adaptive"`).
         kl_estimator (`Literal["k1", "k3"]`, *optional*, defaults to `"k1"`):
@@ -90,6 +106,10 @@ class PPOConfig(TrainingArguments):
             DeepSpeed ZeRO-3: gather the policy's parameters for generation.
         sft_model_path (`str`), reward_model_path (`str`), exp_name (`str`):
             Kept for TRL scripts, which read them; the trainer does not.
+        world_size, num_total_batches, micro_batch_size, local_batch_size, batch_size, local_mini_batch_size,
+        mini_batch_size (`int`, *optional*):
+            TRL's derived sizes, kept so TRL configs parse; they must stay unset: the trainer derives them into
+            `trainer.batch_sizes` ([`PPOBatchSizes`]) and `trainer.max_steps` instead of writing them here.
 
         > trl_ext additions
 
@@ -128,7 +148,10 @@ class PPOConfig(TrainingArguments):
     )
 
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenising the dataset."})
-    num_mini_batches: int = field(default=1, metadata={"help": "Mini-batches (optimizer steps) per PPO epoch."})
+    num_mini_batches: int = field(
+        default=1,
+        metadata={"help": "Mini-batches (optimizer steps) per PPO epoch; divides per-device batch · accumulation."},
+    )
     total_episodes: int | None = field(
         default=None, metadata={"help": "Prompts to train on over all processes (when max_steps is not set)."}
     )
@@ -151,15 +174,13 @@ class PPOConfig(TrainingArguments):
         default="EleutherAI/pythia-160m",
         metadata={"help": "Path of the SFT model (read by scripts, not the trainer)."},
     )
-    world_size: int | None = field(default=None, metadata={"help": "Set by the trainer: number of processes."})
-    num_total_batches: int | None = field(default=None, metadata={"help": "Set by the trainer: rollout batches."})
-    micro_batch_size: int | None = field(
-        default=None, metadata={"help": "Set by the trainer: per_device_train_batch_size · world_size."}
-    )
-    local_batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer: prompts per rollout."})
-    batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer: local_batch_size · world."})
-    local_mini_batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer."})
-    mini_batch_size: int | None = field(default=None, metadata={"help": "Set by the trainer."})
+    world_size: int | None = field(default=None, metadata={"help": _DERIVED})
+    num_total_batches: int | None = field(default=None, metadata={"help": _DERIVED})
+    micro_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
+    local_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
+    batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
+    local_mini_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
+    mini_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
     exp_name: str = field(
         default=os.path.basename(__file__)[:-3], metadata={"help": "Name of this experiment (read by scripts)."}
     )
@@ -232,3 +253,71 @@ class PPOConfig(TrainingArguments):
             check_ranges(self, at_least_one=("kl_horizon",), positive=("kl_target",))
         if self.total_episodes is not None and self.total_episodes < 1:
             raise ValueError(f"total_episodes must be >= 1, got {self.total_episodes}.")
+        given = [name for name in _DERIVED_FIELDS if getattr(self, name) is not None]
+        if given:
+            raise ValueError(
+                f"{given} are derived by the trainer (trainer.batch_sizes, trainer.max_steps), not set: use "
+                "per_device_train_batch_size, gradient_accumulation_steps, num_mini_batches and total_episodes."
+            )
+        PPOBatchSizes.from_config(self, world_size=1)  # num_mini_batches must divide the rollout batch
+
+
+@dataclass(frozen=True)
+class PPOBatchSizes:
+    r"""
+    The batch sizes of token-level PPO, derived from a [`PPOConfig`] exactly as TRL's last `PPOTrainer` derived them
+    (`trl/experimental/ppo/ppo_trainer.py` at fd09025, its last change):
+
+    ```python
+    local_batch_size = per_device_train_batch_size * gradient_accumulation_steps
+    micro_batch_size = per_device_train_batch_size * world_size
+    batch_size = local_batch_size * world_size
+    mini_batch_size = exact_div(batch_size, num_mini_batches)
+    local_mini_batch_size = exact_div(local_batch_size, num_mini_batches)
+    ```
+
+    Each mini-batch runs in micro-batches of at most `per_device_train_batch_size` rows (TRL's
+    `range(0, local_mini_batch_size, per_device_train_batch_size)`), whose gradients accumulate into one optimizer step.
+
+    Parameters:
+        world_size (`int`): Processes.
+        per_device_train_batch_size (`int`): Rows per micro-batch (forward and backward) on each process.
+        local_batch_size (`int`): Prompts per rollout batch on each process.
+        batch_size (`int`): Prompts per rollout batch over all processes (episodes per training step).
+        local_mini_batch_size (`int`): Prompts per mini-batch (optimizer step) on each process.
+        mini_batch_size (`int`): Prompts per mini-batch over all processes.
+        micro_batch_size (`int`): Rows per micro-batch over all processes.
+        micro_batches_per_mini_batch (`int`): Micro-batches whose gradients accumulate into one optimizer step.
+    """
+
+    world_size: int
+    per_device_train_batch_size: int
+    local_batch_size: int
+    batch_size: int
+    local_mini_batch_size: int
+    mini_batch_size: int
+    micro_batch_size: int
+    micro_batches_per_mini_batch: int
+
+    @classmethod
+    def from_config(cls, args: PPOConfig, world_size: int) -> "PPOBatchSizes":
+        """The sizes for `args` on `world_size` processes; `num_mini_batches` must divide the rollout batch."""
+        per_device = args.per_device_train_batch_size
+        local_batch_size = per_device * args.gradient_accumulation_steps
+        if local_batch_size % args.num_mini_batches:
+            raise ValueError(
+                f"num_mini_batches={args.num_mini_batches} must divide the rollout batch per process, "
+                f"per_device_train_batch_size · gradient_accumulation_steps = {per_device} · "
+                f"{args.gradient_accumulation_steps} = {local_batch_size} (as in TRL's PPOTrainer)."
+            )
+        local_mini_batch_size = local_batch_size // args.num_mini_batches
+        return cls(
+            world_size=world_size,
+            per_device_train_batch_size=per_device,
+            local_batch_size=local_batch_size,
+            batch_size=local_batch_size * world_size,
+            local_mini_batch_size=local_mini_batch_size,
+            mini_batch_size=local_mini_batch_size * world_size,
+            micro_batch_size=per_device * world_size,
+            micro_batches_per_mini_batch=math.ceil(local_mini_batch_size / per_device),
+        )

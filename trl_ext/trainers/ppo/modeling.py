@@ -11,14 +11,18 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The value model of token-level PPO (a `*ForSequenceClassification` model read at every token) and the module that
-holds policy and value model, so that one prepared module, one optimizer and one backward train both."""
+"""The models of token-level PPO: the value model (a `*ForSequenceClassification` model read at every token), the
+module that holds policy and value model, so that one prepared module, one optimizer and one backward train both, and
+the reward models."""
 
 import copy
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+from ...rewards.reward_model import SequenceClassificationReward
 
 
 def value_head(model: PreTrainedModel) -> nn.Module:
@@ -58,6 +62,32 @@ def value_model_from(model: PreTrainedModel) -> PreTrainedModel:
     nn.init.zeros_(value_head(value).weight)
     value.name_or_path = model.name_or_path
     return value.to(next(model.parameters()).device)
+
+
+def reward_function(reward, policy_tokenizer, reward_processing_class, batch_size: int):
+    """A reward model (or its path) as a [`SequenceClassificationReward`]; callables as they are. A decoder reward model
+    whose tokenizer has the policy's vocabulary scores the generated ids (as TRL's PPOTrainer); any other, re-tokenised
+    text with `reward_processing_class`, else its own tokenizer (a path), else the policy's."""
+    if isinstance(reward, str):
+        reward_tokenizer = reward_processing_class or AutoTokenizer.from_pretrained(reward)
+        reward = AutoModelForSequenceClassification.from_pretrained(reward)
+    elif isinstance(reward, nn.Module):
+        if not hasattr(reward, "config"):
+            raise TypeError(f"reward_model {type(reward).__name__} is a module without a transformers config.")
+        reward_tokenizer = reward_processing_class or policy_tokenizer
+    elif not callable(reward):
+        raise TypeError(f"reward_model must be a model, a path or a callable, got {type(reward).__name__}.")
+    else:
+        return reward
+    same_vocabulary = (
+        reward_tokenizer is policy_tokenizer or reward_tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+    )
+    return SequenceClassificationReward(
+        reward,
+        reward_tokenizer,
+        batch_size,
+        reads_token_ids=same_vocabulary and getattr(reward, "score", None) is not None,
+    )
 
 
 class PolicyAndValueModel(nn.Module):
@@ -115,6 +145,15 @@ class PolicyAndValueModel(nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         for model in (self.policy, self.value_model):
             model.gradient_checkpointing_disable()
+
+
+def drop_tied_weights(models: list[nn.Module], weights: list[dict], output_dir: str) -> None:
+    """`accelerate.Accelerator.save_state` pre-hook: remove tied weights (an LM head tied to the input embeddings) from
+    the state dicts about to be saved, as `PreTrainedModel.save_pretrained` does, so that the checkpoint holds each
+    tensor once under the name transformers keeps. Without it accelerate removes them itself and warns "Removed shared
+    tensor" at every checkpoint; loading (safetensors' `load_model`) re-ties them either way."""
+    for model, state_dict in zip(models, weights):
+        remove_tied_weights_from_state_dict(state_dict, model)
 
 
 def sequence_log_probs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

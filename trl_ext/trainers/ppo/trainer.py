@@ -25,22 +25,28 @@ from accelerate.utils import DistributedType
 from datasets import Dataset
 from transformers import (
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     GenerationConfig,
     TrainerCallback,
 )
 from transformers.utils import logging
 
 from ...hub import model_card_name
-from ...rewards.reward_model import SequenceClassificationReward, is_conversational_prompt
+from ...rewards.reward_model import SequenceClassificationReward, fill_padding, is_conversational_prompt
 from ...rl.advantages import masked_whiten, outcome_token_rewards
 from ...rl.gae import compute_gae
 from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
 from ...rl.losses import clipped_surrogate_loss, clipped_value_loss
 from ..loop import RLLoopTrainer
-from .config import PPOConfig
-from .modeling import PolicyAndValueModel, load_value_model, sequence_log_probs, value_model_from
+from .config import PPOBatchSizes, PPOConfig
+from .data import check_prompt_dataset, encode_prompts, left_pad, truncate_after_stop
+from .modeling import (
+    PolicyAndValueModel,
+    drop_tied_weights,
+    load_value_model,
+    reward_function,
+    sequence_log_probs,
+    value_model_from,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -64,7 +70,8 @@ class PPOTrainer(RLLoopTrainer):
     r"""
     Token-level PPO for causal language models (RLHF): a policy, a frozen reference, a value model and a score.
 
-    One training step (one rollout batch of `local_batch_size` prompts per process):
+    One training step (one rollout batch of `batch_sizes.local_batch_size` prompts per process, see
+    [`PPOBatchSizes`]):
 
     1. sample a response per prompt (temperature `T`, no top-k / top-p filtering), cut after the stop token;
     2. recompute log π (logits / T) by a forward, log π_ref with the reference (a frozen copy of the initial policy, or
@@ -85,14 +92,18 @@ class PPOTrainer(RLLoopTrainer):
 
     Args:
         args ([`PPOConfig`]): Configuration.
-        processing_class (tokenizer): The policy's tokenizer; it needs a pad token distinct from the stop token.
+        processing_class (tokenizer): The policy's tokenizer; it needs a pad token distinct from the stop token. The
+            pad token may be one the embeddings lack (TRL's recipe adds `[PAD]` without resizing): padding never
+            reaches a model.
         model (`str` or `PreTrainedModel`): The policy (a causal LM), or its path.
         ref_model (`str` or `PreTrainedModel`, *optional*): The reference; defaults to a frozen copy of the policy
             (with `peft_config`: the policy with its adapter disabled).
         reward_model (model, path, callable or list of them): `*ForSequenceClassification` reward models
-            (`num_labels == 1`; re-tokenised with `reward_processing_class` or their own tokenizer, see
+            (`num_labels == 1`; one whose tokenizer has the policy's vocabulary scores the generated ids as TRL's
+            PPOTrainer did, any other re-tokenised text with `reward_processing_class` or its own tokenizer, see
             [`~trl_ext.rewards.reward_model.SequenceClassificationReward`]) and/or TRL-convention reward functions
-            `fn(prompts, completions, completion_ids, **columns) -> list[float | None]` (`None` leaves a sample
+            `fn(prompts, completions, completion_ids, **columns) -> list[float | None]` (they also receive
+            `prompt_completion_ids` / `prompt_completion_mask`, the (B, P + L) ids; `None` leaves a sample
             unscored: it stays out of every loss). Several are summed with `args.reward_weights`.
         train_dataset (`datasets.Dataset`): A `prompt` column (text or conversational messages) or TRL's
             pre-tokenised `input_ids`; other columns reach the reward functions.
@@ -143,10 +154,10 @@ class PPOTrainer(RLLoopTrainer):
                 f"The tokenizer's pad token ({tokenizer.pad_token!r}) must exist and differ from the stop token "
                 f"({tokenizer.convert_ids_to_tokens(self.stop_token_id)!r}): with pad == eos, masks and the score "
                 "position cannot be told from padding. Add one, e.g. tokenizer.add_special_tokens({'pad_token': "
-                "'<|pad|>'}) and resize the embeddings."
+                "'[PAD]'})."
             )
-        self.train_dataset = self._check_dataset(train_dataset, "train_dataset")
-        self.eval_dataset = self._check_dataset(eval_dataset, "eval_dataset") if eval_dataset is not None else None
+        self.train_dataset = check_prompt_dataset(train_dataset, "train_dataset")
+        self.eval_dataset = check_prompt_dataset(eval_dataset, "eval_dataset") if eval_dataset is not None else None
 
         # models
         if isinstance(model, str):
@@ -155,7 +166,10 @@ class PPOTrainer(RLLoopTrainer):
         reward_models = reward_model if isinstance(reward_model, list) else [reward_model]
         if reward_model is None or not reward_models:
             raise ValueError("reward_model is required: a reward model, a reward function, or a list of them.")
-        reward_funcs = [self._reward_func(r, reward_processing_class) for r in reward_models]
+        reward_funcs = [
+            reward_function(r, tokenizer, reward_processing_class, args.local_rollout_forward_batch_size)
+            for r in reward_models
+        ]
         if value_model is None:
             if args.value_model_init == "reward_model":
                 source = next((f.model for f in reward_funcs if isinstance(f, SequenceClassificationReward)), None)
@@ -168,12 +182,19 @@ class PPOTrainer(RLLoopTrainer):
             value_model = load_value_model(value_model)
         else:
             value_model = value_model_from(value_model) if getattr(value_model, "score", None) is None else value_model
-        for name, m in (("model", model), ("value_model", value_model)):
-            if m.get_input_embeddings().num_embeddings < len(tokenizer):
+        # padding never reaches a model (`fill_padding`), so the tokenizer may have a pad token the embeddings lack
+        # (TRL's recipe); every id a model reads is a prompt id (checked per batch) or a generated one
+        self._num_embeddings = model.get_input_embeddings().num_embeddings
+        readers = [("value_model", value_model)]
+        readers += [(f.__name__, f.model) for f in reward_funcs if getattr(f, "reads_token_ids", False)]
+        for name, m in readers:
+            if m.get_input_embeddings().num_embeddings < model.config.get_text_config().vocab_size:
                 raise ValueError(
-                    f"{name} has {m.get_input_embeddings().num_embeddings} embeddings but the tokenizer "
-                    f"{len(tokenizer)} tokens: policy and value model share the policy's tokenizer."
+                    f"{name} has {m.get_input_embeddings().num_embeddings} embeddings but the policy generates ids "
+                    f"up to {model.config.get_text_config().vocab_size}: it must share the policy's vocabulary."
                 )
+        if self.stop_token_id >= self._num_embeddings:
+            raise ValueError(f"The stop token {self.stop_token_id} is outside the policy's vocabulary.")
         if value_model.config.pad_token_id is None:
             value_model.config.pad_token_id = tokenizer.pad_token_id
         self.use_peft = peft_config is not None
@@ -196,18 +217,13 @@ class PPOTrainer(RLLoopTrainer):
                 func.model = self._prepare_frozen(func.model)
         self._set_reward_funcs(reward_funcs, args.reward_weights)
 
-        # batch sizes, as TRL's PPOTrainer names them
-        world = self.accelerator.num_processes
-        args.world_size = world
-        args.local_mini_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        args.local_batch_size = args.local_mini_batch_size * args.num_mini_batches
-        args.micro_batch_size = args.per_device_train_batch_size * world
-        args.batch_size = args.local_batch_size * world
-        args.mini_batch_size = args.local_mini_batch_size * world
-        self._setup_data(len(self.train_dataset), args.local_batch_size)
+        # batch sizes, as TRL's last PPOTrainer derived them; one optimizer step per mini-batch, whose micro-batches
+        # accumulate (set before `_prepare`, which hands it to DeepSpeed)
+        self.batch_sizes = sizes = PPOBatchSizes.from_config(args, self.accelerator.num_processes)
+        self.accelerator.gradient_accumulation_steps = sizes.micro_batches_per_mini_batch
+        self._setup_data(len(self.train_dataset), sizes.local_batch_size)
         if args.total_episodes is not None and args.max_steps <= 0:
-            self.max_steps = math.ceil(args.total_episodes / args.batch_size)
-        args.num_total_batches = self.max_steps
+            self.max_steps = math.ceil(args.total_episodes / sizes.batch_size)
         self.kl_ctl = (
             AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon)
             if args.kl_controller == "adaptive"
@@ -223,7 +239,7 @@ class PPOTrainer(RLLoopTrainer):
             typical_p=1.0,
             repetition_penalty=1.0,
             eos_token_id=self.stop_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=self.stop_token_id,  # fills finished rows and is fed back: a token the policy embeds
             bos_token_id=None,
         )
 
@@ -235,38 +251,10 @@ class PPOTrainer(RLLoopTrainer):
             {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
         ]
         self._prepare(wrapper, [g for g in groups if g["params"]])
+        self.accelerator.register_save_state_pre_hook(drop_tied_weights)
         self._policy_params = set(groups[0]["params"])
 
     # Set-up helpers
-
-    @staticmethod
-    def _check_dataset(dataset, name: str) -> Dataset:
-        if dataset is None:
-            raise ValueError(f"{name} is required.")
-        if "prompt" not in dataset.column_names and "input_ids" not in dataset.column_names:
-            raise ValueError(
-                f"{name} needs a 'prompt' column (text or conversational messages) or TRL's pre-tokenised "
-                f"'input_ids'; it has {dataset.column_names}."
-            )
-        if len(dataset) == 0:
-            raise ValueError(f"{name} is empty.")
-        return dataset
-
-    def _reward_func(self, reward, reward_processing_class):
-        """A reward model (or its path) as a [`SequenceClassificationReward`]; callables as they are."""
-        if isinstance(reward, str):
-            reward_tokenizer = reward_processing_class or AutoTokenizer.from_pretrained(reward)
-            reward = AutoModelForSequenceClassification.from_pretrained(reward)
-            return SequenceClassificationReward(reward, reward_tokenizer, self.args.local_rollout_forward_batch_size)
-        if isinstance(reward, torch.nn.Module):
-            if not hasattr(reward, "config"):
-                raise TypeError(f"reward_model {type(reward).__name__} is a module without a transformers config.")
-            return SequenceClassificationReward(
-                reward, reward_processing_class or self.processing_class, self.args.local_rollout_forward_batch_size
-            )
-        if not callable(reward):
-            raise TypeError(f"reward_model must be a model, a path or a callable, got {type(reward).__name__}.")
-        return reward
 
     def _prepare_frozen(self, model):
         """A frozen model on this process's device (DeepSpeed: a ZeRO-3 inference engine)."""
@@ -290,57 +278,58 @@ class PPOTrainer(RLLoopTrainer):
 
     # Rollout
 
-    def _encode_prompts(self, examples: Dataset) -> tuple[list, list[list[int]]]:
-        """The prompts in their dataset form (text or messages) and their token ids."""
-        tokenizer = self.processing_class
-        if "prompt" in examples.column_names:
-            prompts = examples["prompt"]
-            ids = []
-            for prompt in prompts:
-                if is_conversational_prompt(prompt):
-                    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-                else:
-                    text = prompt
-                ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-        else:
-            ids = [list(row) for row in examples["input_ids"]]
-            prompts = tokenizer.batch_decode(ids, skip_special_tokens=False)
-        if any(len(row) == 0 for row in ids):
-            raise ValueError("A prompt encodes to 0 tokens.")
-        return prompts, ids
-
-    def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        length = max(len(row) for row in ids)
-        tokens = torch.full((len(ids), length), self.processing_class.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), length), dtype=torch.long)
-        for i, row in enumerate(ids):
-            tokens[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, length - len(row) :] = 1
-        device = self.accelerator.device
-        return tokens.to(device), mask.to(device)
+    def _encode(self, examples: Dataset) -> tuple[list, torch.Tensor, torch.Tensor]:
+        """The prompts in their dataset form, and their token ids left-padded (B, P) with the attention mask."""
+        prompts, ids = encode_prompts(self.processing_class, examples, self._num_embeddings)
+        prompt_ids, prompt_mask = left_pad(ids, self.processing_class.pad_token_id)
+        return prompts, prompt_ids.to(self.accelerator.device), prompt_mask.to(self.accelerator.device)
 
     @torch.no_grad()
-    def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generation_config) -> torch.Tensor:
+    def _generate(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generation_config
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample a response per prompt, cut after its stop token: responses (B, L) (padding after the stop token), the
+        mask of their tokens and whether the stop token was generated."""
         from trl.models import unwrap_model_for_generation
 
         with unwrap_model_for_generation(
             self.model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
         ) as unwrapped:
             sequences = unwrapped.policy.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
+                input_ids=fill_padding(prompt_ids, prompt_mask),
+                attention_mask=prompt_mask,
+                generation_config=generation_config,
             )
-        return sequences[:, prompt_ids.size(1) :]
+        responses = sequences[:, prompt_ids.size(1) :]
+        return truncate_after_stop(responses, self.stop_token_id, self.processing_class.pad_token_id)
 
-    def _truncate(self, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cut each response after its first stop token: responses with padding after it, the mask of valid tokens
-        (the stop token included) and whether the stop token was generated."""
-        is_stop = responses == self.stop_token_id
-        has_stop = is_stop.any(dim=1)
-        positions = torch.arange(responses.size(1), device=responses.device)
-        first_stop = torch.where(has_stop, is_stop.int().argmax(dim=1), responses.size(1) - 1)
-        mask = positions[None, :] <= first_stop[:, None]
-        responses = torch.where(mask, responses, self.processing_class.pad_token_id)
-        return responses, mask, has_stop
+    def _score(
+        self,
+        examples: Dataset,
+        prompts: list,
+        sequences: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Score prompt + response (`sequences` (B, P + L) with its `attention_mask`; `mask` (B, L) marks the response
+        tokens): reward functions get the decoded completions, `completion_ids` and the dataset's other columns,
+        reward models that share the policy's vocabulary the ids themselves. Returns the completions' texts and the
+        scorer's rewards per function, total rewards and unscored mask."""
+        responses = sequences[:, -mask.size(1) :]
+        completion_ids = [row[m].tolist() for row, m in zip(responses, mask)]
+        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        conversational = is_conversational_prompt(prompts[0])
+        completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+        columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
+        rewards_per_func, scores, unscored = self.scorer(
+            prompts,
+            completions=completions,
+            completion_ids=completion_ids,
+            prompt_completion_ids=sequences,
+            prompt_completion_mask=attention_mask,
+            **columns,
+        )
+        return texts, rewards_per_func, scores, unscored
 
     def _reference_log_probs(self, inputs: dict, responses: torch.Tensor, keep: int) -> torch.Tensor:
         if self.ref_model is not None:
@@ -362,12 +351,10 @@ class PPOTrainer(RLLoopTrainer):
     def _rollout(self, examples: Dataset) -> dict:
         """Generate, score and compute the advantages of one rollout batch (this process's rows)."""
         args, device = self.args, self.accelerator.device
-        prompts, ids = self._encode_prompts(examples)
-        prompt_ids, prompt_mask = self._left_pad(ids)
-        responses = self._generate(prompt_ids, prompt_mask, self.generation_config)
-        responses, mask, has_stop = self._truncate(responses)
-        sequences = torch.cat([prompt_ids, responses], dim=1)
+        prompts, prompt_ids, prompt_mask = self._encode(examples)
+        responses, mask, has_stop = self._generate(prompt_ids, prompt_mask, self.generation_config)
         attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+        sequences = fill_padding(torch.cat([prompt_ids, responses], dim=1), attention_mask)
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         keep = responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
 
@@ -385,14 +372,7 @@ class PPOTrainer(RLLoopTrainer):
                 ref_logps.append(self._reference_log_probs(inputs, responses[chunk], keep))
         logps, ref_logps, values = torch.cat(logps), torch.cat(ref_logps), torch.cat(values)
 
-        completion_ids = [row[m].tolist() for row, m in zip(responses, mask)]
-        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        conversational = is_conversational_prompt(prompts[0])
-        completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-        columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
-        rewards_per_func, scores, unscored = self.scorer(
-            prompts, completions=completions, completion_ids=completion_ids, **columns
-        )
+        texts, rewards_per_func, scores, unscored = self._score(examples, prompts, sequences, attention_mask, mask)
         logs = self.scorer.logs(rewards_per_func, scores)
         scores = scores.to(device)
         if args.missing_eos_penalty is not None:
@@ -422,10 +402,10 @@ class PPOTrainer(RLLoopTrainer):
                 "objective/kl_coef": beta,
                 "val/num_eos_tokens": self.accelerator.reduce(has_stop.sum(), reduction="sum").item(),
                 "val/response_length": mask.sum(1).float().mean().item(),
-                "episode": (self.state.global_step + 1) * args.batch_size,
+                "episode": (self.state.global_step + 1) * self.batch_sizes.batch_size,
             }
         )
-        self.kl_ctl.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), args.batch_size)
+        self.kl_ctl.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), self.batch_sizes.batch_size)
         return {
             "prompts": prompts,
             "completions": texts,
@@ -450,7 +430,7 @@ class PPOTrainer(RLLoopTrainer):
 
     def training_step(self) -> dict[str, float]:
         """One rollout batch, then `num_ppo_epochs` passes of mini-batch updates."""
-        args, start = self.args, time.perf_counter()
+        args, sizes, start = self.args, self.batch_sizes, time.perf_counter()
         examples = self.train_dataset.select(self.rows_for_step(self.state.global_step))
         batch = self._rollout(examples)
         logs = batch["logs"]
@@ -465,15 +445,15 @@ class PPOTrainer(RLLoopTrainer):
         size = len(batch["prompts"])
         for epoch in range(args.num_ppo_epochs):
             order = torch.randperm(size, generator=self._generator).to(self.accelerator.device)
-            for mini_start in range(0, size, args.local_mini_batch_size):
-                mini_batch = order[mini_start : mini_start + args.local_mini_batch_size]
-                for micro_start in range(0, len(mini_batch), args.per_device_train_batch_size):
-                    index = mini_batch[micro_start : micro_start + args.per_device_train_batch_size]
+            for mini_start in range(0, size, sizes.local_mini_batch_size):
+                mini_batch = order[mini_start : mini_start + sizes.local_mini_batch_size]
+                for micro_start in range(0, len(mini_batch), sizes.per_device_train_batch_size):
+                    index = mini_batch[micro_start : micro_start + sizes.per_device_train_batch_size]
                     first = epoch == 0 and mini_start == 0
                     with self.optimizer_update(metrics):
                         self._micro_batch_loss(batch, index, keep, warmup, first, metrics)
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
-        logs["eps"] = args.batch_size / (time.perf_counter() - start)  # episodes per second, as TRL
+        logs["eps"] = sizes.batch_size / (time.perf_counter() - start)  # episodes per second, as TRL
         return logs
 
     def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics) -> None:
@@ -560,18 +540,11 @@ class PPOTrainer(RLLoopTrainer):
             examples = dataset.select(
                 range(start, min(start + self.args.local_rollout_forward_batch_size, len(dataset)))
             )
-            prompts, ids = self._encode_prompts(examples)
-            responses, mask, _ = self._truncate(self._generate(*self._left_pad(ids), config))
-            texts = self.processing_class.batch_decode(
-                [row[m].tolist() for row, m in zip(responses, mask)], skip_special_tokens=True
-            )
-            completions = (
-                [[{"role": "assistant", "content": t}] for t in texts]
-                if is_conversational_prompt(prompts[0])
-                else texts
-            )
-            columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
-            _, scores, _ = self.scorer(prompts, completions=completions, **columns)
+            prompts, prompt_ids, prompt_mask = self._encode(examples)
+            responses, mask, _ = self._generate(prompt_ids, prompt_mask, config)
+            attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+            sequences = torch.cat([prompt_ids, responses], dim=1)
+            texts, _, scores, _ = self._score(examples, prompts, sequences, attention_mask, mask)
             rows.extend(
                 {"step": self.state.global_step, "prompt": p, "completion": c, "score": s}
                 for p, c, s in zip(prompts, texts, scores.tolist())
