@@ -111,7 +111,8 @@ class RLHFConfig:
             together with every stage after it.
 
     Every field is type-checked as declared, without conversion (`"false"` is not a `bool`, `"8"` not an `int`), and
-    so is every `sft_args` / `reward_args` / `ppo_args` value against its config field.
+    so is every `sft_args` / `reward_args` / `ppo_args` value against its config field. (A command line parsed by
+    `TrlParser`, `--config` file included, converts its strings by the declared types first, as in every TRL script.)
 
         > SFT (skipped without `sft_data_path`: the reward model and PPO then start from `model_name`)
 
