@@ -169,6 +169,9 @@ def test_generate_mode_never_turns_a_failure_into_a_number():
     assert reward.last_outputs[1].text == "I can't judge this."
     assert reward.last_outputs[3].error == "HTTP 500"
     assert reward.last_components["unscored_count"] == 3
+    # the reason of each parse failure: no score at all, or one out of range
+    assert reward.last_outputs[1].error == "no unambiguous score in the answer"
+    assert reward.last_outputs[4].error == "the score 11 after 'Score:' in the answer is out of range 0..10"
 
 
 def test_expected_mode_needs_probabilities():

@@ -128,8 +128,9 @@ class JudgeOutput:
     """What the judge said about one request.
 
     `score` is `None` unless `status == "ok"`; `text` is the raw answer (generate mode, and expected mode with a judge
-    that writes its answer, [`OpenAICompatibleJudge`]) and `digit_mass` the judge's total probability on the valid
-    digits (expected mode).
+    that writes its answer, [`OpenAICompatibleJudge`]), `digit_mass` the judge's total probability on the valid
+    digits (expected mode) and `error` why an unscored sample has no score (a failed request, an answer without a
+    usable score) when it is known.
     """
 
     score: float | None
@@ -342,12 +343,15 @@ def digit_probabilities_from_logprobs(
     return None
 
 
-def _written_score(text: str, score_prefix: str = "Score: ") -> float | None:
-    """The number an answer wrote right after its first `score_prefix` that a number follows (white space, `*` and case
-    ignored, as in [`digit_probabilities_from_logprobs`]), or `None`: `"**Score:** 11"` gives 11."""
+def _out_of_range(text: str, low: float, high: float, score_prefix: str = "Score: ") -> str | None:
+    """Why `text` is unscored when the number it wrote right after its first `score_prefix` followed by a number
+    (white space, `*` and case ignored, as in [`digit_probabilities_from_logprobs`]) is outside `low..high`
+    (`"**Score:** 11"`), else `None`."""
     target = re.escape(score_prefix.strip(_NOT_THE_NUMBER))
     match = re.search(rf"{target}[{re.escape(_NOT_THE_NUMBER)}]*([-+]?\d+(?:\.\d+)?)", text, re.IGNORECASE)
-    return float(match.group(1)) if match else None
+    if match is None or low <= float(match.group(1)) <= high:
+        return None
+    return f"the score {match.group(1)} after {score_prefix.strip()!r} in the answer is out of range {low:g}..{high:g}"
 
 
 def _message_text(answer: dict) -> str:
@@ -544,16 +548,14 @@ class OpenAICompatibleJudge:
 
         values = self._post_all(requests, self._read_logprobs, logprobs=True, top_logprobs=self.top_logprobs)
         rows, self.last_texts = [], []
-        prefix = self.score_prefix.strip()
         for i, value in enumerate(values):
             text, row = value if value is not None else (None, None)
             self.last_texts.append(text)
-            written = _written_score(text, self.score_prefix) if text is not None else None
-            if written is not None and not 0 <= written <= 10:
-                row = None
-                self.last_errors[i] = f"the score {written:g} after {prefix!r} in the answer is out of range 0..10"
+            out_of_range = _out_of_range(text, 0, 10, self.score_prefix) if text is not None else None
+            if out_of_range is not None:
+                row, self.last_errors[i] = None, out_of_range
             elif row is None and text is not None:
-                self.last_errors[i] = f"no number after {prefix!r} in the answer"
+                self.last_errors[i] = f"no number after {self.score_prefix.strip()!r} in the answer"
             rows.append(row if row is not None else [math.nan] * 11)
         return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 11)
 
@@ -796,7 +798,11 @@ class VLMJudgeReward:
                 outputs.append(JudgeOutput(None, "error", error=error))
                 continue
             score = parse_score(text, low=self.low, high=self.high)
-            outputs.append(JudgeOutput(score, "ok" if score is not None else "parse_failure", text=text))
+            if score is not None:
+                outputs.append(JudgeOutput(score, "ok", text=text))
+            else:
+                error = _out_of_range(text, self.low, self.high) or "no unambiguous score in the answer"
+                outputs.append(JudgeOutput(None, "parse_failure", text=text, error=error))
         return outputs
 
     def __call__(self, prompts: list, completions: list | None = None, images=None, **kwargs) -> list[float | None]:
