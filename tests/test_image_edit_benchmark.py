@@ -223,7 +223,9 @@ def test_unparseable_answers_are_failures_never_numbers(tmp_path):
     assert report["overall"]["macro"]["mean"] == pytest.approx((8 + 6.5 + 2 + 5 + 9) / 5)
     assert report["failures"] == {"parse_failure": 4}
     markdown = (tmp_path / "run" / "report.md").read_text()
-    assert "I cannot see the image." in markdown and "| parse_failure |" in markdown
+    assert (
+        "I cannot see the image." in markdown and "| parse_failure | no unambiguous score in the answer |" in markdown
+    )
 
     # resume re-judges only the failed items
     rejudge = ScriptedJudge(["Score: 1", "Score: 3", "Score: 10", "Score: 0"])
@@ -391,7 +393,7 @@ def test_cli_http_judge_in_expected_mode_with_a_bad_image_and_an_unknown_categor
     assert (micro["n"], micro["n_scored"], micro["n_failed"], micro["mean"]) == (3, 2, 1, 7.5)
     assert report["failures"] == {"edit_error": 1}
     markdown = (out / "report.md").read_text()
-    assert "| thin | physics | edit_error |" in markdown
+    assert "| thin | physics | edit_error | ValueError: " in markdown  # the editor's error, named
     assert any("weather_change" in w and "generic" in w for w in report["warnings"])
     assert "weather_change" in markdown and any("weather_change" in r.message for r in caplog.records)
     assert not any("generate" in r.message for r in caplog.records)

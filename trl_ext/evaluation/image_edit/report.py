@@ -210,12 +210,18 @@ def render_markdown(
             )
     failed = [i for i in items if results.get(i.id, {}).get("status") != "ok"]
     if failed:
-        lines += ["", "## Unscored items", "", "| id | category | reason | judge text |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Unscored items",
+            "",
+            "| id | category | reason | error | judge text |",
+            "|---|---|---|---|---|",
+        ]
         for item in failed:
             result = results.get(item.id, {})
             lines.append(
-                f"| {item.id} | {item.category} | {result.get('status', 'not_judged')} | "
-                f"{_cell(result.get('text') or result.get('error'))} |"
+                f"| {item.id} | {item.category} | {result.get('status', 'not_judged')} | {_cell(result.get('error'))} | "
+                f"{_cell(result.get('text'))} |"
             )
     return "\n".join(lines) + "\n"
 
