@@ -67,6 +67,9 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
         assert outputs[stage] == str(tmp_path / "run" / stage / "final")
         assert pipeline.is_done(stage)
     assert json.loads((tmp_path / "run" / "logs" / "config.json").read_text())["ppo_iterations"] == 4
+    # ppo_batch_size=8 prompts per rollout batch: TRL counts 8 episodes per PPO step (4 steps: 32)
+    state = json.loads((tmp_path / "run" / "ppo" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [e["episode"] for e in state["log_history"] if "episode" in e] == [8, 16, 24, 32]
     assert (tmp_path / "run" / "logs" / "pipeline.log").is_file()
     policy = AutoModelForCausalLM.from_pretrained(outputs["ppo"])
     AutoModelForSequenceClassification.from_pretrained(os.path.join(outputs["ppo"], "value_model"))

@@ -318,41 +318,30 @@ class RLHFPipeline:
         from ..trainers.ppo.config import PPOConfig
 
         c = self.config
-        if stage == "sft":
-            cls, values = (
-                SFTConfig,
-                {
-                    "num_train_epochs": c.sft_epochs,
-                    "per_device_train_batch_size": c.sft_batch_size,
-                    "learning_rate": c.sft_lr,
-                    "max_length": c.max_length,
-                    "gradient_checkpointing": False,
-                },
-            )
-        elif stage == "reward_model":
-            cls, values = (
-                RewardConfig,
-                {
-                    "num_train_epochs": c.reward_epochs,
-                    "per_device_train_batch_size": c.reward_batch_size,
-                    "learning_rate": c.reward_lr,
-                    "max_length": c.max_length,
-                    "gradient_checkpointing": False,
-                },
-            )
+        if stage == "ppo":
+            # TRL's layout: a rollout batch of per_device_train_batch_size · gradient_accumulation_steps prompts, in
+            # num_mini_batches optimizer steps; here ppo_batch_size prompts in mini-batches of ppo_mini_batch_size
+            cls = PPOConfig
+            values = {
+                "max_steps": c.ppo_iterations,
+                "per_device_train_batch_size": c.ppo_mini_batch_size,
+                "gradient_accumulation_steps": c.ppo_batch_size // c.ppo_mini_batch_size,
+                "num_mini_batches": c.ppo_batch_size // c.ppo_mini_batch_size,
+                "num_ppo_epochs": c.ppo_epochs,
+                "learning_rate": c.ppo_lr_policy,
+                "value_learning_rate": c.ppo_lr_value,
+                "logging_steps": 1,
+            }
         else:
-            cls, values = (
-                PPOConfig,
-                {
-                    "max_steps": c.ppo_iterations,
-                    "per_device_train_batch_size": c.ppo_mini_batch_size,
-                    "num_mini_batches": c.ppo_batch_size // c.ppo_mini_batch_size,
-                    "num_ppo_epochs": c.ppo_epochs,
-                    "learning_rate": c.ppo_lr_policy,
-                    "value_learning_rate": c.ppo_lr_value,
-                    "logging_steps": 1,
-                },
-            )
+            sft = stage == "sft"
+            cls = SFTConfig if sft else RewardConfig
+            values = {
+                "num_train_epochs": c.sft_epochs if sft else c.reward_epochs,
+                "per_device_train_batch_size": c.sft_batch_size if sft else c.reward_batch_size,
+                "learning_rate": c.sft_lr if sft else c.reward_lr,
+                "max_length": c.max_length,
+                "gradient_checkpointing": False,
+            }
         try:
             return cls(**{**self._common_args(stage), **values, **getattr(c, STAGE_ARGS[stage])})
         except (ValueError, TypeError) as error:
