@@ -192,8 +192,10 @@ def test_a_rollout_runs_one_policy_and_value_forward_and_scores_the_generated_id
         module.register_forward_pre_hook(count(name), with_kwargs=True)
     trainer.train()
     # rollout: 1 forward of the policy-and-value module (8 rows <= local_rollout_forward_batch_size), 1 of the
-    # reference, 1 of the reward model; update: 2 epochs x 1 mini-batch x 1 micro-batch
-    assert calls == {"wrapper": 3, "policy": 3, "value": 3, "reference": 1}
+    # reference, 1 of the reward model; update: 2 epochs x 1 mini-batch x 1 micro-batch of all 8 rows, the first of
+    # which backpropagates through the rollout's forward (TRL ran the value model in the rollout and a policy-and-value
+    # forward per micro-batch: 1 + 2 value forwards, 2 policy forwards after generation)
+    assert calls == {"wrapper": 2, "policy": 2, "value": 2, "reference": 1}
     assert len(scored) == 1
     ids, mask = scored[0]
     # the reward model reads the prompt and the completion as generated (cut after the stop token), no re-tokenised
@@ -241,3 +243,23 @@ def test_a_reward_model_with_another_tokenizer_scores_re_tokenised_text(tiny, tm
     for row, row_mask, prompt, completion in zip(ids, mask, prompts_seen, completions_seen, strict=True):
         text = prompt + completion  # RewardTrainer's format (this tokenizer has no EOS to append)
         assert row[row_mask.bool()].tolist() == reward_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_the_first_update_through_the_rollouts_forward_equals_a_fresh_forward(tiny, tmp_path):
+    def train(chunk: int) -> PPOTrainer:
+        trainer = PPOTrainer(
+            make_args(tmp_path / str(chunk), num_ppo_epochs=2, local_rollout_forward_batch_size=chunk),
+            AutoTokenizer.from_pretrained(tiny["policy"]),
+            AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+            reward_model=AutoModelForSequenceClassification.from_pretrained(tiny["reward"]),
+            train_dataset=Dataset.from_dict({"prompt": [f"Q{i}:" for i in range(8)]}),
+        )
+        trainer.train()
+        assert trainer.state.log_history[0]["policy/on_policy_ratio_dev"] == 0.0
+        return trainer
+
+    # one micro-batch of all 8 rows: the rollout's forward trains; with rollout chunks of 4 it cannot (fresh forward)
+    reused, fresh = train(8), train(4)
+    assert reused._rollout_forward_trains and not fresh._rollout_forward_trains
+    for a, b in zip(reused.model.parameters(), fresh.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -1,5 +1,6 @@
 """Two PPOTrainer steps under `accelerate launch` with two CPU processes (reward model + a rule-based reward, adaptive
-KL); each rank writes its weights, the prompts it scored per step, the KL coefficient and the logged metrics to
+KL; TRL's default layout, one micro-batch per update, so the first update backpropagates through the rollout's DDP
+forward); each rank writes its weights, the prompts it scored per step, the KL coefficient and the logged metrics to
 `output_dir/rank<i>.json`."""
 
 import json
@@ -31,7 +32,7 @@ def main(policy_path: str, reward_path: str, output_dir: str) -> None:
         report_to="none",
         max_steps=2,
         per_device_train_batch_size=4,
-        num_mini_batches=2,
+        num_mini_batches=1,
         num_ppo_epochs=2,
         response_length=6,
         learning_rate=1e-2,

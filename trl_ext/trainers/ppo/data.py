@@ -11,8 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The prompts and responses of a token-level PPO rollout: the prompt dataset's check, prompt encoding, left padding
-and the cut after the stop token."""
+"""The prompts and responses of a token-level PPO rollout: the prompt dataset's check, prompt encoding, left padding,
+the cut after the stop token and the scoring of the completions."""
 
 import torch
 from datasets import Dataset
@@ -83,3 +83,34 @@ def truncate_after_stop(
     first_stop = torch.where(has_stop, is_stop.int().argmax(dim=1), responses.size(1) - 1)
     mask = positions[None, :] <= first_stop[:, None]
     return torch.where(mask, responses, pad_token_id), mask, has_stop
+
+
+def score_completions(
+    scorer,
+    tokenizer,
+    examples: Dataset,
+    prompts: list,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score prompt + response with a [`~trl_ext.rl.scoring.RewardScorer`]: `sequences` (B, P + L) with its
+    `attention_mask`, `mask` (B, L) marking the response tokens. Reward functions get the decoded completions (text, or
+    an assistant message after conversational prompts), `completion_ids` and the dataset's other columns; reward models
+    that share the policy's vocabulary read `prompt_completion_ids` / `prompt_completion_mask`. Returns the
+    completions' texts and the scorer's rewards per function, total rewards and unscored mask."""
+    responses = sequences[:, -mask.size(1) :]
+    completion_ids = [row[m].tolist() for row, m in zip(responses, mask)]
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    conversational = is_conversational_prompt(prompts[0])
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+    columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
+    rewards_per_func, scores, unscored = scorer(
+        prompts,
+        completions=completions,
+        completion_ids=completion_ids,
+        prompt_completion_ids=sequences,
+        prompt_completion_mask=attention_mask,
+        **columns,
+    )
+    return texts, rewards_per_func, scores, unscored

@@ -31,14 +31,14 @@ from transformers import (
 from transformers.utils import logging
 
 from ...hub import model_card_name
-from ...rewards.reward_model import SequenceClassificationReward, fill_padding, is_conversational_prompt
+from ...rewards.reward_model import SequenceClassificationReward, fill_padding
 from ...rl.advantages import masked_whiten, outcome_token_rewards
 from ...rl.gae import compute_gae
 from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
 from ...rl.losses import clipped_surrogate_loss, clipped_value_loss
 from ..loop import RLLoopTrainer
 from .config import PPOBatchSizes, PPOConfig
-from .data import check_prompt_dataset, encode_prompts, left_pad, truncate_after_stop
+from .data import check_prompt_dataset, encode_prompts, left_pad, score_completions, truncate_after_stop
 from .modeling import (
     PolicyAndValueModel,
     drop_tied_weights,
@@ -303,34 +303,6 @@ class PPOTrainer(RLLoopTrainer):
         responses = sequences[:, prompt_ids.size(1) :]
         return truncate_after_stop(responses, self.stop_token_id, self.processing_class.pad_token_id)
 
-    def _score(
-        self,
-        examples: Dataset,
-        prompts: list,
-        sequences: torch.Tensor,
-        attention_mask: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Score prompt + response (`sequences` (B, P + L) with its `attention_mask`; `mask` (B, L) marks the response
-        tokens): reward functions get the decoded completions, `completion_ids` and the dataset's other columns,
-        reward models that share the policy's vocabulary the ids themselves. Returns the completions' texts and the
-        scorer's rewards per function, total rewards and unscored mask."""
-        responses = sequences[:, -mask.size(1) :]
-        completion_ids = [row[m].tolist() for row, m in zip(responses, mask)]
-        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        conversational = is_conversational_prompt(prompts[0])
-        completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-        columns = {k: examples[k] for k in examples.column_names if k not in ("prompt", "completion")}
-        rewards_per_func, scores, unscored = self.scorer(
-            prompts,
-            completions=completions,
-            completion_ids=completion_ids,
-            prompt_completion_ids=sequences,
-            prompt_completion_mask=attention_mask,
-            **columns,
-        )
-        return texts, rewards_per_func, scores, unscored
-
     def _reference_log_probs(self, inputs: dict, responses: torch.Tensor, keep: int) -> torch.Tensor:
         if self.ref_model is not None:
             logits = self.ref_model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
@@ -358,7 +330,7 @@ class PPOTrainer(RLLoopTrainer):
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         keep = responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
 
-        logps, ref_logps, values = [], [], []
+        logps, ref_logps, values, forward = [], [], [], None
         for chunk in torch.arange(len(prompts), device=device).split(args.local_rollout_forward_batch_size):
             inputs = {
                 "input_ids": sequences[chunk],
@@ -366,13 +338,19 @@ class PPOTrainer(RLLoopTrainer):
                 "position_ids": position_ids[chunk],
             }
             with self.accelerator.autocast():
-                logits, chunk_values = self.model(**inputs, logits_to_keep=keep)
+                with torch.set_grad_enabled(self._rollout_forward_trains):
+                    logits, chunk_values = self.model(**inputs, logits_to_keep=keep)
+                if self._rollout_forward_trains:
+                    forward = (logits, chunk_values)
+                    logits, chunk_values = logits.detach(), chunk_values.detach()
                 logps.append(sequence_log_probs(logits[:, :-1], responses[chunk], args.temperature))
                 values.append(chunk_values[:, :-1])
                 ref_logps.append(self._reference_log_probs(inputs, responses[chunk], keep))
         logps, ref_logps, values = torch.cat(logps), torch.cat(ref_logps), torch.cat(values)
 
-        texts, rewards_per_func, scores, unscored = self._score(examples, prompts, sequences, attention_mask, mask)
+        texts, rewards_per_func, scores, unscored = score_completions(
+            self.scorer, self.processing_class, examples, prompts, sequences, attention_mask, mask
+        )
         logs = self.scorer.logs(rewards_per_func, scores)
         scores = scores.to(device)
         if args.missing_eos_penalty is not None:
@@ -424,7 +402,20 @@ class PPOTrainer(RLLoopTrainer):
             "returns": returns,
             "unscored": unscored,
             "logs": logs,
+            "forward": forward,
         }
+
+    @property
+    def _rollout_forward_trains(self) -> bool:
+        """Whether the rollout's policy-and-value forward, run with gradients, is also the first update's: when one
+        micro-batch is the whole rollout batch (TRL's default layout: `gradient_accumulation_steps = num_mini_batches
+        = 1`) in one rollout chunk, the first micro-batch backpropagates through it instead of running the same forward
+        on the same weights again (its ratio is 1 by construction; the graph is what that forward would hold)."""
+        sizes = self.batch_sizes
+        return (
+            sizes.per_device_train_batch_size >= sizes.local_batch_size == sizes.local_mini_batch_size
+            and sizes.local_batch_size <= self.args.local_rollout_forward_batch_size
+        )
 
     # Update
 
@@ -450,21 +441,25 @@ class PPOTrainer(RLLoopTrainer):
                 for micro_start in range(0, len(mini_batch), sizes.per_device_train_batch_size):
                     index = mini_batch[micro_start : micro_start + sizes.per_device_train_batch_size]
                     first = epoch == 0 and mini_start == 0
-                    with self.optimizer_update(metrics):
-                        self._micro_batch_loss(batch, index, keep, warmup, first, metrics)
+                    with self.optimizer_update(metrics):  # the first takes the rollout's forward, if it trains
+                        forward = batch.pop("forward", None)
+                        self._micro_batch_loss(batch, index, keep, warmup, first, metrics, forward)
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
         logs["eps"] = sizes.batch_size / (time.perf_counter() - start)  # episodes per second, as TRL
         return logs
 
-    def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics) -> None:
+    def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics, forward=None) -> None:
         args = self.args
-        with self.accelerator.autocast():
-            logits, values = self.model(
-                input_ids=batch["sequences"][index],
-                attention_mask=batch["attention_mask"][index],
-                position_ids=batch["position_ids"][index],
-                logits_to_keep=keep,
-            )
+        if forward is not None:  # the rollout's forward of every row, with its graph (`_rollout_forward_trains`)
+            logits, values = forward[0][index], forward[1][index]
+        else:
+            with self.accelerator.autocast():
+                logits, values = self.model(
+                    input_ids=batch["sequences"][index],
+                    attention_mask=batch["attention_mask"][index],
+                    position_ids=batch["position_ids"][index],
+                    logits_to_keep=keep,
+                )
         logits, values = logits[:, :-1], values[:, :-1]
         logps = sequence_log_probs(logits, batch["responses"][index], args.temperature)
         weights, mask = batch["weights"][index], batch["mask"][index]
@@ -544,7 +539,9 @@ class PPOTrainer(RLLoopTrainer):
             responses, mask, _ = self._generate(prompt_ids, prompt_mask, config)
             attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
             sequences = torch.cat([prompt_ids, responses], dim=1)
-            texts, _, scores, _ = self._score(examples, prompts, sequences, attention_mask, mask)
+            texts, _, scores, _ = score_completions(
+                self.scorer, self.processing_class, examples, prompts, sequences, attention_mask, mask
+            )
             rows.extend(
                 {"step": self.state.global_step, "prompt": p, "completion": c, "score": s}
                 for p, c, s in zip(prompts, texts, scores.tolist())
