@@ -263,3 +263,22 @@ def test_the_first_update_through_the_rollouts_forward_equals_a_fresh_forward(ti
     assert reused._rollout_forward_trains and not fresh._rollout_forward_trains
     for a, b in zip(reused.model.parameters(), fresh.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_uneven_micro_batches_of_a_mini_batch_accumulate_into_one_optimizer_step(tiny, tmp_path):
+    # TRL: 4 · 3 = 12 rollout rows, 2 mini-batches of 6 run as range(0, 6, 4): micro-batches of 4 and 2
+    trainer = PPOTrainer(
+        make_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=3, num_mini_batches=2),
+        AutoTokenizer.from_pretrained(tiny["policy"]),
+        AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+        reward_model=lambda prompts, completions, **kwargs: [c.count("a") / 6 for c in completions],
+        train_dataset=Dataset.from_dict({"prompt": [f"Q{i}:" for i in range(12)]}),
+    )
+    rows = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    trainer.train()
+    assert rows == [8, 4] + [4, 2] * 4  # rollout chunks of local_rollout_forward_batch_size=8, then 2 epochs x 2
+    steps = {int(s["step"]) for s in trainer.optimizer.optimizer.state.values()}
+    assert steps == {4}  # one optimizer step per mini-batch
