@@ -277,7 +277,8 @@ class PPOBatchSizes:
     ```
 
     Each mini-batch runs in micro-batches of at most `per_device_train_batch_size` rows (TRL's
-    `range(0, local_mini_batch_size, per_device_train_batch_size)`), whose gradients accumulate into one optimizer step.
+    `range(0, local_mini_batch_size, per_device_train_batch_size)`), whose gradients accumulate into one optimizer step
+    (each micro-batch's mean loss weighs alike, as in TRL, also when the last one is smaller).
 
     Parameters:
         world_size (`int`): Processes.

@@ -74,8 +74,9 @@ class PPOTrainer(RLLoopTrainer):
     [`PPOBatchSizes`]):
 
     1. sample a response per prompt (temperature `T`, no top-k / top-p filtering), cut after the stop token;
-    2. recompute log π (logits / T) by a forward, log π_ref with the reference (a frozen copy of the initial policy, or
-       the policy with its LoRA adapter disabled) and the values V_t, in no-grad batches;
+    2. recompute log π (logits / T) and the values V_t by one forward of the policy-and-value module (with TRL's
+       default layout, one micro-batch per update, it keeps its graph and is the first update's forward), and log π_ref
+       with the reference (a frozen copy of the initial policy, or the policy with its LoRA adapter disabled);
     3. score prompt + response with the reward model(s) and reward functions; subtract `missing_eos_penalty` from
        responses without the stop token;
     4. per-token rewards r_t = −β·KL_t, plus the score on the **last response token** (the stop token when present);
