@@ -1,5 +1,7 @@
-"""Set-up the example scripts share: argument parsing with `--tiny` defaults, and building files on one process."""
+"""Set-up the example scripts share: argument parsing with `--tiny` defaults, building files and printing on one
+process."""
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,10 +21,28 @@ def parse_args(
     settings), then with `--tiny` `tiny_defaults`, replace the dataclasses' defaults; a `--config` file and the command
     line still override them, in that order."""
     parser = TrlParser(dataclass_types)
+    add_config_help(parser)
     parser.set_defaults_with_config(**(recipe_defaults or {}))
     if "--tiny" in sys.argv[1:]:
         parser.set_defaults_with_config(**tiny_defaults)
     return parser.parse_args_and_config()
+
+
+def add_config_help(parser: TrlParser) -> None:
+    """List `--config` in `--help`. TrlParser reads the flag itself before parsing (so it is never parsed here), but
+    does not declare it."""
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML file of argument values; the command line overrides them (a top-level `env` mapping sets "
+        "environment variables).",
+    )
+
+
+def print_on_main_process(*lines: str) -> None:
+    """Print a run's summary once, however many processes `accelerate launch` started."""
+    if PartialState().is_main_process:
+        print(*lines, sep="\n")
 
 
 def on_main_process(build: Callable[..., T], *args, **kwargs) -> T:

@@ -42,7 +42,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from example_utils import on_main_process, parse_args
+from example_utils import on_main_process, parse_args, print_on_main_process
 
 from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
 from trl_ext.hub import ModelSources, resolve_pretrained
@@ -222,7 +222,9 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     window = max(1, len(rewards) // 4)
     start, end = sum(rewards[:window]) / window, sum(rewards[-window:]) / window
-    print(f"{trainer.reward_func_names[0]} reward: first {window} logged steps {start:.4f} -> last {window} {end:.4f}")
+    print_on_main_process(
+        f"{trainer.reward_func_names[0]} reward: first {window} logged steps {start:.4f} -> last {window} {end:.4f}"
+    )
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()

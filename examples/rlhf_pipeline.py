@@ -41,8 +41,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
-from example_utils import on_main_process, parse_args
+from example_utils import on_main_process, parse_args, print_on_main_process
 
 from trl_ext import RLHFConfig, RLHFPipeline
 from trl_ext.pipelines.data import bundled_rlhf_data
@@ -110,13 +109,15 @@ def main(script_args: PipelineScriptArguments, config: RLHFConfig) -> None:
     pipeline = RLHFPipeline(config)
     outputs = pipeline.run()
     results = pipeline.evaluate() if script_args.evaluate else None
-    if PartialState().is_main_process:  # every process ran the stages; one prints
-        with open(os.path.join(outputs["ppo"], "stage_complete.json")) as f:
-            ppo = json.load(f)
-        print(f"stages done: {outputs}")
-        print(f"PPO reward-model score: {ppo['first_score']:.3f} -> {ppo['last_score']:.3f}")
-        if results is not None:
-            print(f"evaluation ({os.path.join(config.save_dir, 'logs', 'eval.json')}): {results}")
+    with open(os.path.join(outputs["ppo"], "stage_complete.json")) as f:
+        ppo = json.load(f)
+    summary = [
+        f"stages done: {outputs}",
+        f"PPO reward-model score: {ppo['first_score']:.3f} -> {ppo['last_score']:.3f}",
+    ]
+    if results is not None:
+        summary.append(f"evaluation ({os.path.join(config.save_dir, 'logs', 'eval.json')}): {results}")
+    print_on_main_process(*summary)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ python examples/sedd_latex_ppo.py --tiny --output_dir outputs/sedd
 import os
 from dataclasses import dataclass, field
 
-from example_utils import parse_args
+from example_utils import parse_args, print_on_main_process
 from sedd_sft import SEDDScriptArguments, load_sedd_setup
 
 from trl_ext import (
@@ -92,7 +92,7 @@ def main(script_args: LaTeXPPOScriptArguments, training_args: DiscreteDiffusionP
         sft = DiscreteDiffusionSFTTrainer(model, sft_args, dataset, tokenizer)
         sft.train()
         losses = [h["loss"] for h in sft.state.log_history if "loss" in h]
-        print(f"SFT loss per token: {losses[0]:.3f} -> {losses[-1]:.3f}")
+        print_on_main_process(f"SFT loss per token: {losses[0]:.3f} -> {losses[-1]:.3f}")
         model = sft.accelerator.unwrap_model(sft.model)
 
     trainer = DiscreteDiffusionPPOTrainer(model, LaTeXReward(), training_args, dataset, tokenizer)
@@ -100,7 +100,7 @@ def main(script_args: LaTeXPPOScriptArguments, training_args: DiscreteDiffusionP
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     window = max(1, len(rewards) // 5)
     start, end = sum(rewards[:window]) / window, sum(rewards[-window:]) / window
-    print(f"LaTeX reward: first {window} logged PPO steps {start:.3f} -> last {window} {end:.3f}")
+    print_on_main_process(f"LaTeX reward: first {window} logged PPO steps {start:.3f} -> last {window} {end:.3f}")
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()

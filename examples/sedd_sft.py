@@ -28,7 +28,7 @@ python examples/sedd_sft.py --tiny --output_dir outputs/sedd_sft
 import os
 from dataclasses import dataclass, field
 
-from example_utils import on_main_process, parse_args
+from example_utils import on_main_process, parse_args, print_on_main_process
 
 from trl_ext import DiscreteDiffusionSFTConfig, DiscreteDiffusionSFTTrainer, SEDDModel
 from trl_ext.data import generate_latex_corpus, load_s1k_latex
@@ -80,7 +80,7 @@ def main(script_args: SEDDScriptArguments, training_args: DiscreteDiffusionSFTCo
     trainer = DiscreteDiffusionSFTTrainer(model, training_args, dataset, tokenizer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    print(f"score-entropy loss per token: {losses[0]:.3f} -> {losses[-1]:.3f}")
+    print_on_main_process(f"score-entropy loss per token: {losses[0]:.3f} -> {losses[-1]:.3f}")
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()

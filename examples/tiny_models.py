@@ -23,9 +23,11 @@ python examples/tiny_models.py --output_dir tiny_models
 """
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
+from example_utils import add_config_help
 from trl import TrlParser
 
 import trl_ext.testing as testing
@@ -71,5 +73,10 @@ def main(args: TinyModelsArguments) -> None:
 
 if __name__ == "__main__":
     parser = TrlParser(TinyModelsArguments)
+    add_config_help(parser)
+    if any(arg.split("=")[0] == "--max_steps" for arg in sys.argv[1:]):
+        parser.error(
+            "--max_steps does not apply: this script trains nothing, it writes and reloads each tiny model once."
+        )
     (script_args,) = parser.parse_args_and_config()
     main(script_args)

@@ -32,7 +32,7 @@ python examples/tprl_grpo_vlm.py --tiny --output_dir outputs/tprl
 import os
 from dataclasses import dataclass, field
 
-from example_utils import on_main_process, parse_args
+from example_utils import on_main_process, parse_args, print_on_main_process
 from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
@@ -81,7 +81,7 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     window = max(1, len(rewards) // 4)
-    print(
+    print_on_main_process(
         f"reward: first {window} logged steps {sum(rewards[:window]) / window:.3f} -> "
         f"last {window} logged steps {sum(rewards[-window:]) / window:.3f}"
     )

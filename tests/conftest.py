@@ -51,3 +51,24 @@ def launch_two_processes(tmp_path):
         return ranks
 
     return run
+
+
+@pytest.fixture
+def run_example(tmp_path):
+    """Run `examples/<script> <args...>` offline as a user does, with `python` or, with `processes=2`, under
+    `accelerate launch` on two CPU processes (`accelerate_configs/cpu_2proc.yaml`); return the `CompletedProcess`."""
+
+    def run(script: str, *args: str, processes: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+        command = [sys.executable]
+        if processes > 1:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            config = os.path.join(ROOT, "accelerate_configs", "cpu_2proc.yaml")
+            command += ["-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", str(processes)]
+            command += ["--main_process_port", str(port)]
+        command += [os.path.join(ROOT, "examples", script), *map(str, args)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if processes > 1 else dict(os.environ)
+        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+    return run

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -49,3 +51,36 @@ def test_flow_rtpo_red_teaming_example_runs_offline_on_tiny_models(tmp_path):
         tmp_path / "README.md"
     ).read_text()
     assert (tmp_path / "prompt_editor.safetensors").is_file() and not (tmp_path / "tmp_trainer").exists()
+
+
+# Every training example under `accelerate launch` with two CPU processes, as users scale them: (script, arguments,
+# the summary line the main process prints). The RLHF pipeline's run is in test_rlhf_pipeline.py.
+TWO_PROCESS_RUNS = {
+    "flow_rtpo_red_teaming": (
+        "flow_rtpo.py",
+        ("--tiny", "--max_steps", "1", "--num_train_prompts", "4"),
+        "flow_rtpo reward: first",
+    ),
+    "flow_grpo": ("flow_rtpo.py", ("--tiny", "--mode", "flow_grpo", "--max_steps", "1"), "brightness reward: first"),
+    "sedd_sft": ("sedd_sft.py", ("--tiny", "--max_steps", "2"), "score-entropy loss per token"),
+    "sedd_latex_ppo": ("sedd_latex_ppo.py", ("--tiny", "--sft_steps", "2", "--max_steps", "1"), "LaTeX reward: first"),
+    "tprl_grpo_vlm": ("tprl_grpo_vlm.py", ("--tiny", "--max_steps", "1"), "reward: first"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", sorted(TWO_PROCESS_RUNS))
+def test_example_runs_in_two_processes_and_prints_its_summary_once(name, run_example, tmp_path):
+    script, args, summary = TWO_PROCESS_RUNS[name]
+    result = run_example(script, *args, "--output_dir", tmp_path / "out", processes=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count(summary) == 1, result.stdout
+
+
+def test_every_example_lists_config_in_its_help_and_tiny_models_refuses_max_steps(run_example):
+    for script in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "example_utils.py"):
+        result = run_example(script, "--help")
+        assert result.returncode == 0 and "--config CONFIG" in result.stdout, (script, result.stderr[-2000:])
+    result = run_example("tiny_models.py", "--max_steps", "3")
+    assert result.returncode == 2 and "--max_steps does not apply" in result.stderr
