@@ -110,6 +110,51 @@ def test_num_train_epochs_sets_the_steps_and_zero_steps_is_an_error(sedd_path, t
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, max_steps=-1, num_train_epochs=0), CORPUS, tokenizer)
 
 
+def test_gradient_accumulation_makes_every_step_one_optimizer_step_over_n_micro_batches(
+    sedd_path, tokenizer, tmp_path
+):
+    """Issue 18, item 9, as in transformers' Trainer: with `gradient_accumulation_steps=2` a step is an optimizer
+    step over twice the rows (it used to step every second training step and drop a trailing half accumulation), so
+    an epoch takes half the steps; SEDD PPO's SGD weight change and gradient norms equal those of the same rollouts
+    trained with each minibatch in one micro-batch (unscored samples weigh 0 over the whole update, not over a
+    micro-batch)."""
+    one = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, max_steps=-1), CORPUS, tokenizer)
+    two = DiscreteDiffusionSFTTrainer(
+        sedd_path, sft_args(tmp_path, max_steps=-1, gradient_accumulation_steps=2), CORPUS, tokenizer
+    )
+    assert two.max_steps == math.ceil(one.max_steps / 2)
+    two = DiscreteDiffusionSFTTrainer(
+        sedd_path, sft_args(tmp_path, max_steps=3, gradient_accumulation_steps=2), CORPUS, tokenizer
+    )
+    two.train()
+    assert [h["step"] for h in two.state.log_history if h.get("grad_norm", 0) > 0] == [1, 2, 3]
+
+    def some_unscored(prompts, completions, **kwargs):
+        return [None if i % 3 == 0 else float(c.count("a")) for i, c in enumerate(completions)]
+
+    changes, grad_norms = {}, {}
+    for accumulation, batch_size in ((4, 2), (1, 8)):  # rollouts of 8, two minibatches of 4: micro-batches of 2 or 4
+        args = ppo_args(
+            tmp_path,
+            optim="sgd",
+            learning_rate=0.1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+        )
+        trainer = DiscreteDiffusionPPOTrainer(sedd_path, some_unscored, args, PROMPTS, tokenizer)
+        before = weights(trainer)
+        trainer.train()
+        changes[accumulation] = torch.cat([(a - b).flatten() for a, b in zip(weights(trainer), before)])
+        grad_norms[accumulation] = [h["grad_norm"] for h in trainer.state.log_history]
+    torch.testing.assert_close(grad_norms[4], grad_norms[1], rtol=1e-4, atol=0)
+    scale = changes[1].abs().max().item()
+    print(
+        f"SEDD PPO weight change: max {scale:.3e}, accumulated - one batch {(changes[4] - changes[1]).abs().max():.3e}"
+    )
+    assert scale > 0
+    torch.testing.assert_close(changes[4], changes[1], rtol=0, atol=1e-4 * scale)
+
+
 def test_fields_the_loop_cannot_honour_are_rejected(sedd_path, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="torch_compile=True"):
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, torch_compile=True), CORPUS, tokenizer)

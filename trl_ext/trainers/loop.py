@@ -24,6 +24,10 @@ What it guarantees (DESIGN.md, "The loop contract"):
 
 - every `TrainingArguments` field is honoured or, set to a value the loop cannot honour, rejected at construction;
 - `max_steps`, else `num_train_epochs` over the training rows (never 0 steps silently);
+- batch sizes as TRL's last PPOTrainer (and transformers): a training step uses `per_device_train_batch_size ·
+  gradient_accumulation_steps` rows per process, `num_mini_batches` optimizer updates split them (if the trainer has
+  them), and each update accumulates micro-batches of `per_device_train_batch_size` rows ([`micro_batches`]); a step
+  ends on an optimizer step, so every micro-batch's gradient is applied (checked after every step);
 - each process draws its own rows: the rows of step `s` on rank `r` are a fixed function of (seed, s, r), so a resumed
   run sees the same rows as an uninterrupted one;
 - metrics are gathered over the processes before they are logged;
@@ -377,12 +381,34 @@ class RLLoopTrainer(HubPushMixin):
             scheduler_specific_kwargs=self.args.lr_scheduler_kwargs or {},
         )
 
+    def micro_batches(
+        self, indices: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Split the samples of one optimizer update into micro-batches of `per_device_train_batch_size` (the last may
+        be smaller), as many as the accelerator accumulates, each with its samples' loss weights.
+
+        A sample's weight is its `weights` entry (default 1; 0 for an unscored sample) over their sum on the whole
+        update, times the number of micro-batches, by which `accelerator.backward` divides each micro-batch's loss: the
+        accumulated gradient of the micro-batches' `(loss * weight).sum()` is the gradient of the update's weighted
+        mean loss whatever the split.
+        """
+        chunks = indices.split(self.args.per_device_train_batch_size)
+        if len(chunks) != self.accelerator.gradient_accumulation_steps:
+            raise ValueError(
+                f"An optimizer update of {len(indices)} samples makes {len(chunks)} micro-batches of "
+                f"per_device_train_batch_size={self.args.per_device_train_batch_size}, but the accelerator accumulates "
+                f"{self.accelerator.gradient_accumulation_steps}."
+            )
+        weights = torch.ones(len(indices), device=self.accelerator.device) if weights is None else weights[indices]
+        weights = weights * (len(chunks) / weights.sum().clamp(min=1.0))
+        return list(zip(chunks, weights.split(self.args.per_device_train_batch_size)))
+
     @contextlib.contextmanager
     def optimizer_update(self, metrics: dict[str, list[float]]) -> Iterator[None]:
-        """One (micro-)batch: the body runs the forwards and `accelerator.backward`; then, when gradients are synced
-        (every `gradient_accumulation_steps`), they are averaged over the processes where DDP did not see the forward
-        (`_forward_bypasses_wrapper`), clipped to `max_grad_norm` (the norm is logged; DeepSpeed reports none) and the
-        optimizer steps.
+        """One micro-batch: the body runs the forwards and `accelerator.backward`; after the last micro-batch of an
+        optimizer update (see [`micro_batches`]) the gradients are averaged over the processes where DDP did not see
+        the forward (`_forward_bypasses_wrapper`), clipped to `max_grad_norm` (the norm is logged; DeepSpeed reports
+        none) and the optimizer steps.
         """
         with self.accelerator.accumulate(self.model):
             yield
@@ -498,6 +524,12 @@ class RLLoopTrainer(HubPushMixin):
             self.control = handler.on_step_begin(args, self.state, self.control)
             learning_rate = self.lr_scheduler.get_last_lr()[0]
             logs = self.training_step()
+            if self.accelerator.step % self.accelerator.gradient_accumulation_steps:  # (its count of micro-batches)
+                raise RuntimeError(
+                    f"{type(self).__name__}.training_step ended within an optimizer update: each update must run the "
+                    f"{self.accelerator.gradient_accumulation_steps} micro-batches the accelerator accumulates, so "
+                    "that no gradient is left unapplied."
+                )
             with warnings.catch_warnings():  # a step without an update (nothing scored) still advances the schedule
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
                 self.lr_scheduler.step()

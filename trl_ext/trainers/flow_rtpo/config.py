@@ -28,12 +28,15 @@ class FlowRTPOConfig(TrainingArguments):
     Configuration class for [`FlowRTPOTrainer`]: GRPO on the denoising trajectories of a flow-matching text-to-image
     model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)), and the Flow-RTPO prompt editor.
 
-    One training step samples `per_device_train_batch_size` images (`num_generations` per prompt) with the SDE
-    sampler, scores them with the reward functions, computes group advantages, then makes one optimizer update per
-    minibatch (`num_mini_batches`; gradients accumulate over the trained timesteps, and over
-    `gradient_accumulation_steps` minibatches). The first minibatch is on-policy (ratio exactly 1); later ones are
-    off-policy and clipped at `epsilon` / `epsilon_high`. Names follow [`~trl.GRPOConfig`] where the concept is the
-    same.
+    One training step samples `per_device_train_batch_size · gradient_accumulation_steps` images per process
+    (`num_generations` per prompt) with the SDE sampler, scores them with the reward functions, computes group
+    advantages, then makes one optimizer update per minibatch (`num_mini_batches`): batch sizes as in TRL's last
+    PPOTrainer. An update accumulates the gradients of its micro-batches of `per_device_train_batch_size` images (and
+    of the trained timesteps) and equals the update of the whole minibatch in one micro-batch; every image's gradient
+    reaches an optimizer step. `max_steps` counts training steps; with `num_mini_batches=1` (the default) each is one
+    optimizer step of `gradient_accumulation_steps` micro-batches, as in transformers' Trainer. The first minibatch
+    is on-policy (ratio exactly 1); later ones are off-policy and clipped at `epsilon` / `epsilon_high`. Names follow
+    [`~trl.GRPOConfig`] where the concept is the same.
 
     Parameters:
         > Sampling (shared by rollouts and the recomputation of their log-probabilities: [`sampling_config`])
@@ -206,13 +209,12 @@ class FlowRTPOConfig(TrainingArguments):
         )
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group advantages, got {self.num_generations}.")
-        if self.per_device_train_batch_size % self.num_generations:
+        rollout = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if rollout % self.num_generations or rollout % self.num_mini_batches:
             raise ValueError(
-                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
-                f"num_generations ({self.num_generations})."
+                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout}, must be a "
+                f"multiple of num_generations ({self.num_generations}) and of num_mini_batches ({self.num_mini_batches})."
             )
-        if self.per_device_train_batch_size % self.num_mini_batches:
-            raise ValueError("per_device_train_batch_size must be a multiple of num_mini_batches.")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}.")
         if int(self.num_inference_steps * self.timestep_fraction) < 1:

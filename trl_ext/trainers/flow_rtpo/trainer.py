@@ -14,6 +14,7 @@
 """[`FlowRTPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA, and the Flow-RTPO prompt-editor loop."""
 
 import contextlib
+import math
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -129,12 +130,19 @@ class FlowRTPOTrainer(RLLoopTrainer):
         self.prompt_editor = prompt_editor
         # images per original prompt: a group (num_generations, times num_edits_per_prompt with an editor)
         self.images_per_prompt = args.num_generations * (args.num_edits_per_prompt if prompt_editor is not None else 1)
-        if args.per_device_train_batch_size % self.images_per_prompt:
+        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        if rollout_size % self.images_per_prompt:
             raise ValueError(
-                f"per_device_train_batch_size ({args.per_device_train_batch_size}) must be a multiple of the images per "
-                f"original prompt ({self.images_per_prompt}: num_generations, times num_edits_per_prompt with an editor)."
+                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout_size}, must be "
+                f"a multiple of the images per original prompt ({self.images_per_prompt}: num_generations, times "
+                "num_edits_per_prompt with an editor)."
             )
-        self._setup_data(len(train_dataset), args.per_device_train_batch_size // self.images_per_prompt)
+        self._setup_data(len(train_dataset), rollout_size // self.images_per_prompt)
+        # micro-batches of per_device_train_batch_size per optimizer update, as TRL's PPOTrainer (set before
+        # `_prepare`, which hands it to DeepSpeed)
+        self.accelerator.gradient_accumulation_steps = math.ceil(
+            args.gradient_accumulation_steps / args.num_mini_batches
+        )
         self._prepare(transformer, [p for p in transformer.parameters() if p.requires_grad])
         self.ema = None
         if args.ema_decay > 0:
@@ -168,7 +176,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
         return ((mean - reference.mean) ** 2 / (2 * std**2)).mean(dim=tuple(range(1, mean.dim())))
 
     def training_step(self) -> dict[str, float]:
-        """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates."""
+        """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates, each over
+        micro-batches of `per_device_train_batch_size` images."""
         args = self.args
         prompts, columns, group_ids = self._sample_prompts(self.train_dataset, self.images_per_prompt)
         edits = None
@@ -200,23 +209,23 @@ class FlowRTPOTrainer(RLLoopTrainer):
         num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
         metrics = defaultdict(list)
         for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
-            weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
-            with self.optimizer_update(metrics):
-                for step in range(num_train_steps):
-                    out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, minibatch)
-                    log_ratio = out.log_prob - trajectory.log_probs[minibatch, step]
-                    policy_loss, clipped = clipped_surrogate_loss(
-                        log_ratio, advantages[minibatch], args.epsilon, args.epsilon_high
-                    )
-                    loss = (policy_loss * weight).sum()
-                    if args.beta > 0:
-                        kl = self._kl_to_reference(trajectory, step, minibatch, out.mean, out.std)
-                        loss = loss + args.beta * (kl * weight).sum()
-                        metrics["kl"].append(kl.mean().item())
-                    self.accelerator.backward(loss / num_train_steps)
-                    metrics["ratio"].append(log_ratio.exp().mean().item())
-                    metrics["clip_fraction"].append(clipped.float().mean().item())
-                    metrics["loss"].append(loss.item())
+            for micro_batch, weight in self.micro_batches(minibatch, weights):
+                with self.optimizer_update(metrics):
+                    for step in range(num_train_steps):
+                        out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, micro_batch)
+                        log_ratio = out.log_prob - trajectory.log_probs[micro_batch, step]
+                        policy_loss, clipped = clipped_surrogate_loss(
+                            log_ratio, advantages[micro_batch], args.epsilon, args.epsilon_high
+                        )
+                        loss = (policy_loss * weight).sum()
+                        if args.beta > 0:
+                            kl = self._kl_to_reference(trajectory, step, micro_batch, out.mean, out.std)
+                            loss = loss + args.beta * (kl * weight).sum()
+                            metrics["kl"].append(kl.mean().item())
+                        self.accelerator.backward(loss / num_train_steps)
+                        metrics["ratio"].append(log_ratio.exp().mean().item())
+                        metrics["clip_fraction"].append(clipped.float().mean().item())
+                        metrics["loss"].append(loss.item())
 
         if self.ema is not None and (self.state.global_step + 1) % args.ema_update_interval == 0:
             self.ema.step(self.trainable_params)

@@ -27,14 +27,19 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     Configuration class for [`DiscreteDiffusionPPOTrainer`]: PPO for SEDD language models, whose sequence
     log-likelihood is the multi-sample ELBO estimate of [`~trl_ext.models.sedd.elbo`].
 
-    Each step samples `per_device_train_batch_size` completions (`num_generations` per prompt) with the SEDD sampler,
-    scores them, computes group advantages, draws K = `num_sigma_samples` noise draws per completion and evaluates the
-    old policy's bound with them; then `num_iterations` epochs over `num_mini_batches` minibatches optimise the
-    clipped surrogate on ratio = exp((ELBO_old − ELBO_new) / n), evaluated on the same draws (common random numbers:
+    Each step samples `per_device_train_batch_size · gradient_accumulation_steps` completions per process
+    (`num_generations` per prompt) with the SEDD sampler, scores them, computes group advantages, draws K =
+    `num_sigma_samples` noise draws per completion and evaluates the old policy's bound with them; then
+    `num_iterations` epochs over `num_mini_batches` minibatches, one optimizer update each, optimise the clipped
+    surrogate on ratio = exp((ELBO_old − ELBO_new) / n), evaluated on the same draws (common random numbers:
     the ratio is exactly 1 before the first update), n = 1 or the response length (`ratio_normalization`). With
     `beta > 0` the k3 estimate of KL(π ‖ π_ref), from the reference's bound on the same draws, is added. The model
-    stays in eval mode (no dropout) so that the bounds of old and new policy differ only through the weights. Names
-    follow [`~trl.GRPOConfig`] where the concept is the same.
+    stays in eval mode (no dropout) so that the bounds of old and new policy differ only through the weights. Batch
+    sizes are TRL's last PPOTrainer's: an update accumulates the gradients of its micro-batches of
+    `per_device_train_batch_size` completions and equals the update of the whole minibatch in one micro-batch; every
+    completion's gradient reaches an optimizer step. `max_steps` counts training steps; with `num_iterations=1` and
+    `num_mini_batches=1` (the defaults) each is one optimizer step of `gradient_accumulation_steps` micro-batches, as
+    in transformers' Trainer. Names follow [`~trl.GRPOConfig`] where the concept is the same.
 
     Parameters:
         > Sampling
@@ -68,7 +73,7 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
         num_iterations (`int`, *optional*, defaults to `1`):
             Epochs over each rollout batch (μ in GRPO).
         num_mini_batches (`int`, *optional*, defaults to `1`):
-            Minibatches, hence optimizer updates (with `gradient_accumulation_steps=1`), per epoch.
+            Minibatches, hence optimizer updates, per epoch.
         ratio_normalization (`Literal["token", "sequence"]`, *optional*, defaults to `"token"`):
             `"token"` divides the log-ratio by the response length (ESPO-style), `"sequence"` does not.
         beta (`float`, *optional*, defaults to `0.0`):
@@ -147,10 +152,10 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
             positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
             non_negative=("beta",),
         )
-        if self.num_generations < 2 or self.per_device_train_batch_size % self.num_generations:
+        rollout = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.num_generations < 2 or rollout % self.num_generations or rollout % self.num_mini_batches:
             raise ValueError(
-                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
-                f"num_generations ({self.num_generations}), which must be >= 2."
+                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout}, must be a "
+                f"multiple of num_generations ({self.num_generations}), which must be >= 2, and of num_mini_batches "
+                f"({self.num_mini_batches})."
             )
-        if self.per_device_train_batch_size % self.num_mini_batches:
-            raise ValueError("per_device_train_batch_size must be a multiple of num_mini_batches.")

@@ -14,6 +14,7 @@
 """[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood."""
 
 import copy
+import math
 from collections import defaultdict
 
 import torch
@@ -95,7 +96,13 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
         self.ref_model = ref_model
         model.eval()  # no dropout: the ELBO of old and new policy must differ only through the weights
-        self._setup_data(len(train_dataset), args.per_device_train_batch_size // args.num_generations)
+        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        self._setup_data(len(train_dataset), rollout_size // args.num_generations)
+        # micro-batches of per_device_train_batch_size per optimizer update, as TRL's PPOTrainer (set before
+        # `_prepare`, which hands it to DeepSpeed)
+        self.accelerator.gradient_accumulation_steps = math.ceil(
+            args.gradient_accumulation_steps / args.num_mini_batches
+        )
         self._prepare(model, [p for p in model.parameters() if p.requires_grad])
 
     @property
@@ -179,31 +186,29 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         metrics = defaultdict(list)
         for _ in range(args.num_iterations):
             for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
-                minibatch = minibatch.to(device)
-                weight = weights[minibatch] / weights[minibatch].sum().clamp(min=1.0)
-                with self.optimizer_update(metrics):
-                    sub_draws = draws.select(minibatch)
-                    nll = elbo(
-                        self.policy,
-                        sequences[minibatch],
-                        self.noise,
-                        prompt_mask=prompt_mask[minibatch],
-                        draws=sub_draws,
-                    )
-                    log_ratio = (old_nll[minibatch] - nll) / normalizer
-                    policy_loss, clipped = clipped_surrogate_loss(
-                        log_ratio, advantages[minibatch], args.epsilon, args.epsilon_high
-                    )
-                    loss = (policy_loss * weight).sum()
-                    if ref_nll is not None:
-                        kl = kl_divergence(-nll / normalizer, -ref_nll[minibatch] / normalizer, "k3")
-                        loss = loss + args.beta * (kl * weight).sum()
-                        metrics["kl"].append(kl.mean().item())
-                    self.accelerator.backward(loss)
-                metrics["loss"].append(loss.item())
-                metrics["ratio"].append(log_ratio.exp().mean().item())
-                metrics["clip_fraction"].append(clipped.float().mean().item())
-                metrics["elbo_nll"].append(nll.mean().item())
+                for micro_batch, weight in self.micro_batches(minibatch.to(device), weights):
+                    with self.optimizer_update(metrics):
+                        nll = elbo(
+                            self.policy,
+                            sequences[micro_batch],
+                            self.noise,
+                            prompt_mask=prompt_mask[micro_batch],
+                            draws=draws.select(micro_batch),
+                        )
+                        log_ratio = (old_nll[micro_batch] - nll) / normalizer
+                        policy_loss, clipped = clipped_surrogate_loss(
+                            log_ratio, advantages[micro_batch], args.epsilon, args.epsilon_high
+                        )
+                        loss = (policy_loss * weight).sum()
+                        if ref_nll is not None:
+                            kl = kl_divergence(-nll / normalizer, -ref_nll[micro_batch] / normalizer, "k3")
+                            loss = loss + args.beta * (kl * weight).sum()
+                            metrics["kl"].append(kl.mean().item())
+                        self.accelerator.backward(loss)
+                    metrics["loss"].append(loss.item())
+                    metrics["ratio"].append(log_ratio.exp().mean().item())
+                    metrics["clip_fraction"].append(clipped.float().mean().item())
+                    metrics["elbo_nll"].append(nll.mean().item())
         return {**logs, **{name: sum(values) / len(values) for name, values in metrics.items()}}
 
     def save_model(self, output_dir: str | None = None) -> None:

@@ -24,9 +24,10 @@ class DiscreteDiffusionSFTConfig(TrainingArguments):
     Configuration class for [`DiscreteDiffusionSFTTrainer`]: score-entropy fine-tuning of a SEDD model on text.
 
     The text column is tokenized, an EOS is appended to each document, and the stream is cut into blocks of
-    `block_size` tokens (SEDD's pretraining format). Each step draws `per_device_train_batch_size` blocks and
-    minimises the one-sample DWDSE (SEDD's own training loss); an epoch (`num_train_epochs`) is one pass over the
-    blocks.
+    `block_size` tokens (SEDD's pretraining format). As in transformers' Trainer, each step is one optimizer step on
+    `per_device_train_batch_size · gradient_accumulation_steps` blocks per process, accumulated over
+    `gradient_accumulation_steps` micro-batches of `per_device_train_batch_size`, and minimises the one-sample DWDSE
+    (SEDD's own training loss); an epoch (`num_train_epochs`) is one pass over the blocks.
 
     Parameters:
         dataset_text_field (`str`, *optional*, defaults to `"text"`):

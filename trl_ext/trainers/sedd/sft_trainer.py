@@ -71,21 +71,22 @@ class DiscreteDiffusionSFTTrainer(RLLoopTrainer):
         self.blocks = torch.tensor(stream[: num_blocks * args.block_size]).view(num_blocks, args.block_size)
         self.noise = get_noise(model.config)
         self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
-        self._setup_data(num_blocks, args.per_device_train_batch_size)
+        self._setup_data(num_blocks, args.per_device_train_batch_size * args.gradient_accumulation_steps)
         self._prepare(model.train(), list(model.parameters()))
 
     def training_step(self) -> dict[str, float]:
-        """One optimizer step (or accumulation micro-step) on this step's blocks."""
-        rows = self.rows_for_step(self.state.global_step)
+        """One optimizer step on this step's blocks, over `gradient_accumulation_steps` micro-batches."""
+        rows = torch.tensor(self.rows_for_step(self.state.global_step))
+        model = self.accelerator.unwrap_model(self.model)
         metrics = defaultdict(list)
-        with self.optimizer_update(metrics):
-            model = self.accelerator.unwrap_model(self.model)
-            blocks = self.blocks[rows].to(self.accelerator.device)
-            loss = (
-                score_entropy_loss(model, blocks, self.noise, generator=self._generator).mean() / self.args.block_size
-            )
-            self.accelerator.backward(loss)
-        return {"loss": loss.item(), **{name: sum(v) / len(v) for name, v in metrics.items()}}
+        for micro_batch, weight in self.micro_batches(rows):
+            with self.optimizer_update(metrics):
+                blocks = self.blocks[micro_batch].to(self.accelerator.device)
+                loss = (score_entropy_loss(model, blocks, self.noise, generator=self._generator) * weight).sum()
+                loss = loss / self.args.block_size
+                self.accelerator.backward(loss)
+            metrics["loss"].append(loss.item())
+        return {name: sum(v) / len(v) for name, v in metrics.items()}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the model in the SEDD checkpoint layout, with a model card."""
