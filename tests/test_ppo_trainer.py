@@ -156,7 +156,8 @@ def test_score_lands_on_the_stop_token_and_missing_eos_penalty_uses_the_stop_tok
     trainer._generate = lambda *args: truncate_after_stop(fixed, stop, tokenizer.pad_token_id)
     batch = trainer._rollout(trainer.train_dataset.select(range(3)))
     assert batch["mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
-    assert batch["responses"][0, 3] == tokenizer.pad_token_id
+    # past the stop token: the filled id 0 (as TRL fed its models), never the pad id, which a model may lack
+    assert batch["responses"][0, 3] == 0 and batch["sequences"][0, -1] == 0
     # the EOS of the tokenizer does not count as a stop: row 1 has no stop token and is penalised
     assert batch["scores"].tolist() == [2.0, 0.5, 2.0]
     assert eos not in fixed

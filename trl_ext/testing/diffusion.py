@@ -52,7 +52,13 @@ def fit_tiny_vae_decoder(vae, steps: int, seed: int = 0) -> None:
         optimizer.step()
 
 
-def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae_fit_steps: int = 100) -> str:
+def save_tiny_sd3(
+    path: str | os.PathLike,
+    fast: bool = True,
+    seed: int = 0,
+    vae_fit_steps: int = 100,
+    published_geometry: bool = False,
+) -> str:
     """Build a tiny random `StableDiffusion3Pipeline` and save it with `save_pretrained` to `path`.
 
     Components as in SD3/SD3.5: an `SD3Transformer2DModel` (one joint block), an `AutoencoderKL`, two
@@ -73,6 +79,11 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae
             Seed of the weight initialisation.
         vae_fit_steps (`int`, *optional*, defaults to `100`):
             Steps of [`fit_tiny_vae_decoder`] (about 1–3 s on CPU); 0 keeps the decoder random.
+        published_geometry (`bool`, *optional*, defaults to `False`):
+            SD3.5's latent geometry instead: a 4-block VAE (8× downsampling, 4-channel blocks) and patch size 2, so a
+            512×512 image is 32×32 image tokens, as in the real model, and any resolution the real model takes (up to
+            its `pos_embed_max_size=96` patches a side) works. Slower per image; use it where a run at the published
+            resolution must work as written.
 
     Returns:
         `str`: `path`.
@@ -101,15 +112,15 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae
         pad_token_id=1,
     )
     t5_config = tiny_t5_config(len(t5_tokenizer))
-    num_vae_blocks = 2 if fast else 1
+    num_vae_blocks = 4 if published_geometry else 2 if fast else 1
     torch.manual_seed(seed)
     text_encoders = [CLIPTextModelWithProjection(clip_config), CLIPTextModelWithProjection(clip_config)]
     text_encoder_3 = T5EncoderModel(t5_config)
     for index, encoder in enumerate([*text_encoders, text_encoder_3]):
         init_tiny_weights(encoder, seed + index)
     transformer = SD3Transformer2DModel(
-        sample_size=32 // 2 ** (num_vae_blocks - 1),
-        patch_size=2 if fast else 1,
+        sample_size=32 // 2 ** (num_vae_blocks - 1) if not published_geometry else 64,
+        patch_size=2 if fast or published_geometry else 1,
         in_channels=4,
         num_layers=1,
         attention_head_dim=8,
@@ -123,7 +134,7 @@ def save_tiny_sd3(path: str | os.PathLike, fast: bool = True, seed: int = 0, vae
         sample_size=32,
         in_channels=3,
         out_channels=3,
-        block_out_channels=(4, 8)[:num_vae_blocks],
+        block_out_channels=(4, 4, 4, 4) if published_geometry else (4, 8)[:num_vae_blocks],
         down_block_types=("DownEncoderBlock2D",) * num_vae_blocks,
         up_block_types=("UpDecoderBlock2D",) * num_vae_blocks,
         layers_per_block=1,

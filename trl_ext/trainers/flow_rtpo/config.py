@@ -19,7 +19,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from ...models.flow_sde import FlowSamplingConfig
-from ..validation import check_literal_fields, check_ranges
+from ..validation import check_literal_fields, check_ranges, default_bf16
 
 
 @dataclass
@@ -105,7 +105,7 @@ class FlowRTPOConfig(TrainingArguments):
         > Overridden TrainingArguments defaults
 
         learning_rate (`float`, *optional*, defaults to `3e-4`), max_grad_norm (`float`, *optional*, defaults to
-        `1.0`), bf16 (`bool`, *optional*, defaults to `False`).
+        `1.0`), bf16 (`bool`, *optional*: unset, on where the device supports it, a CUDA GPU with bf16).
 
     > [!NOTE]
     > LoRA dropout is not offered: dropout during the recomputation would make the ratio differ from 1 on-policy (a
@@ -186,9 +186,16 @@ class FlowRTPOConfig(TrainingArguments):
     num_sample_prompts: int = field(default=4, metadata={"help": "Prompts rendered by `sample_steps`."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the optimizer (Flow-GRPO: 3e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision; unset: on where the device supports it (a CUDA GPU with bf16), off on a CPU."
+        },
+    )
 
     def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self)
         super().__post_init__()
         check_literal_fields(self)
         check_ranges(

@@ -19,10 +19,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 from transformers import TrainingArguments
 
-from ..validation import check_literal_fields, check_ranges
+from ..validation import check_literal_fields, check_ranges, default_bf16
 
 
 _DERIVED = "TRL's derived size: leave unset (the trainer derives it into trainer.batch_sizes)."
@@ -227,8 +226,7 @@ class PPOConfig(TrainingArguments):
 
     def __post_init__(self):
         if self.bf16 is None:
-            supported = not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            self.bf16 = supported and not self.fp16
+            self.bf16 = default_bf16(self)
         super().__post_init__()
         check_literal_fields(self)
         check_ranges(

@@ -328,6 +328,9 @@ class PPOTrainer(RLLoopTrainer):
         responses, mask, has_stop = self._generate(prompt_ids, prompt_mask, self.generation_config)
         attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
         sequences = fill_padding(torch.cat([prompt_ids, responses], dim=1), attention_mask)
+        # the padding after a stop token is a pad id the model may not have (TRL's added "[PAD]"): log-probabilities
+        # are gathered at the filled ids, and the mask drops them
+        responses = sequences[:, prompt_ids.size(1) :]
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         keep = responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from ..validation import check_literal_fields, check_ranges
+from ..validation import check_literal_fields, check_ranges, default_bf16
 
 
 @dataclass
@@ -96,8 +96,8 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
 
         learning_rate (`float`, *optional*, defaults to `1e-5`):
             Learning rate of the optimizer (`optim`).
-        bf16 (`bool`, *optional*, defaults to `False`):
-            bf16 mixed precision (off by default: fp32 on CPU).
+        bf16 (`bool`, *optional*):
+            bf16 mixed precision; unset, on where the device supports it (a CUDA GPU with bf16), off on a CPU.
     """
 
     max_prompt_length: int = field(default=64, metadata={"help": "Prompt tokens (left-padded with EOS, kept fixed)."})
@@ -133,9 +133,16 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
         default_factory=lambda: ["attn_qkv", "attn_out", "mlp.0", "mlp.2"], metadata={"help": "LoRA target modules."}
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of the optimizer."})
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision; unset: on where the device supports it (a CUDA GPU with bf16), off on a CPU."
+        },
+    )
 
     def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self)
         super().__post_init__()
         check_literal_fields(self)
         check_ranges(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..validation import default_bf16
+
 
 @dataclass
 class DiscreteDiffusionSFTConfig(TrainingArguments):
@@ -39,16 +41,23 @@ class DiscreteDiffusionSFTConfig(TrainingArguments):
 
         learning_rate (`float`, *optional*, defaults to `3e-4`):
             Learning rate of the optimizer (SEDD's).
-        bf16 (`bool`, *optional*, defaults to `False`):
-            bf16 mixed precision (off by default: fp32 on CPU).
+        bf16 (`bool`, *optional*):
+            bf16 mixed precision; unset, on where the device supports it (a CUDA GPU with bf16), off on a CPU.
     """
 
     dataset_text_field: str = field(default="text", metadata={"help": "Column holding the training text."})
     block_size: int = field(default=128, metadata={"help": "Tokens per training sequence."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the optimizer (SEDD: 3e-4)."})
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off by default; fp32 on CPU)."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision; unset: on where the device supports it (a CUDA GPU with bf16), off on a CPU."
+        },
+    )
 
     def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = default_bf16(self)
         super().__post_init__()
         if self.block_size < 2:
             raise ValueError(f"block_size must be >= 2, got {self.block_size}.")
