@@ -65,7 +65,6 @@ TINY_DEFAULTS = {
     "ppo_lr_value": 1e-2,
     "max_length": 128,
     "save_interval": 20,
-    "log_level": "warning",
     "ppo_args": {"response_length": 12, "temperature": 1.0, "disable_tqdm": True},
     "sft_args": {"disable_tqdm": True},
     "reward_args": {"disable_tqdm": True},

@@ -280,6 +280,10 @@ def test_example_runs_all_stages_offline_with_tiny_then_reruns_as_told(tmp_path)
     result = run_example("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PPO reward-model score" in result.stdout
+    # the default log_level keeps transformers' INFO (config dumps, per-step logs) off the console (it printed 1,089
+    # lines at "info"); logs/pipeline.log still records it
+    assert "Model config" not in result.stderr and len((result.stdout + result.stderr).splitlines()) < 100
+    assert "Model config" in (out / "logs" / "pipeline.log").read_text()
     assert json.loads((out / "logs" / "eval.json").read_text())["reward_model/accuracy"] >= 0.5
     assert (out / "ppo" / "checkpoint-2").is_dir() and (out / "ppo" / "final" / "stage_complete.json").is_file()
     for stage in ("sft", "reward_model", "ppo"):

@@ -102,8 +102,9 @@ class RLHFConfig:
             and `final/`) and `logs/` (config snapshot, log file, `eval.json`).
         save_interval (`int`, *optional*, defaults to `50`): Optimizer steps (SFT, reward) or rollout batches (PPO)
             between checkpoints.
-        log_level (`Literal["debug", "info", "warning", "error"]`, *optional*, defaults to `"info"`): Verbosity of
-            the console and `logs/pipeline.log` (stage skips, resumes and retraining are warnings).
+        log_level (`Literal["debug", "info", "warning", "error"]`, *optional*, defaults to `"warning"`): Verbosity
+            of the console (stage skips, resumes and retraining are warnings); `logs/pipeline.log` records at
+            `"info"` (or `"debug"` when asked) whatever the console shows.
         seed (`int`, *optional*, defaults to `42`).
         overwrite_stages (`bool`, *optional*, defaults to `False`): A stage already in `save_dir` (finished or with
             checkpoints) that was produced by other settings, or from other inputs (a changed data file, a retrained
@@ -168,7 +169,10 @@ class RLHFConfig:
     max_length: int = field(default=512, metadata={"help": "Maximum tokens of an SFT sample / reward pair."})
     save_dir: str = field(default="rlhf_output", metadata={"help": "Output directory of all stages."})
     save_interval: int = field(default=50, metadata={"help": "Steps between checkpoints."})
-    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"help": "Log level."})
+    log_level: Literal["debug", "info", "warning", "error"] = field(
+        default="warning",
+        metadata={"help": "Console log level; logs/pipeline.log records at 'info' or lower (the level asked for)."},
+    )
     seed: int = field(default=42, metadata={"help": "Random seed of every stage."})
     overwrite_stages: bool = field(
         default=False,

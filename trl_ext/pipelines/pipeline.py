@@ -126,14 +126,19 @@ class RLHFPipeline:
         self.bf16 = not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
     def _attach_log_file(self) -> None:
-        """`logs/pipeline.log` gets the trl_ext, transformers and TRL logs at `log_level`; trl_ext's (stage skips,
-        resumes, retraining) also go to the console of the main process."""
+        """`logs/pipeline.log` gets the trl_ext, transformers and TRL logs at `info` (or the lower `log_level`); the
+        console shows them at `log_level` (transformers' per-step INFO stays in the file unless asked for), and
+        trl_ext's (stage skips, resumes, retraining) go to the console of the main process."""
         path = os.path.abspath(os.path.join(self.logs_dir, "pipeline.log"))
-        level = getattr(std_logging, self.config.log_level.upper())
-        logging.set_verbosity(level)
+        console_level = getattr(std_logging, self.config.log_level.upper())
+        file_level = min(console_level, std_logging.INFO)
+        logging.set_verbosity(file_level)
+        for handler in std_logging.getLogger("transformers").handlers:  # transformers' own console handler
+            if not isinstance(handler, std_logging.FileHandler):
+                handler.setLevel(console_level)
         for name in ("trl_ext", "transformers", "trl"):
             log = std_logging.getLogger(name)
-            log.setLevel(level)
+            log.setLevel(file_level)
             if not any(getattr(h, "baseFilename", None) == path for h in log.handlers):
                 handler = std_logging.FileHandler(path)
                 handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -141,6 +146,7 @@ class RLHFPipeline:
         package_logger = std_logging.getLogger("trl_ext")
         if self.state.is_main_process and not any(getattr(h, "_rlhf_console", False) for h in package_logger.handlers):
             console = std_logging.StreamHandler()
+            console.setLevel(console_level)
             console.setFormatter(std_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
             console._rlhf_console = True
             package_logger.addHandler(console)
