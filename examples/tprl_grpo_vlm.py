@@ -52,17 +52,14 @@ class TPRLScriptArguments(ScriptArguments):
 def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_args: ModelConfig) -> None:
     from datasets import load_dataset
 
-    processing_class = None
     reward_funcs = [colour_accuracy_reward]
     model = model_args.model_name_or_path or "Qwen/Qwen2.5-VL-3B-Instruct"
     if script_args.tiny:
-        from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl, vision_special_token_ids
+        from trl_ext.testing import save_tiny_qwen_vl
 
         model = on_main_process(save_tiny_qwen_vl, os.path.join(training_args.output_dir, "tiny-qwen2.5-vl"))
-        processing_class = load_qwen_vl_processor(model)
         # a random model cannot spell "red"; the dense token reward teaches it to read the image in a minute
         reward_funcs = [ColourTokenReward(training_args.max_completion_length)]
-        training_args.generation_kwargs = {"suppress_tokens": vision_special_token_ids(processing_class.tokenizer)}
     if script_args.dataset_name:
         dataset = load_dataset(
             script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_train_split
@@ -75,7 +72,6 @@ def main(script_args: TPRLScriptArguments, training_args: TPRLGRPOConfig, model_
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
-        processing_class=processing_class,
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -72,3 +72,27 @@ def run_example(tmp_path):
         return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; two threads next to other busy processes run 10-40x slower. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo_models(tmp_path_factory):
+    """A tiny Qwen2 policy and a tiny Qwen2 reward model (another seed) sharing its tokenizer."""
+    from trl_ext.testing import save_tiny_qwen2, save_tiny_qwen2_reward_model
+
+    root = tmp_path_factory.mktemp("tiny_ppo")
+    return {
+        "policy": save_tiny_qwen2(root / "policy"),
+        "reward": save_tiny_qwen2_reward_model(root / "reward", seed=1),
+    }

@@ -84,3 +84,15 @@ def test_every_example_lists_config_in_its_help_and_tiny_models_refuses_max_step
         assert result.returncode == 0 and "--config CONFIG" in result.stdout, (script, result.stderr[-2000:])
     result = run_example("tiny_models.py", "--max_steps", "3")
     assert result.returncode == 2 and "--max_steps does not apply" in result.stderr
+
+
+def test_tprl_example_on_a_model_directory_without_tiny(run_example, tmp_path):
+    """Issue 18's repro: a Qwen2.5-VL directory without `--tiny` needed torchvision (`AutoProcessor`)."""
+    from trl_ext.testing import save_tiny_qwen_vl
+
+    model = save_tiny_qwen_vl(tmp_path / "qwen2.5-vl")
+    args = ("--model_name_or_path", model, "--max_steps", "1", "--use_cpu", "true", "--bf16", "false")
+    small = ("--num_prompts", "8", "--per_device_train_batch_size", "8", "--max_completion_length", "4")
+    result = run_example("tprl_grpo_vlm.py", *args, *small, "--report_to", "none", "--output_dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "reward: first" in result.stdout and (tmp_path / "out" / "processor_config.json").is_file()

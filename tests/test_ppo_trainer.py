@@ -17,26 +17,16 @@ from transformers import (
 
 from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.rewards.reward_model import SequenceClassificationReward
-from trl_ext.testing import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model
+from trl_ext.testing import build_tiny_tokenizer
 from trl_ext.trainers.ppo.data import truncate_after_stop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models run fastest on one thread; two threads next to other busy processes run 10-40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_ppo")
-    return {
-        "policy": save_tiny_qwen2(root / "policy"),
-        "reward": save_tiny_qwen2_reward_model(root / "reward", seed=1),
-    }
+@pytest.fixture
+def tiny(tiny_ppo_models):
+    return tiny_ppo_models
 
 
 def prompts(n: int = 32) -> Dataset:

@@ -16,28 +16,17 @@ from trl_ext import PPOConfig, PPOTrainer
 from trl_ext.testing import (
     build_tiny_bert_tokenizer,
     build_tiny_tokenizer,
-    save_tiny_qwen2,
-    save_tiny_qwen2_reward_model,
 )
 from trl_ext.testing.text import init_tiny_weights, tiny_qwen2_config
 from trl_ext.trainers.ppo.config import PPOBatchSizes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_ppo_port")
-    return {
-        "policy": save_tiny_qwen2(root / "policy"),
-        "reward": save_tiny_qwen2_reward_model(root / "reward", seed=1),
-    }
+@pytest.fixture
+def tiny(tiny_ppo_models):
+    return tiny_ppo_models
 
 
 def make_args(tmp_path, **overrides) -> PPOConfig:

@@ -19,12 +19,7 @@ from trl_ext.pipelines.data import bleu, bundled_rlhf_data, load_stage_data, rou
 from trl_ext.testing import save_tiny_qwen2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(model_dir: str, save_dir: str, **overrides) -> dict:
