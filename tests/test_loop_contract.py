@@ -1,6 +1,7 @@
 """The loop contract (DESIGN.md) of `RLLoopTrainer`, on the SEDD trainers (the fastest loop trainers): the
 `TrainingArguments` fields, checkpoints that are complete or absent, bit-identical resume, reward checks."""
 
+import ast
 import glob
 import json
 import math
@@ -22,6 +23,7 @@ from trl_ext import (
     DiscreteDiffusionPPOTrainer,
     DiscreteDiffusionSFTConfig,
     DiscreteDiffusionSFTTrainer,
+    SEDDModel,
 )
 from trl_ext.data import generate_latex_corpus
 from trl_ext.rewards import LaTeXReward
@@ -444,9 +446,21 @@ def test_ppo_config_rejects_out_of_range_values(tmp_path, field, value):
         ppo_args(tmp_path, **{field: value})
 
 
-def test_model_cards_name_the_base_model_by_its_directory(sedd_path, tokenizer, tmp_path):
-    trainer = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path, max_steps=1), CORPUS, tokenizer)
-    trainer.train()
-    trainer.save_model()
-    card = (tmp_path / "README.md").read_text()
-    assert "base_model: tiny-sedd\n" in card and str(sedd_path) not in card
+def test_model_cards_name_the_base_model_by_its_hub_id_only(sedd_path, tokenizer, tmp_path):
+    # loaded from a local directory: no Hub id to name, so no base_model (as in TRL's cards) and no local path
+    DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "local"), CORPUS, tokenizer).save_model()
+    card = (tmp_path / "local" / "README.md").read_text()
+    assert "base_model" not in card and "tiny-sedd" not in card and "- Base model: a local model (no Hub id)" in card
+    assert card.count("```") == 4 and card.count("```python\n") == 1  # one Python block, one JSON block
+    usage = card.split("```python\n")[1].split("\n```")[0]
+    ast.parse(usage)
+    assert 'SEDDModel.from_pretrained("local")' in usage
+    # loaded from the Hub, or from a directory of the Hugging Face cache: the Hub id, linked
+    snapshot = tmp_path / "cache" / "models--org--tiny-sedd" / "snapshots" / "0123abc"
+    for name_or_path in ("org/tiny-sedd", str(snapshot)):
+        model = SEDDModel.from_pretrained(sedd_path)
+        model.name_or_path = name_or_path
+        DiscreteDiffusionSFTTrainer(model, sft_args(tmp_path / "hub"), CORPUS, tokenizer).save_model()
+        card = (tmp_path / "hub" / "README.md").read_text()
+        assert "\nbase_model: org/tiny-sedd\n" in card and str(snapshot) not in card
+        assert "- Base model: [`org/tiny-sedd`](https://huggingface.co/org/tiny-sedd)" in card

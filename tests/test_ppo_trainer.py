@@ -1,6 +1,7 @@
 """PPOTrainer on tiny Qwen2 models, offline on CPU: on-policy first mini-batch, score placement, learning, LoRA,
 resume, two processes, and bad input."""
 
+import ast
 import json
 import os
 
@@ -260,7 +261,12 @@ def test_save_model_and_bit_identical_resume_with_adaptive_kl(tiny, tmp_path, ca
     torch.testing.assert_close(flat(policy), flat(full.policy))
     torch.testing.assert_close(flat(value), flat(full.value_model))
     card = (out / "README.md").read_text()
-    assert "PPOTrainer" in card and "base_model: policy" in card
+    # the policy was loaded from a local directory: no Hub id, so no base_model and no path; one Python block
+    assert "PPOTrainer" in card and "base_model" not in card and str(tiny["policy"]) not in card
+    assert card.count("```python\n") == 1 and card.count("```") == 4  # the usage and the configuration
+    usage = card.split("```python\n")[1].split("\n```")[0]
+    ast.parse(usage)
+    assert 'AutoModelForCausalLM.from_pretrained("saved")' in usage
 
 
 def test_critic_warm_up_trains_only_the_value_model(tiny, tmp_path):

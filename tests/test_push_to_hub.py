@@ -144,7 +144,9 @@ def test_every_save_creates_the_repo_at_construction_and_commits_each_save_then_
     assert final["path"] == "/api/models/test-org/tiny-sedd-sft/commit/main"
     assert final["summary"] == "End of training"
     assert final["files"]["model.safetensors"] == (tmp_path / "model.safetensors").read_bytes()
-    assert b"base_model: tiny-sedd\n" in final["files"]["README.md"]
+    # the card saved locally; the model came from a local directory, so it names no base model
+    assert final["files"]["README.md"] == (tmp_path / "README.md").read_bytes()
+    assert b"base_model" not in final["files"]["README.md"]
     assert {(call["method"], call["authorization"]) for call in hub.calls} == {("POST", f"Bearer {TOKEN}")}
 
 

@@ -733,8 +733,9 @@ def test_model_card_names_the_base_model(vlm, tmp_path):
     )
     trainer.save_model()
     card = ModelCard.load(tmp_path / "out" / "README.md")
-    assert card.data.base_model == os.path.basename(path) and os.path.dirname(path) not in card.content
-    assert f"`{os.path.basename(path)}`" in card.text and "huggingface.co/None" not in card.text
+    # a local directory: no base_model, as in TRL's card, and no "[None](https://huggingface.co/None)" link
+    assert card.data.base_model is None and "base_model" not in card.content and path not in card.content
+    assert "fine-tuned version of a local model (no Hub id)" in card.text and "huggingface.co/None" not in card.text
     assert {"trl", "grpo", "tprl"} <= set(card.data.tags) and "2510.09285" in card.text
     # a Hub model: the same card as TRL's, with its link
     trainer.model.config._name_or_path = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -742,8 +743,20 @@ def test_model_card_names_the_base_model(vlm, tmp_path):
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "[Qwen/Qwen2.5-VL-3B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct)" in card.text
-    cache = "/cache/hub/models--Qwen--Qwen2.5-VL-3B-Instruct/snapshots/0123abc"
-    assert model_card_name(cache) == "Qwen/Qwen2.5-VL-3B-Instruct" and model_card_name(str(tmp_path)) == tmp_path.name
+    # a directory of the Hugging Face cache: its Hub id, with the link
+    cache = tmp_path / "hub" / "models--Qwen--Qwen2.5-VL-3B-Instruct" / "snapshots" / "0123abc"
+    cache.mkdir(parents=True)
+    trainer.model.config._name_or_path = str(cache)
+    trainer.create_model_card()
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct" and str(cache) not in card.content
+    assert "[Qwen/Qwen2.5-VL-3B-Instruct](https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct)" in card.text
+    assert model_card_name("/elsewhere/hub/models--Qwen--Qwen2.5-VL-3B-Instruct/snapshots/0123abc") == (
+        "Qwen/Qwen2.5-VL-3B-Instruct"
+    )
+    assert model_card_name(str(tmp_path)) is None and model_card_name("Qwen/Qwen2.5-VL-3B-Instruct") == (
+        "Qwen/Qwen2.5-VL-3B-Instruct"
+    )
 
 
 class _RewardWithParts:

@@ -230,10 +230,11 @@ def resolve_device_and_dtype(device: str | None, dtype: str) -> tuple[str, "torc
 
 
 def model_card_name(name_or_path: str | os.PathLike | None) -> str | None:
-    """The name a model card gives the base model: its Hub id, never a local path; `None` when unknown.
+    """The Hub id a model card names as the base model (`base_model`), never a local path; `None` when there is none.
 
-    A Hub id (`org/name`) is returned as is; a directory of the Hugging Face cache
-    (`.../models--org--name/snapshots/<revision>`) gives `org/name`; any other local directory gives its own name.
+    A Hub id (`org/name`) is returned as is and a directory of the Hugging Face cache
+    (`.../models--org--name/snapshots/<revision>`) gives `org/name`. Any other local directory gives `None`, as in
+    TRL's cards: its name would not load from the Hub.
     """
     if not name_or_path:
         return None
@@ -242,9 +243,7 @@ def model_card_name(name_or_path: str | os.PathLike | None) -> str | None:
     if not os.path.isdir(path) and not os.path.isabs(path):
         return name
     match = _HF_CACHE_SNAPSHOT.search(os.path.abspath(path))
-    if match:
-        return f"{match['org']}/{match['name']}"
-    return os.path.basename(os.path.abspath(path)) or None
+    return f"{match['org']}/{match['name']}" if match else None
 
 
 def from_pretrained(model_class: Any, key: str, sources: ModelSources | None = None, *, local_path=None, **kwargs):

@@ -666,16 +666,20 @@ class RLLoopTrainer(HubPushMixin):
         """Fill `trl_ext/templates/model_card.md` and write `output_dir/README.md`.
 
         Args:
-            base_model: A Hub id or a directory's name (see [`~trl_ext.hub.model_card_name`]); `None` when unknown.
-            summary: What the model is and how it was trained (Markdown). `usage`: Python code loading it, where
-                `{model_name}` and `{base_model}` are filled in. `tags`: tags besides `trl_ext`.
+            base_model: The base model's Hub id (see [`~trl_ext.hub.model_card_name`]); `None` when it has none (a
+                local directory, a model built in memory): the card then has no `base_model` metadata and its usage
+                names `"<the base model's Hub id or local directory>"`, for the user to replace.
+            summary: What the model is and how it was trained (Markdown). `usage`: Python code loading it (the
+                template puts it in a ```python block), where `{model_name}` and `{base_model}` are filled in.
+                `tags`: tags besides `trl_ext`.
         """
         from importlib.resources import files
 
         model_name = self.args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
         config = {k: v for k, v in self.args.to_dict().items() if k in type(self.args).__dataclass_fields__}
         config = {k: config[k] for k in sorted(config) if not k.startswith(("hub_", "push_to_hub"))}
-        details = [f"- Base model: `{base_model or 'a model built in memory'}`"]
+        link = f"[`{base_model}`](https://huggingface.co/{base_model})" if base_model else "a local model (no Hub id)"
+        details = [f"- Base model: {link}"]
         if getattr(self, "reward_func_names", None):
             details.append(f"- Reward functions: {', '.join(self.reward_func_names)}")
         details.append(f"- Steps trained: {self.state.global_step}")
@@ -690,7 +694,9 @@ class RLLoopTrainer(HubPushMixin):
                 model_name=model_name,
                 summary=summary,
                 details="\n".join(details),
-                usage=usage.format(model_name=model_name, base_model=base_model or "<base model>"),
+                usage=usage.format(
+                    model_name=model_name, base_model=base_model or "<the base model's Hub id or local directory>"
+                ),
                 config=json.dumps(config, indent=2, default=str),
             )
         )

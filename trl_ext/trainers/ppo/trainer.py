@@ -51,13 +51,11 @@ from .modeling import (
 
 logger = logging.get_logger(__name__)
 
-PPO_USAGE = """```python
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+PPO_USAGE = """from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{model_name}")
 policy = AutoModelForCausalLM.from_pretrained("{model_name}")
-value_model = AutoModelForSequenceClassification.from_pretrained("{model_name}", subfolder="value_model")
-```"""
+value_model = AutoModelForSequenceClassification.from_pretrained("{model_name}", subfolder="value_model")"""
 
 VALUE_MODEL_DIR = "value_model"
 

@@ -703,8 +703,8 @@ class TPRLGRPOTrainer(GRPOTrainer):
         self.kl_controller.coef = state["kl_controller"]["coef"]
         self._perturbation_rng.bit_generator.state = state["perturbation_rng"]
 
-    # Model card: TRL's card (written at every checkpoint and by `push_to_hub`), naming the base model also when it
-    # was loaded from a local directory (TRL leaves it out then), and written by `save_model` too.
+    # Model card: TRL's card (written at every checkpoint and by `push_to_hub`), naming the base model by its Hub id
+    # also when it was loaded from the Hugging Face cache (TRL leaves out any directory), and written by `save_model`.
     def create_model_card(
         self,
         model_name: str | None = None,
@@ -717,11 +717,14 @@ class TPRLGRPOTrainer(GRPOTrainer):
         path = os.path.join(self.args.output_dir, "README.md")
         base_model = model_card_name(get_config_model_id(self.model.config))
         card = ModelCard.load(path)
-        if base_model is not None and card.data.base_model != base_model:
-            card.data.base_model = base_model
-            card.text = card.text.replace(
-                "[None](https://huggingface.co/None)", f"`{base_model}` (a local model directory)"
+        # TRL's base model: the config's model id unless it is a directory, else None (linked as "[None](...)")
+        written = card.data.base_model
+        if base_model is None or written != base_model:
+            link = (
+                f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a local model (no Hub id)"
             )
+            card.data.base_model = base_model
+            card.text = card.text.replace(f"[{written}](https://huggingface.co/{written})", link)
             card.save(path)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
