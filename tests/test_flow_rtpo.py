@@ -1,3 +1,4 @@
+import ast
 import math
 import os
 from pathlib import Path
@@ -177,7 +178,18 @@ def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):
     for (_, loaded), (_, saved) in zip(sorted(lora.items()), sorted(trained.items())):
         torch.testing.assert_close(loaded, saved)
 
-    assert f"base_model: {os.path.basename(sd3_path)}\n" in card and str(sd3_path) not in card
+    # a local directory: no base_model, no path; the usage is one Python block whose placeholder the user replaces
+    assert "base_model" not in card and str(sd3_path) not in card and card.count("```python\n") == 1
+    usage = card.split("```python\n")[1].split("\n```")[0]
+    ast.parse(usage)
+    assert 'StableDiffusion3Pipeline.from_pretrained("<the base model\'s Hub id or local directory>")' in usage
+    # loaded from the Hub: its id, in the metadata and in the usage
+    trainer.pipeline.register_to_config(_name_or_path="stabilityai/stable-diffusion-3.5-medium")
+    (tmp_path / "hub").mkdir()
+    trainer.create_model_card(str(tmp_path / "hub"))
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "\nbase_model: stabilityai/stable-diffusion-3.5-medium\n" in card
+    assert 'StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3.5-medium")' in card
     # resuming from checkpoint-1 and training one more step reproduces checkpoint-2's weights, bit for bit
     resumed = FlowRTPOTrainer(sd3_path, brightness, _args(tmp_path / "resumed", max_steps=2), PROMPTS)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
