@@ -3,6 +3,7 @@ stage, refusal (or retraining with overwrite_stages) of stages produced by other
 errors before the first stage, the example script (one and two processes), and the offline BLEU / ROUGE against
 hand-computed values."""
 
+import ast
 import json
 import os
 import shutil
@@ -66,6 +67,10 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
     state = json.loads((tmp_path / "run" / "ppo" / "checkpoint-4" / "trainer_state.json").read_text())
     assert [e["episode"] for e in state["log_history"] if "episode" in e] == [8, 16, 24, 32]
     assert (tmp_path / "run" / "logs" / "pipeline.log").is_file()
+    # PPO's card: one Python block that parses; the policy came from the local SFT stage, so no base_model
+    card = (tmp_path / "run" / "ppo" / "final" / "README.md").read_text()
+    assert card.count("```python\n") == 1 and "base_model" not in card
+    ast.parse(card.split("```python\n")[1].split("\n```")[0])
     policy = AutoModelForCausalLM.from_pretrained(outputs["ppo"])
     AutoModelForSequenceClassification.from_pretrained(os.path.join(outputs["ppo"], "value_model"))
     reward_model = AutoModelForSequenceClassification.from_pretrained(outputs["reward_model"])
