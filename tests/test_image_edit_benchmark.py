@@ -22,7 +22,7 @@ from trl_ext.evaluation.image_edit import (
     run_benchmark,
     summarize,
 )
-from trl_ext.rewards import LocalVLMJudge
+from trl_ext.rewards import JudgeResult, LocalVLMJudge
 from trl_ext.testing import save_tiny_qwen3_vl
 
 
@@ -119,12 +119,12 @@ class CountingJudge:
         self.name = "tiny-qwen3-vl"
         self.batches, self.texts = 0, []
 
-    def digit_probabilities(self, requests):
+    def score_digits(self, requests):
         if self.die_after_batches is not None and self.batches >= self.die_after_batches:
             raise KeyboardInterrupt("killed while judging")
         self.batches += 1
         self.texts.extend(r.text for r in requests)
-        return self.judge.digit_probabilities(requests)
+        return self.judge.score_digits(requests)
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +177,10 @@ class ScriptedJudge:
     def __init__(self, answers):
         self.answers, self.calls = list(answers), 0
 
-    def generate(self, requests):
+    def generate_answers(self, requests):
         out = self.answers[self.calls : self.calls + len(requests)]
         self.calls += len(requests)
-        return out
+        return [JudgeResult(text=text) for text in out]
 
 
 def test_unparseable_answers_are_failures_never_numbers(tmp_path):
@@ -397,3 +397,30 @@ def test_cli_http_judge_in_expected_mode_with_a_bad_image_and_an_unknown_categor
     assert any("weather_change" in w and "generic" in w for w in report["warnings"])
     assert "weather_change" in markdown and any("weather_change" in r.message for r in caplog.records)
     assert not any("generate" in r.message for r in caplog.records)
+
+
+def test_http_expected_mode_failures_are_recorded_not_fatal(tmp_path):
+    """An HTTP judge in expected mode whose answer has no number after "Score:": each item is a parse failure with the
+    judge's text and reason in results.jsonl and the report. Its digit mass is unknown (null): it was NaN, which the
+    JSON records refuse, so the first such item stopped the run with a ValueError."""
+    from trl_ext.rewards import OpenAICompatibleJudge
+
+    content = [{"token": "I rate 7", "logprob": 0.0, "top_logprobs": [{"token": "I rate 7", "logprob": 0.0}]}]
+    answer = {"choices": [{"message": {"role": "assistant", "content": "I rate 7"}, "logprobs": {"content": content}}]}
+    server, thread, bodies = _serve_logprob_judge(answer)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        judge = OpenAICompatibleJudge(url, "judge", timeout=10, max_retries=0)
+        report = run_benchmark(_config(tmp_path / "run", max_items=2), editor=StubEditor(), judge=judge)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert len(bodies) == 2 and report["failures"] == {"parse_failure": 2}
+    assert report["overall"]["micro"]["n_scored"] == 0
+    with open(tmp_path / "run" / "results.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert [(r["status"], r["score"], r["digit_mass"], r["text"]) for r in records] == [
+        ("parse_failure", None, None, "I rate 7")
+    ] * 2
+    assert all(r["error"] == "no number after 'Score:' in the answer" for r in records)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from trl_ext.rewards import LocalVLMJudge, OpenAICompatibleJudge, VLMJudgeReward
-from trl_ext.rewards.vlm_judge import JudgeRequest
+from trl_ext.rewards.vlm_judge import JudgeRequest, JudgeResult
 from trl_ext.testing import build_tiny_tokenizer, save_tiny_qwen3_vl
 
 
@@ -150,13 +150,11 @@ class _ScriptedJudge:
     def __init__(self, answers):
         self.answers = answers
         self.seen: list[JudgeRequest] = []
-        self.last_errors = []
 
-    def generate(self, requests):
+    def generate_answers(self, requests):
         self.seen.extend(requests)
         answers = [self.answers[len(self.seen) - len(requests) + i] for i in range(len(requests))]
-        self.last_errors = ["HTTP 500" if a is None else None for a in answers]
-        return answers
+        return [JudgeResult(text=a, error="HTTP 500" if a is None else None) for a in answers]
 
 
 def test_generate_mode_never_turns_a_failure_into_a_number():
@@ -446,9 +444,10 @@ def test_http_expected_mode_reads_the_same_distribution_as_the_local_judge(digit
     url, state = served(local=digit_judge, first_digit=1)
     http = OpenAICompatibleJudge(url, "tiny", timeout=30, max_retries=0)
     requests = _image_requests(VLMJudgeReward(digit_judge))
-    remote = http.digit_probabilities(requests)
+    results = http.score_digits(requests)
+    remote = torch.tensor([r.probabilities for r in results], dtype=torch.float64)
     local = digit_judge.digit_probabilities(requests).double()
-    assert http.last_errors == [None] * 4 and all(text.startswith("Score: 1") for text in http.last_texts)
+    assert [r.error for r in results] == [None] * 4 and all(r.text.startswith("Score: 1") for r in results)
     assert all(body["logprobs"] is True and body["top_logprobs"] == 20 for body in state["bodies"])
     assert (local.sum(1) > 0.5).all()  # most of the mass is on the digits, all of them within the top 20
     assert torch.allclose(remote, local, atol=1e-5, rtol=0), (remote - local).abs().max()
@@ -467,9 +466,10 @@ def test_http_expected_mode_when_the_judge_writes_another_digit(digit_judge, ser
     url, _ = served(local=digit_judge)
     http = OpenAICompatibleJudge(url, "tiny", timeout=30, max_retries=0)
     requests = _image_requests(VLMJudgeReward(digit_judge))
-    remote = http.digit_probabilities(requests)
+    results = http.score_digits(requests)
+    remote = torch.tensor([r.probabilities for r in results], dtype=torch.float64)
     local = digit_judge.digit_probabilities(requests).double()
-    written = [text[len("Score: ")] for text in http.last_texts]
+    written = [r.text[len("Score: ")] for r in results]
     assert written != ["1"] * 4
     for i, digit in enumerate(written):
         expected = local[i].clone()
@@ -602,7 +602,7 @@ def test_http_expected_mode_on_hand_written_logprobs(scripted, entries, probabil
     reward = VLMJudgeReward(backend, mode="expected")
     assert reward(["q"], completions=["an answer"]) == [pytest.approx(score, abs=1e-9)]
     expected = [probabilities.get(d, 0.0) for d in range(11)]
-    assert backend.digit_probabilities([JudgeRequest("q")])[0].tolist() == pytest.approx(expected, abs=1e-12)
+    assert backend.score_digits([JudgeRequest("q")])[0].probabilities == pytest.approx(expected, abs=1e-12)
     assert reward.last_outputs[0].digit_mass == pytest.approx(sum(expected), abs=1e-12)
     assert state["bodies"][0]["logprobs"] is True and state["bodies"][0]["top_logprobs"] == 5
 

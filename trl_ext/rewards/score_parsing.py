@@ -22,7 +22,9 @@ import math
 import re
 
 
-__all__ = ["parse_score"]
+__all__ = ["SCORE_PREFIX_NOISE", "out_of_range_reason", "parse_score"]
+
+SCORE_PREFIX_NOISE = " \t\r\n*"  # white space and Markdown emphasis between "Score:" and the number
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 # "Score: 7-8" is a range, not a score.
@@ -146,3 +148,14 @@ def parse_score(text: str | None, low: float = 0, high: float = 10) -> float | N
         value = float(match["num"])
         return value if _in_range(value, low, high) else None
     return None
+
+
+def out_of_range_reason(text: str, low: float, high: float, score_prefix: str = "Score: ") -> str | None:
+    """Why `text` is unscored when the number it wrote right after its first `score_prefix` followed by a number
+    (white space, `*` and case ignored, as the HTTP judge reads its logprobs) is outside `low..high`
+    (`"**Score:** 11"`), else `None`."""
+    target = re.escape(score_prefix.strip(SCORE_PREFIX_NOISE))
+    match = re.search(rf"{target}[{re.escape(SCORE_PREFIX_NOISE)}]*([-+]?\d+(?:\.\d+)?)", text, re.IGNORECASE)
+    if match is None or low <= float(match.group(1)) <= high:
+        return None
+    return f"the score {match.group(1)} after {score_prefix.strip()!r} in the answer is out of range {low:g}..{high:g}"

@@ -232,26 +232,23 @@ def _build_judge(config: ImageEditBenchmarkConfig, judge=None):
     )
 
 
-def _template_probe(config: ImageEditBenchmarkConfig):
-    """A `VLMJudgeReward` without a judge, to ask which template a category gets."""
-    from ...rewards.vlm_judge import VLMJudgeReward
-
-    probe = VLMJudgeReward.__new__(VLMJudgeReward)
-    probe.prompt_template, probe.templates = config.prompt_template, dict(config.templates or {})
-    return probe
-
-
 def _generic_template_categories(config: ImageEditBenchmarkConfig, items: list[EditItem]) -> list[str]:
     """The categories of `items` judged with the `"generic"` template because no template has their name."""
-    probe = _template_probe(config)
+    from ...rewards.vlm_judge import template_name
+
     return sorted(
-        {i.category for i in items if i.category != "generic" and probe.template_name(i.category) == "generic"}
+        {
+            i.category
+            for i in items
+            if i.category != "generic"
+            and template_name(i.category, config.prompt_template, config.templates) == "generic"
+        }
     )
 
 
 def run_metadata(config: ImageEditBenchmarkConfig, items: list[EditItem], editor=None, judge_name: str | None = None):
     """What a resume must match: the editing and judging settings, the prompts, and the item ids."""
-    from ...rewards.vlm_judge import resolve_prompt_template
+    from ...rewards.vlm_judge import resolve_prompt_template, template_for
 
     if editor is not None:
         editing = dict(editor.settings())
@@ -265,11 +262,10 @@ def run_metadata(config: ImageEditBenchmarkConfig, items: list[EditItem], editor
             "dtype": config.dtype,
         }
     editing["seed"] = config.seed
-    probe = _template_probe(config)
     categories = sorted({item.category for item in items})
-    prompts = {c: probe.template_for(c) for c in categories}
+    prompts = {c: template_for(c, config.prompt_template, config.templates) for c in categories}
     if config.prompt_template is not None:
-        resolve_prompt_template(config.prompt_template, probe.templates)
+        resolve_prompt_template(config.prompt_template, config.templates)
     judging = {
         "judge": judge_name or (config.judge_url and f"{config.judge} @ {config.judge_url}") or config.judge,
         "mode": config.mode,
@@ -403,7 +399,9 @@ def _edit_chunk(config, editor, chunk: list[EditItem]) -> list:
     return outputs
 
 
-def _judge_phase(config, items, output_dir, reward, edit_failures: dict[str, str]):
+def _judge_phase(config, items, output_dir, build_reward, edit_failures: dict[str, str]):
+    """Judge every edited item not judged yet (and, with `rejudge_failed`, every failed one); `build_reward()` gives
+    the `VLMJudgeReward`, called only when an item is left to judge."""
     from tqdm.auto import tqdm
 
     results_path = os.path.join(output_dir, "results.jsonl")
@@ -421,7 +419,7 @@ def _judge_phase(config, items, output_dir, reward, edit_failures: dict[str, str
     logger.info(f"Judge phase: {len(items) - len(pending)} judged, {len(pending)} to judge.")
     if not pending:
         return results
-    reward = reward() if callable(reward) and not hasattr(reward, "judge_requests") else reward
+    reward = build_reward()
     with tqdm(total=len(pending), desc="judging", unit="item") as bar:
         for start in range(0, len(pending), reward.batch_size):
             chunk = pending[start : start + reward.batch_size]
@@ -477,7 +475,9 @@ def run_benchmark(config: ImageEditBenchmarkConfig, editor=None, judge=None, ite
             items = items[: config.max_items]
         judge_name = None
         if judge is not None:
-            judge_name = getattr(judge, "judge_name", None) or getattr(judge, "name", None)
+            from ...rewards.vlm_judge import VLMJudgeReward
+
+            judge_name = judge.judge_name if isinstance(judge, VLMJudgeReward) else judge.name
         metadata = run_metadata(config, items, editor, judge_name)
         _check_or_write_metadata(os.path.join(output_dir, "run_meta.json"), metadata, config.resume)
         logger.info(f"Benchmark in {output_dir}: {len(items)} items, editor {metadata['editing']['editor']}.")
