@@ -146,20 +146,20 @@ def test_score_lands_on_the_stop_token_and_missing_eos_penalty_uses_the_stop_tok
     fixed = torch.tensor([[a, b, stop, a], [a, a, a, b], [stop, b, b, b]])
     trainer._generate = lambda *args: truncate_after_stop(fixed, stop, tokenizer.pad_token_id)
     batch = trainer._rollout(trainer.train_dataset.select(range(3)))
-    assert batch["mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert batch.mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     # past the stop token: the filled id 0 (as TRL fed its models), never the pad id, which a model may lack
-    assert batch["responses"][0, 3] == 0 and batch["sequences"][0, -1] == 0
+    assert batch.responses[0, 3] == 0 and batch.sequences[0, -1] == 0
     # the EOS of the tokenizer does not count as a stop: row 1 has no stop token and is penalised
-    assert batch["scores"].tolist() == [2.0, 0.5, 2.0]
+    assert batch.scores.tolist() == [2.0, 0.5, 2.0]
     assert eos not in fixed
-    kl = batch["logps"] - batch["ref_logps"]  # k1
+    kl = batch.logps - batch.ref_logps  # k1
     last = [2, 3, 0]
     for row, position in enumerate(last):
-        expected = batch["scores"][row] - 0.05 * kl[row, position]
-        torch.testing.assert_close(batch["token_rewards"][row, position], expected)
-        others = [t for t in range(4) if t != position and batch["mask"][row, t]]
-        torch.testing.assert_close(batch["token_rewards"][row, others], -0.05 * kl[row, others])
-    assert batch["token_rewards"][0, 3] == 0 and batch["advantages"][2, 1:].abs().sum() == 0
+        expected = batch.scores[row] - 0.05 * kl[row, position]
+        torch.testing.assert_close(batch.token_rewards[row, position], expected)
+        others = [t for t in range(4) if t != position and batch.mask[row, t]]
+        torch.testing.assert_close(batch.token_rewards[row, others], -0.05 * kl[row, others])
+    assert batch.token_rewards[0, 3] == 0 and batch.advantages[2, 1:].abs().sum() == 0
 
 
 def test_learns_a_rule_based_reward(tiny, tmp_path):

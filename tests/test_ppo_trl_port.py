@@ -9,6 +9,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    HfArgumentParser,
     Qwen2ForSequenceClassification,
 )
 
@@ -90,8 +91,53 @@ def test_batch_sizes_are_trls(tmp_path, per_device, accumulation, mini_batches, 
 def test_batch_sizes_reject_what_trl_rejected_and_are_not_written_on_the_config(tmp_path):
     with pytest.raises(ValueError, match="num_mini_batches=3 must divide"):  # TRL: exact_div(4, 3) raises
         make_args(tmp_path, per_device_train_batch_size=4, num_mini_batches=3)
-    with pytest.raises(ValueError, match="derived by the trainer"):
+    with pytest.raises(TypeError, match="local_batch_size"):  # not a field: the trainer derives it
         make_args(tmp_path, local_batch_size=16)
+
+
+def test_trls_derived_sizes_are_not_config_fields_and_world_size_counts_the_processes(tmp_path):
+    args = make_args(tmp_path)
+    # TRL's PPOTrainer set args.world_size = accelerator.num_processes; a None field shadowed TrainingArguments'
+    assert args.world_size == 1
+    for name in ("batch_size", "local_batch_size", "mini_batch_size", "num_total_batches"):
+        with pytest.raises(AttributeError, match="trainer.batch_sizes"):
+            getattr(args, name)
+    assert getattr(args, "not_a_field", "default") == "default"  # other missing names: a plain AttributeError
+    with pytest.raises(ValueError, match="--batch_size"):  # a command line that sets one is refused, not ignored
+        HfArgumentParser(PPOConfig).parse_args_into_dataclasses(["--output_dir", "o", "--batch_size", "8"])
+
+
+def test_dataset_num_proc_tokenises_the_prompts_with_that_many_processes(tiny, tmp_path, monkeypatch):
+    calls = []
+    original_map = Dataset.map
+
+    def recording_map(self, function, *args, **kwargs):
+        calls.append(kwargs.get("num_proc"))
+        return original_map(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "map", recording_map)
+    tokenizer = AutoTokenizer.from_pretrained(tiny["policy"])
+    texts = ["Hello world", "Q1: a b", "an apple", "x"]
+    seen = []
+    trainer = PPOTrainer(
+        make_args(tmp_path, per_device_train_batch_size=4, dataset_num_proc=2),
+        tokenizer,
+        AutoModelForCausalLM.from_pretrained(tiny["policy"]),
+        reward_model=lambda prompts, completions, **kwargs: seen.append(sorted(kwargs)) or [0.0] * len(prompts),
+        train_dataset=Dataset.from_dict({"prompt": texts, "label": [0, 1, 2, 3]}),
+        eval_dataset=Dataset.from_dict({"prompt": texts[:2]}),
+    )
+    assert calls == [2, 2]  # train and eval datasets, each over 2 processes
+    expected = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]  # the tokenizer's own ids
+    assert trainer.train_dataset["prompt_ids"] == expected and trainer.eval_dataset["prompt_ids"] == expected[:2]
+    _, prompt_ids, prompt_mask = trainer._encode(
+        trainer.train_dataset
+    )  # the rollout's prompts: those ids, left-padded
+    assert [row[mask.bool()].tolist() for row, mask in zip(prompt_ids, prompt_mask)] == expected
+    trainer.train()
+    assert "label" in seen[0] and "prompt_ids" not in seen[0]  # reward functions get the dataset's columns only
+    with pytest.raises(ValueError, match="dataset_num_proc must be >= 1"):
+        make_args(tmp_path, dataset_num_proc=0)
 
 
 def test_trl_recipe_adds_a_pad_token_without_resizing_and_no_pad_id_reaches_a_model(tiny, tmp_path):

@@ -24,9 +24,7 @@ from transformers import TrainingArguments
 from ..validation import check_literal_fields, check_ranges, default_bf16
 
 
-_DERIVED = "TRL's derived size: leave unset (the trainer derives it into trainer.batch_sizes)."
-_DERIVED_FIELDS = (
-    "world_size",
+_DERIVED_SIZES = (
     "num_total_batches",
     "micro_batch_size",
     "local_batch_size",
@@ -34,6 +32,7 @@ _DERIVED_FIELDS = (
     "local_mini_batch_size",
     "mini_batch_size",
 )
+"""Sizes TRL's last PPOTrainer wrote on its config; ours derives them into `trainer.batch_sizes` ([`PPOBatchSizes`])."""
 
 
 @dataclass
@@ -70,7 +69,8 @@ class PPOConfig(TrainingArguments):
         total_episodes (`int`, *optional*):
             Prompts to train on over all processes; sets the number of rollout batches when `max_steps` is not set.
         dataset_num_proc (`int`, *optional*):
-            Processes for tokenising the dataset.
+            Processes that tokenise the datasets' `prompt` column once, when the trainer is built (`num_proc` of
+            `datasets.Dataset.map`; `None`: this process).
 
         > Objective
 
@@ -105,10 +105,11 @@ class PPOConfig(TrainingArguments):
             DeepSpeed ZeRO-3: gather the policy's parameters for generation.
         sft_model_path (`str`), reward_model_path (`str`), exp_name (`str`):
             Kept for TRL scripts, which read them; the trainer does not.
-        world_size, num_total_batches, micro_batch_size, local_batch_size, batch_size, local_mini_batch_size,
-        mini_batch_size (`int`, *optional*):
-            TRL's derived sizes, kept so TRL configs parse; they must stay unset: the trainer derives them into
-            `trainer.batch_sizes` ([`PPOBatchSizes`]) and `trainer.max_steps` instead of writing them here.
+
+        TRL's derived sizes (`num_total_batches`, `micro_batch_size`, `local_batch_size`, `batch_size`,
+        `local_mini_batch_size`, `mini_batch_size`), which its trainer wrote on the config, are not fields: the trainer
+        derives them into `trainer.batch_sizes` ([`PPOBatchSizes`]) and `trainer.max_steps`, and reading one here
+        raises an error that says so. `world_size` is `TrainingArguments.world_size`, the number of processes.
 
         > trl_ext additions
 
@@ -146,7 +147,9 @@ class PPOConfig(TrainingArguments):
         metadata={"help": "bf16 mixed precision; defaults to True unless fp16, where the device supports bf16."},
     )
 
-    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenising the dataset."})
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes that tokenise the prompts once, when the trainer is built."}
+    )
     num_mini_batches: int = field(
         default=1,
         metadata={"help": "Mini-batches (optimizer steps) per PPO epoch; divides per-device batch · accumulation."},
@@ -173,13 +176,6 @@ class PPOConfig(TrainingArguments):
         default="EleutherAI/pythia-160m",
         metadata={"help": "Path of the SFT model (read by scripts, not the trainer)."},
     )
-    world_size: int | None = field(default=None, metadata={"help": _DERIVED})
-    num_total_batches: int | None = field(default=None, metadata={"help": _DERIVED})
-    micro_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
-    local_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
-    batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
-    local_mini_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
-    mini_batch_size: int | None = field(default=None, metadata={"help": _DERIVED})
     exp_name: str = field(
         default=os.path.basename(__file__)[:-3], metadata={"help": "Name of this experiment (read by scripts)."}
     )
@@ -251,13 +247,19 @@ class PPOConfig(TrainingArguments):
             check_ranges(self, at_least_one=("kl_horizon",), positive=("kl_target",))
         if self.total_episodes is not None and self.total_episodes < 1:
             raise ValueError(f"total_episodes must be >= 1, got {self.total_episodes}.")
-        given = [name for name in _DERIVED_FIELDS if getattr(self, name) is not None]
-        if given:
-            raise ValueError(
-                f"{given} are derived by the trainer (trainer.batch_sizes, trainer.max_steps), not set: use "
-                "per_device_train_batch_size, gradient_accumulation_steps, num_mini_batches and total_episodes."
-            )
+        if self.dataset_num_proc is not None and self.dataset_num_proc < 1:
+            raise ValueError(f"dataset_num_proc must be >= 1, got {self.dataset_num_proc}.")
         PPOBatchSizes.from_config(self, world_size=1)  # num_mini_batches must divide the rollout batch
+
+    def __getattr__(self, name: str):
+        # called only for names the config lacks: TRL's derived sizes get an error that says where they are
+        if name in _DERIVED_SIZES:
+            raise AttributeError(
+                f"PPOConfig has no {name!r}: TRL's PPOTrainer wrote it on its config, trl_ext's derives it into "
+                f"trainer.batch_sizes ({PPOBatchSizes.__name__}) from per_device_train_batch_size, "
+                "gradient_accumulation_steps, num_mini_batches and the number of processes."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

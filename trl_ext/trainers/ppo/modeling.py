@@ -64,6 +64,53 @@ def value_model_from(model: PreTrainedModel) -> PreTrainedModel:
     return value.to(next(model.parameters()).device)
 
 
+def build_value_model(value_model, policy: PreTrainedModel, reward_funcs: list, init: str) -> PreTrainedModel:
+    """The value model of `PPOTrainer`: `value_model` when given (a path, a model with a `score` head, or a causal LM
+    that gets a zero head), else a copy of the policy's backbone (`init="policy"`) or of the first reward model's
+    (`init="reward_model"`, `PPOConfig.value_model_init`)."""
+    if value_model is None:
+        if init == "reward_model":
+            source = next((f.model for f in reward_funcs if isinstance(f, SequenceClassificationReward)), None)
+            if source is None:
+                raise ValueError("value_model_init='reward_model' needs a reward model among reward_model.")
+            return value_model_from(source)
+        return value_model_from(policy)
+    if isinstance(value_model, str):
+        return load_value_model(value_model)
+    return value_model_from(value_model) if getattr(value_model, "score", None) is None else value_model
+
+
+def check_vocabularies(
+    policy: PreTrainedModel, value_model: PreTrainedModel, reward_funcs: list, stop_token_id: int
+) -> int:
+    """Check that the value model and every reward model that reads the policy's ids embed all the ids the policy
+    generates, and that the stop token is one of them; returns the policy's number of embeddings. Padding never
+    reaches a model (`fill_padding`), so the tokenizer may have a pad token the embeddings lack (TRL's recipe); every id
+    a model reads is a prompt id (checked per batch) or a generated one."""
+    num_embeddings = policy.get_input_embeddings().num_embeddings
+    vocab_size = policy.config.get_text_config().vocab_size
+    readers = [("value_model", value_model)]
+    readers += [(f.__name__, f.model) for f in reward_funcs if getattr(f, "reads_token_ids", False)]
+    for name, model in readers:
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            raise ValueError(
+                f"{name} has {model.get_input_embeddings().num_embeddings} embeddings but the policy generates ids "
+                f"up to {vocab_size}: it must share the policy's vocabulary."
+            )
+    if stop_token_id >= num_embeddings:
+        raise ValueError(f"The stop token {stop_token_id} is outside the policy's vocabulary.")
+    return num_embeddings
+
+
+def reward_functions(reward_model, policy_tokenizer, reward_processing_class, batch_size: int) -> list:
+    """`PPOTrainer`'s `reward_model` (one or a list of reward models, paths and callables) as reward functions of TRL's
+    convention (see [`reward_function`]), reward models scoring `batch_size` rows per forward."""
+    reward_models = reward_model if isinstance(reward_model, list) else [reward_model]
+    if reward_model is None or not reward_models:
+        raise ValueError("reward_model is required: a reward model, a reward function, or a list of them.")
+    return [reward_function(r, policy_tokenizer, reward_processing_class, batch_size) for r in reward_models]
+
+
 def reward_function(reward, policy_tokenizer, reward_processing_class, batch_size: int):
     """A reward model (or its path) as a [`SequenceClassificationReward`]; callables as they are. A decoder reward model
     whose tokenizer has the policy's vocabulary scores the generated ids (as TRL's PPOTrainer); any other, re-tokenised

@@ -23,11 +23,7 @@ from collections import defaultdict
 import torch
 from accelerate.utils import DistributedType
 from datasets import Dataset
-from transformers import (
-    AutoModelForCausalLM,
-    GenerationConfig,
-    TrainerCallback,
-)
+from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.utils import logging
 
 from ...hub import model_card_name
@@ -38,14 +34,23 @@ from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
 from ...rl.losses import clipped_surrogate_loss, clipped_value_loss
 from ..loop import RLLoopTrainer
 from .config import PPOBatchSizes, PPOConfig
-from .data import check_prompt_dataset, encode_prompts, left_pad, score_completions, truncate_after_stop
+from .data import (
+    Rollout,
+    check_prompt_dataset,
+    encode_prompts,
+    left_pad,
+    sampling_config,
+    score_completions,
+    tokenize_prompts,
+    truncate_after_stop,
+)
 from .modeling import (
     PolicyAndValueModel,
+    build_value_model,
+    check_vocabularies,
     drop_tied_weights,
-    load_value_model,
-    reward_function,
+    reward_functions,
     sequence_log_probs,
-    value_model_from,
 )
 
 
@@ -141,11 +146,35 @@ class PPOTrainer(RLLoopTrainer):
                 "scheduler (`lr_scheduler_type`) from args; data_collator and optimizers are not supported."
             )
         super().__init__(args, callbacks)
-        tokenizer, device = processing_class, self.accelerator.device
+        self._setup_tokenizer(processing_class)
+        self.train_dataset = self._prepare_dataset(train_dataset, "train_dataset")
+        self.eval_dataset = self._prepare_dataset(eval_dataset, "eval_dataset") if eval_dataset is not None else None
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model)
+        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
+        reward_funcs = reward_functions(
+            reward_model, processing_class, reward_processing_class, args.local_rollout_forward_batch_size
+        )
+        value_model = build_value_model(value_model, model, reward_funcs, args.value_model_init)
+        model = self._setup_policy_and_reference(model, ref_model, value_model, reward_funcs, peft_config)
+        self._setup_batches()
+        self.kl_ctl = (
+            AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon)
+            if args.kl_controller == "adaptive"
+            else FixedKLController(args.kl_coef)
+        )
+        self.generation_config = sampling_config(args.response_length, args.temperature, self.stop_token_id)
+        self._setup_optimizer(model, value_model)
+
+    # Set-up steps, in the order `__init__` runs them
+
+    def _setup_tokenizer(self, tokenizer) -> None:
+        """Keep the policy's tokenizer and the stop token (`stop_token_id`, else the EOS); the pad token must exist and
+        differ from it."""
         if tokenizer is None:
             raise ValueError("processing_class (the policy's tokenizer) is required.")
         self.processing_class = tokenizer
-        self.stop_token_id = args.stop_token_id if args.stop_token_id is not None else tokenizer.eos_token_id
+        self.stop_token_id = self.args.stop_token_id if self.args.stop_token_id is not None else tokenizer.eos_token_id
         if self.stop_token_id is None:
             raise ValueError("The tokenizer has no eos_token_id: set stop_token_id.")
         if tokenizer.pad_token_id is None or tokenizer.pad_token_id == self.stop_token_id:
@@ -155,47 +184,22 @@ class PPOTrainer(RLLoopTrainer):
                 "position cannot be told from padding. Add one, e.g. tokenizer.add_special_tokens({'pad_token': "
                 "'[PAD]'})."
             )
-        self.train_dataset = check_prompt_dataset(train_dataset, "train_dataset")
-        self.eval_dataset = check_prompt_dataset(eval_dataset, "eval_dataset") if eval_dataset is not None else None
 
-        # models
-        if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model)
-        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
-        reward_models = reward_model if isinstance(reward_model, list) else [reward_model]
-        if reward_model is None or not reward_models:
-            raise ValueError("reward_model is required: a reward model, a reward function, or a list of them.")
-        reward_funcs = [
-            reward_function(r, tokenizer, reward_processing_class, args.local_rollout_forward_batch_size)
-            for r in reward_models
-        ]
-        if value_model is None:
-            if args.value_model_init == "reward_model":
-                source = next((f.model for f in reward_funcs if isinstance(f, SequenceClassificationReward)), None)
-                if source is None:
-                    raise ValueError("value_model_init='reward_model' needs a reward model among reward_model.")
-                value_model = value_model_from(source)
-            else:
-                value_model = value_model_from(model)
-        elif isinstance(value_model, str):
-            value_model = load_value_model(value_model)
-        else:
-            value_model = value_model_from(value_model) if getattr(value_model, "score", None) is None else value_model
-        # padding never reaches a model (`fill_padding`), so the tokenizer may have a pad token the embeddings lack
-        # (TRL's recipe); every id a model reads is a prompt id (checked per batch) or a generated one
-        self._num_embeddings = model.get_input_embeddings().num_embeddings
-        readers = [("value_model", value_model)]
-        readers += [(f.__name__, f.model) for f in reward_funcs if getattr(f, "reads_token_ids", False)]
-        for name, m in readers:
-            if m.get_input_embeddings().num_embeddings < model.config.get_text_config().vocab_size:
-                raise ValueError(
-                    f"{name} has {m.get_input_embeddings().num_embeddings} embeddings but the policy generates ids "
-                    f"up to {model.config.get_text_config().vocab_size}: it must share the policy's vocabulary."
-                )
-        if self.stop_token_id >= self._num_embeddings:
-            raise ValueError(f"The stop token {self.stop_token_id} is outside the policy's vocabulary.")
+    def _prepare_dataset(self, dataset: Dataset | None, name: str) -> Dataset:
+        """The checked prompt dataset, its `prompt` column tokenised with `dataset_num_proc` processes (the local main
+        process first, so that the others read its cache)."""
+        dataset = check_prompt_dataset(dataset, name)
+        with self.accelerator.local_main_process_first():
+            return tokenize_prompts(self.processing_class, dataset, self.args.dataset_num_proc)
+
+    def _setup_policy_and_reference(self, model, ref_model, value_model, reward_funcs: list, peft_config):
+        """Check the vocabularies (`check_vocabularies`), add the LoRA adapter (`peft_config`), make the reference (a
+        frozen copy of the policy unless given; none with LoRA: the adapter is disabled), turn dropout off, freeze the
+        reference and the reward models on the device, and register the reward functions. Returns the policy."""
+        args = self.args
+        self._num_embeddings = check_vocabularies(model, value_model, reward_funcs, self.stop_token_id)
         if value_model.config.pad_token_id is None:
-            value_model.config.pad_token_id = tokenizer.pad_token_id
+            value_model.config.pad_token_id = self.processing_class.pad_token_id
         self.use_peft = peft_config is not None
         if self.use_peft:
             from peft import get_peft_model
@@ -215,34 +219,23 @@ class PPOTrainer(RLLoopTrainer):
             if isinstance(func, SequenceClassificationReward):
                 func.model = self._prepare_frozen(func.model)
         self._set_reward_funcs(reward_funcs, args.reward_weights)
+        return model
 
-        # batch sizes, as TRL's last PPOTrainer derived them; one optimizer step per mini-batch, whose micro-batches
-        # accumulate (set before `_prepare`, which hands it to DeepSpeed)
-        self.batch_sizes = sizes = PPOBatchSizes.from_config(args, self.accelerator.num_processes)
+    def _setup_batches(self) -> None:
+        """Derive the batch sizes once, as TRL's last PPOTrainer did ([`PPOBatchSizes`], `trainer.batch_sizes`): one
+        optimizer step per mini-batch, whose micro-batches accumulate (set before `_prepare`, which hands it to
+        DeepSpeed); the rows per step, and `max_steps` from `total_episodes` when `max_steps` is not set."""
+        self.batch_sizes = sizes = PPOBatchSizes.from_config(self.args, self.accelerator.num_processes)
         self.accelerator.gradient_accumulation_steps = sizes.micro_batches_per_mini_batch
         self._setup_data(len(self.train_dataset), sizes.local_batch_size)
-        if args.total_episodes is not None and args.max_steps <= 0:
-            self.max_steps = math.ceil(args.total_episodes / sizes.batch_size)
-        self.kl_ctl = (
-            AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon)
-            if args.kl_controller == "adaptive"
-            else FixedKLController(args.kl_coef)
-        )
-        self.generation_config = GenerationConfig(
-            max_new_tokens=args.response_length,
-            do_sample=True,
-            temperature=args.temperature,
-            top_k=0,
-            top_p=1.0,
-            min_p=None,
-            typical_p=1.0,
-            repetition_penalty=1.0,
-            eos_token_id=self.stop_token_id,
-            pad_token_id=self.stop_token_id,  # fills finished rows and is fed back: a token the policy embeds
-            bos_token_id=None,
-        )
+        if self.args.total_episodes is not None and self.args.max_steps <= 0:
+            self.max_steps = math.ceil(self.args.total_episodes / sizes.batch_size)
 
-        wrapper = PolicyAndValueModel(model, value_model).to(device)
+    def _setup_optimizer(self, model, value_model) -> None:
+        """Wrap policy and value model in one module ([`PolicyAndValueModel`]) and prepare it with one optimizer of two
+        parameter groups: the policy at `learning_rate`, the value model at `value_learning_rate`."""
+        args = self.args
+        wrapper = PolicyAndValueModel(model, value_model).to(self.accelerator.device)
         wrapper.train()  # dropout is off; training mode keeps gradient checkpointing active
         value_lr = args.value_learning_rate if args.value_learning_rate is not None else args.learning_rate
         groups = [
@@ -252,8 +245,6 @@ class PPOTrainer(RLLoopTrainer):
         self._prepare(wrapper, [g for g in groups if g["params"]])
         self.accelerator.register_save_state_pre_hook(drop_tied_weights)
         self._policy_params = set(groups[0]["params"])
-
-    # Set-up helpers
 
     def _prepare_frozen(self, model):
         """A frozen model on this process's device (DeepSpeed: a ZeRO-3 inference engine)."""
@@ -319,7 +310,7 @@ class PPOTrainer(RLLoopTrainer):
         return sequence_log_probs(logits, responses, self.args.temperature)
 
     @torch.no_grad()
-    def _rollout(self, examples: Dataset) -> dict:
+    def _rollout(self, examples: Dataset) -> Rollout:
         """Generate, score and compute the advantages of one rollout batch (this process's rows)."""
         args, device = self.args, self.accelerator.device
         prompts, prompt_ids, prompt_mask = self._encode(examples)
@@ -386,26 +377,26 @@ class PPOTrainer(RLLoopTrainer):
             }
         )
         self.kl_ctl.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), self.batch_sizes.batch_size)
-        return {
-            "prompts": prompts,
-            "completions": texts,
-            "sequences": sequences,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
-            "responses": responses,
-            "mask": mask,
-            "weights": scored_tokens.float(),
-            "logps": logps,
-            "ref_logps": ref_logps,
-            "values": values,
-            "scores": scores,
-            "token_rewards": token_rewards,
-            "advantages": advantages,
-            "returns": returns,
-            "unscored": unscored,
-            "logs": logs,
-            "forward": forward,
-        }
+        return Rollout(
+            prompts=prompts,
+            completions=texts,
+            sequences=sequences,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            responses=responses,
+            mask=mask,
+            weights=scored_tokens.float(),
+            logps=logps,
+            ref_logps=ref_logps,
+            values=values,
+            scores=scores,
+            token_rewards=token_rewards,
+            advantages=advantages,
+            returns=returns,
+            unscored=unscored,
+            logs=logs,
+            forward=forward,
+        )
 
     @property
     def _rollout_forward_trains(self) -> bool:
@@ -425,52 +416,60 @@ class PPOTrainer(RLLoopTrainer):
         """One rollout batch, then `num_ppo_epochs` passes of mini-batch updates."""
         args, sizes, start = self.args, self.batch_sizes, time.perf_counter()
         examples = self.train_dataset.select(self.rows_for_step(self.state.global_step))
-        batch = self._rollout(examples)
-        logs = batch["logs"]
+        rollout = self._rollout(examples)
+        logs = rollout.logs
         logs["lr"] = self.lr_scheduler.get_last_lr()[0]  # TRL's name (the loop also logs learning_rate)
-        self._maybe_log_completions(batch)
-        if not self.any_process_scored(batch["unscored"]):  # no score anywhere: no update
+        self._maybe_log_completions(rollout)
+        if not self.any_process_scored(rollout.unscored):  # no score anywhere: no update
             self.skipped_steps += 1
             return logs
         warmup = self.state.global_step < args.critic_warmup_steps
-        keep = batch["responses"].size(1) + 1
+        keep = rollout.responses.size(1) + 1
         metrics = defaultdict(list)
-        size = len(batch["prompts"])
         for epoch in range(args.num_ppo_epochs):
-            order = torch.randperm(size, generator=self._generator).to(self.accelerator.device)
-            for mini_start in range(0, size, sizes.local_mini_batch_size):
-                mini_batch = order[mini_start : mini_start + sizes.local_mini_batch_size]
-                for micro_start in range(0, len(mini_batch), sizes.per_device_train_batch_size):
-                    index = mini_batch[micro_start : micro_start + sizes.per_device_train_batch_size]
-                    first = epoch == 0 and mini_start == 0
+            order = torch.randperm(len(rollout.prompts), generator=self._generator).to(self.accelerator.device)
+            for mini_batch_index, mini_batch in enumerate(order.split(sizes.local_mini_batch_size)):
+                first = epoch == 0 and mini_batch_index == 0
+                # TRL's micro-batches: at most per_device_train_batch_size rows, each one's token mean weighing alike
+                for index in mini_batch.split(sizes.per_device_train_batch_size):
                     with self.optimizer_update(metrics):  # the first takes the rollout's forward, if it trains
-                        forward = batch.pop("forward", None)
-                        self._micro_batch_loss(batch, index, keep, warmup, first, metrics, forward)
+                        self._micro_batch_loss(rollout, index, keep, warmup, first, metrics, rollout.take_forward())
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
         logs["eps"] = sizes.batch_size / (time.perf_counter() - start)  # episodes per second, as TRL
         return logs
 
-    def _micro_batch_loss(self, batch, index, keep, warmup, first, metrics, forward=None) -> None:
+    def _micro_batch_loss(
+        self,
+        rollout: Rollout,
+        index: torch.Tensor,
+        keep: int,
+        warmup: bool,
+        first: bool,
+        metrics: dict[str, list[float]],
+        forward: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """Backpropagate L = L_clip + vf_coef · L_value (the policy term dropped in critic warm-up) on the rows `index`
+        of `rollout`, through `forward` when given, and append the micro-batch's metrics."""
         args = self.args
         if forward is not None:  # the rollout's forward of every row, with its graph (`_rollout_forward_trains`)
             logits, values = forward[0][index], forward[1][index]
         else:
             with self.accelerator.autocast():
                 logits, values = self.model(
-                    input_ids=batch["sequences"][index],
-                    attention_mask=batch["attention_mask"][index],
-                    position_ids=batch["position_ids"][index],
+                    input_ids=rollout.sequences[index],
+                    attention_mask=rollout.attention_mask[index],
+                    position_ids=rollout.position_ids[index],
                     logits_to_keep=keep,
                 )
         logits, values = logits[:, :-1], values[:, :-1]
-        logps = sequence_log_probs(logits, batch["responses"][index], args.temperature)
-        weights, mask = batch["weights"][index], batch["mask"][index]
-        log_ratio = logps - batch["logps"][index]
+        logps = sequence_log_probs(logits, rollout.responses[index], args.temperature)
+        weights, mask = rollout.weights[index], rollout.mask[index]
+        log_ratio = logps - rollout.logps[index]
         policy_losses, clipped = clipped_surrogate_loss(
-            log_ratio, batch["advantages"][index], args.cliprange, dual_clip=args.dual_clip
+            log_ratio, rollout.advantages[index], args.cliprange, dual_clip=args.dual_clip
         )
         value_losses, value_clipped = clipped_value_loss(
-            values, batch["values"][index], batch["returns"][index], args.cliprange_value
+            values, rollout.values[index], rollout.returns[index], args.cliprange_value
         )
         policy_loss, value_loss = _masked_mean(policy_losses, weights), _masked_mean(value_losses, weights)
         loss = (0.0 if warmup else 1.0) * policy_loss + args.vf_coef * value_loss
@@ -499,7 +498,7 @@ class PPOTrainer(RLLoopTrainer):
 
     # Completions
 
-    def _maybe_log_completions(self, batch: dict) -> None:
+    def _maybe_log_completions(self, rollout: Rollout) -> None:
         args = self.args
         if not args.num_sample_generations or not self.accelerator.is_main_process:
             return
@@ -508,7 +507,7 @@ class PPOTrainer(RLLoopTrainer):
             return
         rows = [
             {"step": self.state.global_step, "prompt": p, "completion": c, "score": s}
-            for p, c, s in zip(batch["prompts"], batch["completions"], batch["scores"].tolist())
+            for p, c, s in zip(rollout.prompts, rollout.completions, rollout.scores.tolist())
         ][: args.num_completions_to_print]
         self._write_completions(rows)
 
