@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from trl_ext.rewards import LocalVLMJudge, OpenAICompatibleJudge, VLMJudgeReward
-from trl_ext.rewards.vlm_judge import JudgeRequest, JudgeResult
+from trl_ext.rewards.vlm_judge import JUDGE_PROMPTS, JudgeRequest, JudgeResult, template_for, template_name
 from trl_ext.testing import build_tiny_tokenizer, save_tiny_qwen3_vl
 
 
@@ -175,6 +175,45 @@ def test_generate_mode_never_turns_a_failure_into_a_number():
 def test_expected_mode_needs_probabilities():
     with pytest.raises(ValueError, match="probabilities"):
         VLMJudgeReward(_ScriptedJudge([]), mode="expected")
+
+
+def test_generate_mode_needs_answers():
+    """A backend with probabilities only (no `generate_answers`) is refused for mode="generate" when the reward is
+    built, not on its first call."""
+
+    class DigitsOnly:
+        name = "digits-only"
+
+        def score_digits(self, requests):
+            return [JudgeResult(probabilities=[1.0] + [0.0] * 10) for _ in requests]
+
+    assert VLMJudgeReward(DigitsOnly(), mode="expected")(["q"], completions=["a"]) == [0.0]
+    with pytest.raises(ValueError, match="generate_answers"):
+        VLMJudgeReward(DigitsOnly(), mode="generate")
+
+
+def test_a_backend_result_with_neither_value_nor_error_is_refused():
+    """A backend must say why it has no answer: a result with neither `text` nor `error` (or one result missing) is an
+    error, not an unscored sample."""
+
+    class Silent:
+        name = "silent"
+
+        def generate_answers(self, requests):
+            return [JudgeResult() for _ in requests]
+
+    with pytest.raises(ValueError, match="neither"):
+        VLMJudgeReward(Silent(), mode="generate")(["q"], completions=["a"])
+
+
+def test_template_functions_pick_the_documented_template():
+    """`prompt_template` wins, then "answer" for a text answer, the category's own template, else "generic"."""
+    assert template_name("physics") == "physics" and template_name("weather") == "generic"
+    assert template_name("weather", templates={"weather": "Rate {instruction}"}) == "weather"
+    assert template_name("physics", text_answer=True) == "answer"
+    assert template_name("physics", prompt_template="causal", text_answer=True) == "causal"
+    assert template_for("weather", templates={"weather": "Rate {instruction}"}) == "Rate {instruction}"
+    assert template_for("weather") == JUDGE_PROMPTS["generic"]
 
 
 def test_text_reward_in_trl_convention(judge):
