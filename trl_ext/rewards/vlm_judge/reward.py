@@ -40,8 +40,8 @@ class JudgeOutput:
 
     `score` is `None` unless `status == "ok"`; `text` is the raw answer (generate mode, and expected mode with a judge
     that writes its answer, [`OpenAICompatibleJudge`]), `digit_mass` the judge's total probability on the valid
-    digits (expected mode) and `error` why an unscored sample has no score (a failed request, an answer without a
-    usable score) when it is known.
+    digits (expected mode; `None` when the judge gave no probabilities, e.g. a failed request) and `error` why an
+    unscored sample has no score (a failed request, an answer without a usable score) when it is known.
     """
 
     score: float | None
@@ -89,8 +89,10 @@ class VLMJudgeReward:
     digit masses and the counts of the last call.
 
     Parameters:
-        judge (`str`, `LocalVLMJudge` or `OpenAICompatibleJudge`):
-            A backend, or a model for [`LocalVLMJudge.from_pretrained`] (a `trl_ext.hub` key, Hub id or directory).
+        judge (`str`, `LocalVLMJudge`, `OpenAICompatibleJudge` or another backend):
+            A backend ([`DigitJudge`] for `"expected"`, [`AnswerJudge`] for `"generate"`: a `name` and
+            `score_digits` / `generate_answers` returning one [`JudgeResult`] per request), or a model for
+            [`LocalVLMJudge.from_pretrained`] (a `trl_ext.hub` key, Hub id or directory).
         mode (`str`, *optional*, defaults to `"expected"`):
             `"expected"` (Σ p·d over the digit tokens: prefilled "Score: " for a local judge, the `top_logprobs` of
             the answer's number for [`OpenAICompatibleJudge`]) or `"generate"` (generate, then [`parse_score`]).
@@ -157,9 +159,8 @@ class VLMJudgeReward:
             raise ValueError(
                 f"mode='generate' needs the judge's answers (`generate_answers`): {type(judge).__name__} has none."
             )
-        if mode == "expected":
-            if not (0 <= low < high <= 10 and int(low) == low and int(high) == high):
-                raise ValueError(f"mode='expected' scores integers 0..10: got low={low}, high={high}.")
+        if mode == "expected" and not (0 <= low < high <= 10 and int(low) == low and int(high) == high):
+            raise ValueError(f"mode='expected' scores integers 0..10: got low={low}, high={high}.")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1.")
         self.judge = judge
