@@ -77,7 +77,7 @@ def test_grpo_two_processes_on_cpu_keep_identical_weights(tmp_path, launch_two_p
     assert len(ranks[0]["rows"]) == len(ranks[1]["rows"]) == 2  # one rollout per step
     for rows_0, rows_1 in zip(ranks[0]["rows"], ranks[1]["rows"]):
         assert not set(rows_0) & set(rows_1), "both ranks trained on the same prompts"
-    assert {"tprl/perception_token_fraction", "tprl/scaling_factor_mean", "tprl/filtered_group_fraction"} <= set(
+    assert {"tprl/perception_token_fraction", "tprl/scaling_factor_mean", "grpo/filtered_group_fraction"} <= set(
         ranks[0]["tprl_metrics"]
     )
     for rank in ranks:

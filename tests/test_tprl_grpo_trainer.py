@@ -312,7 +312,7 @@ def test_online_filtering_masks_dropped_groups(vlm, tmp_path):
     inputs = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))  # unshuffled rows
     group_means = trainer._rewards_per_func[:, 0].view(-1, 4).mean(1)
     dropped = (group_means == 1.0).repeat_interleave(4)
-    assert trainer._metrics["train"]["tprl/filtered_group_fraction"][-1] == pytest.approx(
+    assert trainer._metrics["train"]["grpo/filtered_group_fraction"][-1] == pytest.approx(
         dropped.float().mean().item()
     )
     assert (inputs["completion_mask"][dropped] == 0).all() and (inputs["advantages"][dropped] == 0).all()
@@ -347,8 +347,8 @@ def test_kl_in_reward_with_adaptive_controller(vlm, tmp_path):
         model=path, reward_funcs=colour_tokens, args=args, train_dataset=dataset, processing_class=processor
     )
     trainer.train()
-    coefs = trainer._metrics["train"]["tprl/kl_coef"] or [
-        h["tprl/kl_coef"] for h in trainer.state.log_history if "tprl/kl_coef" in h
+    coefs = trainer._metrics["train"]["grpo/kl_coef"] or [
+        h["grpo/kl_coef"] for h in trainer.state.log_history if "grpo/kl_coef" in h
     ]
     # first step on-policy: KL 0 < target, so the coefficient shrinks by (1 - 0.2 * 32 / 100)
     assert coefs[0] == pytest.approx(0.1) and trainer.beta < 0.1
@@ -506,7 +506,8 @@ def test_patch_blackening_is_seeded_and_grid_aligned():
 
 
 def test_trl_hooks_we_rely_on_are_unchanged():
-    """The GRPOTrainer hooks TPRLGRPOTrainer overrides or relies on; a TRL upgrade that changes them must fail here."""
+    """The GRPOTrainer hooks ExtendedGRPOTrainer and TPRLGRPOTrainer override or rely on; a TRL upgrade that changes
+    them must fail here."""
     assert trl.__version__.startswith("1.16."), "TPRLGRPOTrainer is tested against TRL 1.16 only"
     loss_source = inspect.getsource(GRPOTrainer._compute_loss)
     assert "if advantages.dim() == 1:" in loss_source  # (B, T) advantages are accepted as they are
@@ -517,6 +518,11 @@ def test_trl_hooks_we_rely_on_are_unchanged():
     assert loss_source.count("self._get_per_token_logps_and_entropies(") == 1
     assert loss_source.index("self._get_per_token_logps_and_entropies(") < loss_source.index('inputs["advantages"]')
     assert "per_token_logps.detach() if old_per_token_logps is None else old_per_token_logps" in loss_source
+    # ExtendedGRPOTrainer's KL controller holds β behind a `beta` property: GRPOTrainer assigns `self.beta` once, in
+    # `__init__` after `Trainer.__init__` (which sets `self.args`), and only reads it elsewhere
+    init_source = inspect.getsource(GRPOTrainer.__init__)
+    assert inspect.getsource(GRPOTrainer).count("self.beta = ") == init_source.count("self.beta = args.beta") == 1
+    assert init_source.index("super().__init__(") < init_source.index("self.beta = args.beta")
     assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
         "self",
         "inputs",
@@ -708,7 +714,7 @@ def test_resume_continues_the_kl_coefficient_and_the_perturbations(vlm, tmp_path
         )
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         coefs = [
-            h["tprl/kl_coef"] for h in trainer.state.log_history if "tprl/kl_coef" in h and h["step"] > first_step
+            h["grpo/kl_coef"] for h in trainer.state.log_history if "grpo/kl_coef" in h and h["step"] > first_step
         ]
         weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
         return trainer, coefs, np.stack(masks).reshape(-1, 8, *masks[0].shape), weights
@@ -716,8 +722,8 @@ def test_resume_continues_the_kl_coefficient_and_the_perturbations(vlm, tmp_path
     full, full_coefs, full_masks, full_weights = run(tmp_path / "full")
     assert len(full_coefs) == 3 and len(set(full_coefs)) == 3  # beta moves at every step
     assert not np.array_equal(full_masks[0], full_masks[1])  # fresh patches at every rollout
-    with open(tmp_path / "full" / "checkpoint-1" / "tprl_state_0.json") as f:
-        assert json.load(f)["beta"] == pytest.approx(full_coefs[1])
+    with open(tmp_path / "full" / "checkpoint-1" / "trl_ext_state_0.json") as f:
+        assert json.load(f)["kl_controller"]["coef"] == pytest.approx(full_coefs[1])
     resumed, coefs, masks, weights = run(tmp_path / "resumed", str(tmp_path / "full" / "checkpoint-1"))
     print(f"beta per step: uninterrupted {full_coefs}, resumed at step 1 {coefs}")
     assert coefs == full_coefs[1:] and resumed.beta == full.beta

@@ -31,6 +31,8 @@ _import_structure = {
     "trainers.sedd.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
     "trainers.flow_rtpo.config": ["FlowRTPOConfig"],
     "trainers.flow_rtpo.trainer": ["FlowRTPOTrainer"],
+    "trainers.grpo.config": ["ExtendedGRPOConfig"],
+    "trainers.grpo.trainer": ["ExtendedGRPOTrainer"],
     "trainers.tprl.config": ["TPRLGRPOConfig"],
     "trainers.tprl.trainer": ["TPRLGRPOTrainer"],
     "trainers.ppo.config": ["PPOConfig"],
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from .pipelines.pipeline import RLHFPipeline
     from .trainers.flow_rtpo.config import FlowRTPOConfig
     from .trainers.flow_rtpo.trainer import FlowRTPOTrainer
+    from .trainers.grpo.config import ExtendedGRPOConfig
+    from .trainers.grpo.trainer import ExtendedGRPOTrainer
     from .trainers.ppo.config import PPOConfig
     from .trainers.ppo.trainer import PPOTrainer
     from .trainers.sedd.ppo_config import DiscreteDiffusionPPOConfig

@@ -98,7 +98,7 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
     trainer.train()
     state = PartialState()
     weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()]).double()
-    logged = [h for h in trainer.state.log_history if "tprl/kl_coef" in h]
+    logged = [h for h in trainer.state.log_history if "grpo/kl_coef" in h]
     with open(os.path.join(output_dir, f"rank{state.process_index}.json"), "w") as f:
         json.dump(
             {
@@ -106,7 +106,7 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
                 "weights": weights.tolist(),
                 "changed": float((weights - initial).abs().max()),
                 "rows": ROWS_SEEN,
-                "kl_coef": [h["tprl/kl_coef"] for h in logged],
+                "kl_coef": [h["grpo/kl_coef"] for h in logged],
                 "shaped_in_loss": shaped_in_loss,
                 "tprl_metrics": sorted({k for h in trainer.state.log_history for k in h if k.startswith("tprl/")}),
             },

@@ -11,14 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`TPRLGRPOTrainer`: TRL's `GRPOTrainer` with Token Perception RL (VPPO) and the RL controls TRL lacks.
+"""`TPRLGRPOTrainer`: `ExtendedGRPOTrainer` with Token Perception RL (VPPO) for vision-language models.
 
-The trainer overrides the fewest `GRPOTrainer` hooks it can (`_generate_and_score_completions`, `_calculate_rewards`,
-`_compute_loss`, `_get_per_token_logps_and_entropies`, `get_high_entropy_mask`, the checkpoint RNG hooks and the model
-card) and folds everything it adds into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
+The trainer overrides the fewest hooks it can (`ExtendedGRPOTrainer._rollout_advantages`, and of `GRPOTrainer`
+`_compute_loss`, `_get_per_token_logps_and_entropies`, `get_high_entropy_mask`, the checkpoint hooks and the model card)
+and folds the token weights into per-token advantages of shape (B, T), which TRL's loss accepts as they are.
 """
 
-import copy
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ from safetensors import safe_open
 from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOTrainer
-from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import (
     get_config_model_id,
     split_pixel_values_by_grid,
@@ -44,16 +42,7 @@ from trl.trainer.utils import (
 
 from ...hub import model_card_name
 from ...models.processors import load_vlm_processor
-from ...rl.advantages import (
-    compute_advantages,
-    group_keep_mask,
-    outcome_token_rewards,
-    reinforce_plus_plus_advantages,
-    remax_advantages,
-    rloo_advantages,
-)
-from ...rl.kl import AdaptiveKLController, FixedKLController, kl_divergence
-from ...rl.scoring import reward_component_values
+from ..grpo.trainer import ExtendedGRPOTrainer
 from .config import TPRLGRPOConfig
 from .perception import sampled_token_dependency, top_k_per_row_mask, trajectory_scaling_factors
 from .perturbations import Perturbation, get_perturbation
@@ -61,47 +50,36 @@ from .perturbations import Perturbation, get_perturbation
 
 logger = logging.getLogger(__name__)
 
-# Forward kwargs of GRPOTrainer's batches that hold image data.
-_VISION_KEYS = (
-    "pixel_values",
-    "image_grid_thw",
-    "image_sizes",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "image_position_ids",
-)
-# Per-process file (in every checkpoint) with the state TPRL keeps outside the model: KL controller and perturbation RNG.
-TPRL_STATE_NAME = "tprl_state_{process_index}.json"
 # Key of the rollout batch holding log π(o_t|I′) when the shaping is computed in the loss (on-policy, see
 # `TPRLGRPOTrainer._shapes_in_loss`).
 PERTURBED_LOGPS_KEY = "tprl_perturbed_per_token_logps"
 
 
-class TPRLGRPOTrainer(GRPOTrainer):
+class TPRLGRPOTrainer(ExtendedGRPOTrainer):
     r"""
-    [`~trl.GRPOTrainer`] with Token Perception RL for vision-language models (VPPO,
-    [Spotlight on Token Perception for Multimodal RL](https://huggingface.co/papers/2510.09285)) and the RL controls
+    [`ExtendedGRPOTrainer`] with Token Perception RL for vision-language models (VPPO,
+    [Spotlight on Token Perception for Multimodal RL](https://huggingface.co/papers/2510.09285)). The RL controls
     that TRL lacks (KL estimators and an adaptive KL controller, RLOO / REINFORCE++ / ReMax advantages, online
-    difficulty filtering).
+    difficulty filtering, reward-component logging) are [`ExtendedGRPOTrainer`]'s.
 
-    After each rollout batch is generated and scored by `GRPOTrainer`, the trainer
+    After each rollout batch is generated, scored and (with online filtering) filtered by [`ExtendedGRPOTrainer`], the
+    trainer
 
-    1. drops, with online filtering, the prompt groups whose mean reward lies outside (`filter_low`, `filter_high`):
-       they leave the loss, its token normaliser and every statistic below;
-    2. re-scores the completions with a perturbed image I′ (patch blackening by default) in one extra no-grad forward
+    1. re-scores the completions with a perturbed image I′ (patch blackening by default) in one extra no-grad forward
        and measures each token's visual dependency s_t, either VPPO's one-sample k3 estimate at the generated token or
        the full KL over the vocabulary. log π(o_t|I) are TRL's old log-probabilities when it computed them
-       (off-policy). On-policy they are TRL's own loss forward, as TRL takes them: steps 3 and 4 then run in the loss,
+       (off-policy). On-policy they are TRL's own loss forward, as TRL takes them: steps 2 and 3 then run in the loss,
        right after that forward (with VPPO's estimate, one loss step per generation batch and no rollout KL; otherwise
        the original and the perturbed images go through the model together, as one batch of 2B sequences);
-    3. keeps, per response, the top ⌈n·k⌉ tokens by entropy and/or by dependency (Token Gradient Filtering);
-    4. scales each response's advantage by a factor from its mean dependency (Trajectory Advantage Shaping);
+    2. keeps, per response, the top ⌈n·k⌉ tokens by entropy and/or by dependency (Token Gradient Filtering);
+    3. scales each response's advantage by a factor from its mean dependency (Trajectory Advantage Shaping);
 
-    and folds all of it into per-token advantages of shape (B, T), which `GRPOTrainer`'s loss accepts as is. With every
-    feature off (the default) it is exactly `GRPOTrainer`, TRL's own options included.
+    and folds all of it into the per-token advantages (B, T) of [`ExtendedGRPOTrainer`], which `GRPOTrainer`'s loss
+    accepts as is. With every feature off (the default) it is exactly [`ExtendedGRPOTrainer`] (and, with its options
+    off too, `GRPOTrainer`, TRL's own options included).
 
-    Every checkpoint also holds `tprl_state_<process>.json` per process: the KL coefficient (adaptive controller) and
-    the perturbation generator, so that a resumed run continues both exactly.
+    The perturbation generator is checkpointed with the KL controller, in `trl_ext_state_<process>.json`, so that a
+    resumed run continues both exactly.
 
     Example:
 
@@ -118,8 +96,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
         model (`str` or [`~transformers.PreTrainedModel`]):
             As for [`~trl.GRPOTrainer`].
         reward_funcs:
-            As for [`~trl.GRPOTrainer`]. A reward function may expose `last_components` (a dict of per-sample lists or
-            scalars, set at each call); each part is logged as `rewards/<name>/<part>`, averaged over all processes.
+            As for [`ExtendedGRPOTrainer`].
         args ([`TPRLGRPOConfig`], *optional*):
             Defaults to `TPRLGRPOConfig("<model name>-TPRL-GRPO")`, as [`~trl.GRPOTrainer`] builds its default.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`], *optional*):
@@ -134,6 +111,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
     """
 
     _tag_names = ["trl", "grpo", "trl_ext", "tprl"]
+    _config_class = TPRLGRPOConfig
     _name = "TPRL-GRPO"
     _paper = {
         "title": "Spotlight on Token Perception for Multimodal Reinforcement Learning",
@@ -160,14 +138,10 @@ class TPRLGRPOTrainer(GRPOTrainer):
         perturbation_fn: Perturbation | None = None,
         **kwargs,
     ):
-        if args is None:  # as GRPOTrainer builds its default GRPOConfig
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = TPRLGRPOConfig(f"{model_name.split('/')[-1]}-TPRL-GRPO")
-        elif not isinstance(args, TPRLGRPOConfig):
-            raise TypeError(f"args must be a TPRLGRPOConfig, got {type(args).__name__}.")
-        _check_train_dataset(train_dataset, prompts_from_environment=kwargs.get("environment_factory") is not None)
-        if len(extra_args) < 2 and kwargs.get("processing_class") is None:
+        args = self._default_args(model) if args is None else args
+        if len(extra_args) < 2 and kwargs.get("processing_class") is None and isinstance(args, TPRLGRPOConfig):
             kwargs["processing_class"] = _load_processor(model, args)
+        # (inputs, log π(o_t|I′)) of an on-policy batch, from `_compute_loss` to TRL's loss forward (see there)
         self._pending_shaping: tuple[dict[str, Any], torch.Tensor] | None = None
         super().__init__(model, reward_funcs, args, train_dataset, *extra_args, **kwargs)
         config = self.args
@@ -179,30 +153,15 @@ class TPRLGRPOTrainer(GRPOTrainer):
         )
         seed = config.perturbation_seed if config.perturbation_seed is not None else config.seed
         self._perturbation_rng = np.random.default_rng([seed, self.accelerator.process_index])
-        if config.kl_controller == "adaptive":
-            self.kl_controller = AdaptiveKLController(self.beta, config.kl_target, config.kl_horizon)
-        else:
-            self.kl_controller = FixedKLController(self.beta)
-        if config.online_filtering and config.filter_reward not in self.reward_func_names:
-            raise ValueError(
-                f"filter_reward={config.filter_reward!r} is not one of the reward functions {self.reward_func_names}."
-            )
         # Entropy filtering alone needs no extra forward: TRL calls `get_high_entropy_mask` in its loss whenever
         # `top_entropy_quantile < 1`, and the override below applies the per-response rule there. With perception
         # filtering too, both masks are built at rollout time and folded into the advantages instead.
         if config.enable_entropy_filtering and not config.enable_perception_filtering:
             self.top_entropy_quantile = config.top_p_entropy_tokens
-        self._rewards_per_func: torch.Tensor | None = None
 
     @property
     def _needs_dependency(self) -> bool:
         return self.args.enable_perception_filtering or self.args.enable_trajectory_reweighting
-
-    @property
-    def _recomputes_advantages(self) -> bool:
-        return (
-            self.args.kl_penalty == "reward" or self.args.advantage_estimator != "grpo" or self.args.online_filtering
-        )
 
     def get_high_entropy_mask(self, entropies: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
         """Entropy mask of TRL's loss (called when `top_entropy_quantile < 1`).
@@ -222,23 +181,6 @@ class TPRLGRPOTrainer(GRPOTrainer):
             return top_k_per_row_mask(entropies, mask, config.top_p_entropy_tokens)
         return GRPOTrainer.get_high_entropy_mask(self, entropies, mask, threshold)
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # Keep the (gathered) per-function rewards: online filtering and the other advantage estimators need them.
-        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._log_reward_components()
-        return self._rewards_per_func
-
-    def _log_reward_components(self) -> None:
-        """Log each reward function's `last_components` as `rewards/<name>/<part>`, as the loop trainers name them.
-
-        A part is a per-sample list (its finite numbers are averaged over the samples of every process) or a scalar
-        (averaged over processes). The values go through TRL's `log_metric` buffer, which `GRPOTrainer` averages
-        across processes right after the rewards are computed.
-        """
-        for key, values in reward_component_values(self.reward_funcs, self.reward_func_names).items():
-            for value in values:
-                self._log_metric(key, value)
-
     def _compute_loss(self, model, inputs):
         if PERTURBED_LOGPS_KEY in inputs:
             # On-policy shaping: TRL's loss forward is the rollout policy's forward (TRL itself takes its detached
@@ -246,14 +188,9 @@ class TPRLGRPOTrainer(GRPOTrainer):
             # `_get_per_token_logps_and_entropies`, and written to `inputs["advantages"]` before TRL reads them.
             # The key is removed, so the batch's advantages are shaped once.
             self._pending_shaping = (inputs, inputs.pop(PERTURBED_LOGPS_KEY))
-        # kl_penalty="reward": the KL is already in the advantages; TRL's loss must not add its k3 term again.
-        beta = self.beta
-        if self.args.kl_penalty == "reward":
-            self.beta = 0.0
         try:
             return super()._compute_loss(model, inputs)
         finally:
-            self.beta = beta
             self._pending_shaping = None
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
@@ -269,40 +206,37 @@ class TPRLGRPOTrainer(GRPOTrainer):
             )
         return logps, entropies, aux_loss
 
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super()._generate_and_score_completions(inputs)
-        if not self.model.training:  # evaluation: plain GRPO scoring
-            return output
-        config = self.args
-        # Online filtering first: the dropped groups leave the mask that every statistic below is computed over.
-        keep = self._apply_online_filtering(output) if config.online_filtering else None
-        mask = self._loss_mask(output)
+    def _rollout_advantages(
+        self,
+        output: dict[str, Any],
+        inputs: list[dict[str, Any]],
+        mask: torch.Tensor,
+        keep: torch.Tensor | None,
+        policy_logps: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """[`ExtendedGRPOTrainer`]'s advantages (B, T), with the token weights of Token Perception RL folded in.
 
-        policy_logps, entropies, dependency = output.get("old_per_token_logps"), None, None
-        needs_kl = self.beta != 0.0 and (config.kl_penalty == "reward" or config.kl_controller == "adaptive")
-        shape_in_loss = self._needs_dependency and self._shapes_in_loss(policy_logps, needs_kl)
-        if shape_in_loss:
+        The dependency pass runs before the rollout KL, whose log π(o_t|I) it provides. When the shaping is computed
+        in the loss (`_shapes_in_loss`), only log π(o_t|I′) is computed here and travels with the batch.
+        """
+        if not self._needs_dependency:
+            return super()._rollout_advantages(output, inputs, mask, keep, policy_logps)
+        config = self.args
+        policy_logps = output.get("old_per_token_logps")
+        dependency, entropies = None, None
+        if self._shapes_in_loss(policy_logps):
             output[PERTURBED_LOGPS_KEY] = self._rollout_logps(output, self._perturbed_forward_kwargs(output, inputs))
-        elif self._needs_dependency:
+        else:
             needs_entropies = config.enable_entropy_filtering and config.enable_perception_filtering
             dependency, policy_logps, entropies = self._token_dependency(output, inputs, policy_logps, needs_entropies)
-        elif needs_kl and policy_logps is None:
-            policy_logps = self._rollout_logps(output)
-
-        kl_penalty = self._update_kl(output, policy_logps, mask) if needs_kl else None
-        if self._recomputes_advantages:
-            greedy = self._greedy_rewards(inputs) if config.advantage_estimator == "remax" else None
-            advantages = self._recompute_advantages(output, mask, kl_penalty, greedy, keep)
-        else:
+        advantages = super()._rollout_advantages(output, inputs, mask, keep, policy_logps)
+        if advantages is None:
             advantages = output["advantages"][:, None].expand_as(mask)
+        if dependency is None:
+            return advantages
+        return self._shape_advantages(advantages, mask, dependency, entropies)
 
-        if dependency is not None:
-            output["advantages"] = self._shape_advantages(advantages, mask, dependency, entropies)
-        elif shape_in_loss or self._recomputes_advantages:
-            output["advantages"] = advantages.contiguous()
-        return output
-
-    def _shapes_in_loss(self, policy_logps: torch.Tensor | None, needs_kl: bool) -> bool:
+    def _shapes_in_loss(self, policy_logps: torch.Tensor | None) -> bool:
         """Whether the token weights come from TRL's loss forward instead of an unperturbed pass at rollout time.
 
         That forward gives log π(o_t|I) (and the entropies) of the rollout policy when TRL computed no old
@@ -312,7 +246,7 @@ class TPRLGRPOTrainer(GRPOTrainer):
         """
         return (
             policy_logps is None
-            and not needs_kl
+            and not self._needs_rollout_kl
             and self.args.dependency_estimator == "sampled"
             and self.args.steps_per_generation == 1
         )
@@ -359,51 +293,6 @@ class TPRLGRPOTrainer(GRPOTrainer):
             token_weights = token_weights * factors[:, None]
         return advantages * token_weights
 
-    def _process_slice(self, local_size: int) -> slice:
-        return slice(self.accelerator.process_index * local_size, (self.accelerator.process_index + 1) * local_size)
-
-    @staticmethod
-    def _loss_mask(output: dict[str, Any]) -> torch.Tensor:
-        mask = output["completion_mask"].float()
-        return mask * output["tool_mask"] if "tool_mask" in output else mask
-
-    def _apply_online_filtering(self, output: dict[str, Any]) -> torch.Tensor:
-        """Drop the prompt groups whose mean `filter_reward` lies outside (`filter_low`, `filter_high`).
-
-        The dropped completions leave the loss mask and TRL's token normaliser `num_items_in_batch`; their advantages
-        become 0. Returns the gathered keep mask, (N,).
-        """
-        config = self.args
-        filter_rewards = self._rewards_per_func[:, self.reward_func_names.index(config.filter_reward)]
-        keep = group_keep_mask(filter_rewards, self.num_generations, config.filter_low, config.filter_high)
-        self._metrics["train"]["tprl/filtered_group_fraction"].append(1.0 - keep.float().mean().item())
-        local_keep = keep[self._process_slice(len(output["completion_mask"]))].to(output["completion_mask"].device)
-        output["completion_mask"] = output["completion_mask"] * local_keep[:, None].to(output["completion_mask"].dtype)
-        output["num_items_in_batch"] = self.accelerator.gather(self._loss_mask(output).sum()).sum()
-        output["advantages"] = output["advantages"] * local_keep.to(output["advantages"].dtype)
-        return keep
-
-    def _update_kl(
-        self, output: dict[str, Any], policy_logps: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Measure the rollout KL to the reference, log it and update the KL controller.
-
-        The KL is the mean over completions (with tokens, all processes) of each completion's per-token mean KL_t.
-        Returns β·KL_t (B, T) for `kl_penalty="reward"` (this batch's β, as EasyR1 does), else None.
-        """
-        config = self.args
-        per_token_kl = kl_divergence(policy_logps, output["ref_per_token_logps"], config.kl_estimator) * mask
-        rows = mask.sum(1) > 0
-        row_kl = per_token_kl.sum(1) / mask.sum(1).clamp(min=1)
-        stats = torch.stack([row_kl[rows].sum(), rows.sum().to(row_kl.dtype)])
-        total, count = self.accelerator.gather(stats.reshape(1, 2)).sum(0).tolist()
-        mean_kl = total / max(count, 1.0)
-        kl_penalty = self.beta * per_token_kl if config.kl_penalty == "reward" else None
-        self._metrics["train"]["tprl/kl_coef"].append(self.beta)
-        self._metrics["train"]["tprl/rollout_kl"].append(mean_kl)
-        self.beta = self.kl_controller.update(mean_kl, n_steps=int(count))
-        return kl_penalty
-
     def _gathered_mean(self, value: torch.Tensor) -> float:
         return self.accelerator.gather(value.detach().float().reshape(1)).mean().item()
 
@@ -411,17 +300,6 @@ class TPRLGRPOTrainer(GRPOTrainer):
         counts = torch.stack([(selected.float() * mask).sum(), mask.sum()])
         kept, total = self.accelerator.gather(counts.reshape(1, 2)).sum(0).tolist()
         return kept / max(total, 1.0)
-
-    def _images(self, inputs: list[dict[str, Any]]) -> list:
-        if "images" in inputs[0]:
-            return [image for example in inputs for image in (example.get("images") or [])]
-        if "image" in inputs[0]:
-            return [example["image"] for example in inputs if example.get("image") is not None]
-        return []
-
-    def _forward_kwargs(self, output: dict[str, Any]) -> dict[str, Any]:
-        keys = (*_VISION_KEYS, "mm_token_type_ids", "token_type_ids", "num_images", "num_tiles")
-        return {key: output[key] for key in keys if key in output}
 
     def _perturbed_forward_kwargs(self, output: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
         images = self._images(inputs)
@@ -445,27 +323,6 @@ class TPRLGRPOTrainer(GRPOTrainer):
                     f"The perturbed image changed the processor's {key!r}: perturbations must keep the size."
                 )
         return kwargs
-
-    def _sequences(self, output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        return input_ids, attention_mask, output["completion_ids"].size(1)
-
-    @torch.no_grad()
-    def _rollout_logps(self, output: dict[str, Any], vision_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
-        """Log-probabilities (B, T) of the completions under the current policy, with the original images or the
-        images of `vision_kwargs` (the perturbed ones): one no-grad forward, `per_device_train_batch_size` rows at a
-        time."""
-        input_ids, attention_mask, logits_to_keep = self._sequences(output)
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            self.model,
-            input_ids,
-            attention_mask,
-            logits_to_keep,
-            batch_size=self.args.per_device_train_batch_size,
-            **(self._forward_kwargs(output) if vision_kwargs is None else vision_kwargs),
-        )
-        return logps
 
     @torch.no_grad()
     def _token_dependency(
@@ -556,109 +413,13 @@ class TPRLGRPOTrainer(GRPOTrainer):
             ).logits[:, :-1]
         return (logits.float() / self.temperature).log_softmax(-1)
 
-    @torch.no_grad()
-    def _greedy_rewards(self, inputs: list[dict[str, Any]]) -> torch.Tensor:
-        """ReMax's baseline: the weighted reward of a greedy completion of each row's prompt (gathered, (N,)).
+    # Checkpointing: the perturbation generator too, in ExtendedGRPOTrainer's per-process state file.
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {**super()._checkpoint_state(), "perturbation_rng": self._perturbation_rng.bit_generator.state}
 
-        On one process, consecutive rows of the same example (a prompt group) share one greedy generation; with several
-        processes every row gets its own, so that all processes gather the same number of rewards.
-        """
-        if self.accelerator.num_processes > 1:
-            firsts = list(range(len(inputs)))
-        else:
-            firsts = [
-                i
-                for i, example in enumerate(inputs)
-                if i == 0 or (example is not inputs[i - 1] and example != inputs[i - 1])
-            ]
-        unique = [inputs[i] for i in firsts]
-        prompts = [example["prompt"] for example in unique]
-        images = self._images(unique) if ("image" in unique[0] or "images" in unique[0]) else []
-        if images:
-            per_example = [
-                example.get("images") or ([example["image"]] if example.get("image") is not None else [])
-                for example in unique
-            ]
-            prompts = [
-                prepare_multimodal_messages(prompt, images=image_list)
-                for prompt, image_list in zip(prompts, per_example)
-            ]
-        sampling_config = self.generation_config
-        self.generation_config = copy.deepcopy(sampling_config)
-        self.generation_config.do_sample = False
-        for name in ("temperature", "top_p", "top_k", "min_p"):
-            setattr(self.generation_config, name, None)
-        try:
-            _, completion_ids, _, completions, _, _, _, _ = self._generate(prompts)
-        finally:
-            self.generation_config = sampling_config
-        rewards_per_func = GRPOTrainer._calculate_rewards(self, unique, prompts, completions, completion_ids)
-        local = rewards_per_func[self._process_slice(len(unique))]
-        greedy = (local * self.reward_weights.to(local.device)).nansum(dim=1)
-        row_to_unique = torch.tensor([sum(1 for f in firsts if f <= i) - 1 for i in range(len(inputs))])
-        self._metrics["train"]["tprl/greedy_reward_mean"].append(greedy.mean().item())
-        return self.accelerator.gather(greedy[row_to_unique.to(greedy.device)])
-
-    def _recompute_advantages(
-        self,
-        output: dict[str, Any],
-        mask: torch.Tensor,
-        kl_penalty: torch.Tensor | None,
-        greedy_rewards: torch.Tensor | None = None,
-        keep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Advantages (B, T) from the gathered rewards, for the estimators and filters TRL does not have.
-
-        `kl_penalty` (B, T) is β·KL_t of the local completions (`kl_penalty="reward"`): each completion's reward
-        becomes r − Σ_t β·KL_t (for REINFORCE++ the penalty stays per token, as in EasyR1). `keep` (N,) marks the
-        groups that online filtering kept: the others are removed before any statistic (group or batch mean and
-        standard deviation, REINFORCE++ whitening over `mask`, which already excludes them) and get advantage 0.
-        """
-        config = self.args
-        rewards_per_func = self._rewards_per_func
-        weights = self.reward_weights.to(rewards_per_func.device)
-        rewards = (rewards_per_func * weights).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        if kl_penalty is not None and config.advantage_estimator != "reinforce_plus_plus":
-            rewards = rewards - self.accelerator.gather(kl_penalty.sum(dim=1)).to(rewards.device)
-        if keep is not None:
-            rewards = rewards.masked_fill(~keep.to(rewards.device), torch.nan)
-        group_size = self.num_generations
-        process_slice = self._process_slice(len(mask))
-        if config.advantage_estimator == "grpo":
-            group_ids = torch.arange(len(rewards), device=rewards.device) // group_size
-            advantages = compute_advantages(rewards, group_ids, scale=self.scale_rewards)[process_slice]
-            advantages = advantages[:, None].expand_as(mask)
-        elif config.advantage_estimator == "rloo":
-            advantages = torch.nan_to_num(rloo_advantages(rewards, group_size), nan=0.0)[process_slice]
-            advantages = advantages[:, None].expand_as(mask)
-        elif config.advantage_estimator == "remax":
-            advantages = remax_advantages(rewards, greedy_rewards.to(rewards.device))[process_slice]
-            advantages = advantages[:, None].expand_as(mask)
-        else:  # reinforce_plus_plus: per-token returns, whitened over the local batch as in EasyR1
-            token_rewards = outcome_token_rewards(torch.nan_to_num(rewards[process_slice], nan=0.0), mask)
-            if kl_penalty is not None:
-                token_rewards = token_rewards - kl_penalty
-            advantages = reinforce_plus_plus_advantages(token_rewards, mask, config.reinforce_gamma)
-        if keep is not None:
-            advantages = advantages * keep[process_slice].to(advantages.device)[:, None]
-        return advantages
-
-    # Checkpointing: TPRL's state outside the model (KL controller, perturbation generator), one file per process,
-    # written with the RNG states (before `trainer_state.json`) and read back where TRL restores its own controllers.
-    def _tprl_state(self) -> dict[str, Any]:
-        return {
-            "beta": self.beta,
-            "kl_controller": {"coef": self.kl_controller.coef},
-            "perturbation_rng": self._perturbation_rng.bit_generator.state,
-        }
-
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, TPRL_STATE_NAME.format(process_index=self.accelerator.process_index))
-        with open(path, "w") as f:
-            json.dump(self._tprl_state(), f)
+    def _restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super()._restore_checkpoint_state(state)
+        self._perturbation_rng.bit_generator.state = state["perturbation_rng"]
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Load the model weights of a checkpoint to resume from.
@@ -684,24 +445,6 @@ class TPRLGRPOTrainer(GRPOTrainer):
         reloaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map="cpu")
         unwrapped.load_state_dict(reloaded.state_dict())
         del reloaded
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        path = os.path.join(checkpoint, TPRL_STATE_NAME.format(process_index=self.accelerator.process_index))
-        if not os.path.isfile(path):
-            logger.warning(
-                "%s has no %s: the KL coefficient and the perturbation generator restart from the configuration.",
-                checkpoint,
-                os.path.basename(path),
-            )
-            return
-        with open(path) as f:
-            state = json.load(f)
-        self.beta = state["beta"]
-        self.kl_controller.coef = state["kl_controller"]["coef"]
-        self._perturbation_rng.bit_generator.state = state["perturbation_rng"]
 
     # Model card: TRL's card (written at every checkpoint and by `push_to_hub`), naming the base model by its Hub id
     # also when it was loaded from the Hugging Face cache (TRL leaves out any directory), and written by `save_model`.
@@ -749,21 +492,6 @@ def _load_processor(model: str | PreTrainedModel, args: TPRLGRPOConfig):
         padding_side="left",
         trust_remote_code=args.trust_remote_code,
     )
-
-
-def _check_train_dataset(dataset: Any, prompts_from_environment: bool) -> None:
-    """Reject, at construction, a training dataset that cannot train: empty, or without a `prompt` column."""
-    if dataset is None:
-        return
-    if isinstance(dataset, Dataset) or (not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__")):
-        if len(dataset) == 0:
-            raise ValueError("train_dataset is empty: TPRLGRPOTrainer needs at least one prompt to train on.")
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and "prompt" not in columns and not prompts_from_environment:
-        raise ValueError(
-            f"train_dataset has no 'prompt' column (its columns: {list(columns)}); GRPO generates completions of the "
-            "'prompt' of each row. Rename the column holding the prompts to 'prompt'."
-        )
 
 
 def _checkpoint_keys(checkpoint: str) -> set[str] | None:
