@@ -99,9 +99,11 @@ def test_trls_derived_sizes_are_not_config_fields_and_world_size_counts_the_proc
     args = make_args(tmp_path)
     # TRL's PPOTrainer set args.world_size = accelerator.num_processes; a None field shadowed TrainingArguments'
     assert args.world_size == 1
-    for name in ("batch_size", "local_batch_size", "mini_batch_size", "num_total_batches"):
-        with pytest.raises(AttributeError, match="trainer.batch_sizes"):
+    for name in ("batch_size", "local_batch_size", "mini_batch_size"):
+        with pytest.raises(AttributeError, match=f"trainer.batch_sizes.{name}"):
             getattr(args, name)
+    with pytest.raises(AttributeError, match="trainer.max_steps"):
+        _ = args.num_total_batches
     assert getattr(args, "not_a_field", "default") == "default"  # other missing names: a plain AttributeError
     with pytest.raises(ValueError, match="--batch_size"):  # a command line that sets one is refused, not ignored
         HfArgumentParser(PPOConfig).parse_args_into_dataclasses(["--output_dir", "o", "--batch_size", "8"])

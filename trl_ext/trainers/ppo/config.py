@@ -254,10 +254,11 @@ class PPOConfig(TrainingArguments):
     def __getattr__(self, name: str):
         # called only for names the config lacks: TRL's derived sizes get an error that says where they are
         if name in _DERIVED_SIZES:
+            where = "trainer.max_steps" if name == "num_total_batches" else f"trainer.batch_sizes.{name}"
             raise AttributeError(
-                f"PPOConfig has no {name!r}: TRL's PPOTrainer wrote it on its config, trl_ext's derives it into "
-                f"trainer.batch_sizes ({PPOBatchSizes.__name__}) from per_device_train_batch_size, "
-                "gradient_accumulation_steps, num_mini_batches and the number of processes."
+                f"PPOConfig has no {name!r}: TRL's PPOTrainer wrote it on its config; trl_ext's PPOTrainer derives it "
+                f"into {where} from per_device_train_batch_size, gradient_accumulation_steps, num_mini_batches, the "
+                "number of processes and total_episodes."
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

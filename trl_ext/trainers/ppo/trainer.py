@@ -430,7 +430,8 @@ class PPOTrainer(RLLoopTrainer):
             order = torch.randperm(len(rollout.prompts), generator=self._generator).to(self.accelerator.device)
             for mini_batch_index, mini_batch in enumerate(order.split(sizes.local_mini_batch_size)):
                 first = epoch == 0 and mini_batch_index == 0
-                # TRL's micro-batches: at most per_device_train_batch_size rows, each one's token mean weighing alike
+                # TRL's micro-batches: at most per_device_train_batch_size rows, each one's token mean weighing
+                # alike (not the loop base's `micro_batches`, whose per-sample weights make one mean over them)
                 for index in mini_batch.split(sizes.per_device_train_batch_size):
                     with self.optimizer_update(metrics):  # the first takes the rollout's forward, if it trains
                         self._micro_batch_loss(rollout, index, keep, warmup, first, metrics, rollout.take_forward())
