@@ -309,22 +309,19 @@ class PPOTrainer(RLLoopTrainer):
                 logits = policy(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
         return sequence_log_probs(logits, responses, self.args.temperature)
 
-    @torch.no_grad()
-    def _rollout(self, examples: Dataset) -> Rollout:
-        """Generate, score and compute the advantages of one rollout batch (this process's rows)."""
-        args, device = self.args, self.accelerator.device
-        prompts, prompt_ids, prompt_mask = self._encode(examples)
-        responses, mask, has_stop = self._generate(prompt_ids, prompt_mask, self.generation_config)
-        attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
-        sequences = fill_padding(torch.cat([prompt_ids, responses], dim=1), attention_mask)
-        # the padding after a stop token is a pad id the model may not have (TRL's added "[PAD]"): log-probabilities
-        # are gathered at the filled ids, and the mask drops them
-        responses = sequences[:, prompt_ids.size(1) :]
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        keep = responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
-
+    def _rollout_forward(
+        self,
+        sequences: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        responses: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """log π, log π_ref and V_t of the response tokens (B, L), by forwards of `local_rollout_forward_batch_size`
+        rows, and the policy-and-value forward with its graph when it is also the first update's (else `None`)."""
+        args, keep = self.args, responses.size(1) + 1  # the logits at position P - 1 + t predict response token t
         logps, ref_logps, values, forward = [], [], [], None
-        for chunk in torch.arange(len(prompts), device=device).split(args.local_rollout_forward_batch_size):
+        rows = torch.arange(len(sequences), device=sequences.device)
+        for chunk in rows.split(args.local_rollout_forward_batch_size):
             inputs = {
                 "input_ids": sequences[chunk],
                 "attention_mask": attention_mask[chunk],
@@ -339,7 +336,22 @@ class PPOTrainer(RLLoopTrainer):
                 logps.append(sequence_log_probs(logits[:, :-1], responses[chunk], args.temperature))
                 values.append(chunk_values[:, :-1])
                 ref_logps.append(self._reference_log_probs(inputs, responses[chunk], keep))
-        logps, ref_logps, values = torch.cat(logps), torch.cat(ref_logps), torch.cat(values)
+        return torch.cat(logps), torch.cat(ref_logps), torch.cat(values), forward
+
+    @torch.no_grad()
+    def _rollout(self, examples: Dataset) -> Rollout:
+        """Generate, score and compute the advantages of one rollout batch (this process's rows)."""
+        args, device = self.args, self.accelerator.device
+        prompts, prompt_ids, prompt_mask = self._encode(examples)
+        responses, mask, has_stop = self._generate(prompt_ids, prompt_mask, self.generation_config)
+        attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+        sequences = fill_padding(torch.cat([prompt_ids, responses], dim=1), attention_mask)
+        # the padding after a stop token is a pad id the model may not have (TRL's added "[PAD]"): log-probabilities
+        # are gathered at the filled ids, and the mask drops them
+        responses = sequences[:, prompt_ids.size(1) :]
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+        logps, ref_logps, values, forward = self._rollout_forward(sequences, attention_mask, position_ids, responses)
 
         texts, rewards_per_func, scores, unscored = score_completions(
             self.scorer, self.processing_class, examples, prompts, sequences, attention_mask, mask
@@ -440,17 +452,10 @@ class PPOTrainer(RLLoopTrainer):
         return logs
 
     def _micro_batch_loss(
-        self,
-        rollout: Rollout,
-        index: torch.Tensor,
-        keep: int,
-        warmup: bool,
-        first: bool,
-        metrics: dict[str, list[float]],
-        forward: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, rollout: Rollout, index: torch.Tensor, keep: int, warmup: bool, first: bool, metrics: dict, forward=None
     ) -> None:
         """Backpropagate L = L_clip + vf_coef · L_value (the policy term dropped in critic warm-up) on the rows `index`
-        of `rollout`, through `forward` when given, and append the micro-batch's metrics."""
+        of `rollout`, through `forward` (the rollout's logits and values) when given; append the metrics' values."""
         args = self.args
         if forward is not None:  # the rollout's forward of every row, with its graph (`_rollout_forward_trains`)
             logits, values = forward[0][index], forward[1][index]
