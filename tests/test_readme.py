@@ -43,6 +43,14 @@ def _tprl(directory: str) -> list[tuple[str, str]]:
     ]
 
 
+def _grpo_extended(directory: str) -> list[tuple[str, str]]:
+    path = testing.save_tiny_qwen2(os.path.join(directory, "qwen2"))
+    return [
+        ('"Qwen/Qwen2.5-0.5B-Instruct"', repr(path)),
+        ('output_dir="grpo-extended-qwen2.5",', 'output_dir="grpo-extended-qwen2.5", max_steps=1,'),
+    ]
+
+
 def _sedd_ppo(directory: str) -> list[tuple[str, str]]:
     tokenizer = testing.build_tiny_tokenizer()
     tokenizer_path = os.path.join(directory, "gpt2")
@@ -126,6 +134,7 @@ def _ppo(directory: str) -> list[tuple[str, str]]:
 # a line that identifies each block -> what makes it run offline
 CASES = {
     "from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer": _tprl,
+    "from trl_ext import ExtendedGRPOConfig, ExtendedGRPOTrainer": _grpo_extended,
     "from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer, SEDDModel": _sedd_ppo,
     "def brightness(prompts, images, **kwargs):": _flow_grpo,
     "from trl_ext.rewards import CLIPScoreReward, FlowRTPOReward,": _flow_rtpo,
