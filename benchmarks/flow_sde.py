@@ -15,7 +15,7 @@ import time
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
+from trl_ext import FlowGRPOConfig, FlowGRPOTrainer
 from trl_ext.models.flow_sde import FlowSamplingConfig, sample_trajectories
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
 
@@ -52,7 +52,7 @@ def main() -> None:
         path = save_tiny_sd3(f"{tmp}/sd3")
         pipe = StableDiffusion3Pipeline.from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)
-        config = FlowSamplingConfig(  # Flow-GRPO's CFG scale and noise level (FlowRTPOConfig's defaults)
+        config = FlowSamplingConfig(  # Flow-GRPO's CFG scale and noise level (FlowGRPOConfig's defaults)
             num_inference_steps=cli.steps,
             guidance_scale=4.5,
             noise_level=0.7,
@@ -74,7 +74,7 @@ def main() -> None:
                 lambda: sample_trajectories(pipe, prompts, config),
                 cli.repeats,
             )
-        args = FlowRTPOConfig(
+        args = FlowGRPOConfig(
             output_dir=tmp,
             use_cpu=True,
             report_to="none",
@@ -89,7 +89,7 @@ def main() -> None:
             disable_tqdm=True,
             save_strategy="no",
         )
-        trainer = FlowRTPOTrainer(
+        trainer = FlowGRPOTrainer(
             path, lambda prompts, images, **kw: images.mean(dim=(1, 2, 3)).tolist(), args, prompts
         )
         step = timed(trainer.training_step, max(1, cli.repeats // 2))

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Flow-RTPO red-teaming, or plain Flow-GRPO, on Stable Diffusion 3.5 with `FlowRTPOTrainer` (LoRA).
+"""Flow-RTPO red-teaming (`FlowRTPOTrainer`), or plain Flow-GRPO (`FlowGRPOTrainer`), on Stable Diffusion 3.5 (LoRA).
 
 Red-teaming (default `--mode red_teaming`): a prompt editor (GTR-T5 embedding + vec2text inversion) rewrites Real
 Toxicity Prompts, SD3.5-M renders each edit, LLaVA-NeXT continues the edited prompt given the image, and the reward is
@@ -23,7 +23,8 @@ accelerate launch --config_file accelerate_configs/single_gpu.yaml examples/flow
     --detoxify_checkpoint ~/.cache/torch/hub/checkpoints/toxic_original-c1212f89.ckpt
 ```
 
-Plain Flow-GRPO with a CLIP or brightness reward: `--mode flow_grpo --reward clip --prompts "a cat" "a dog"`.
+Plain Flow-GRPO with a CLIP or brightness reward: `--mode flow_grpo --reward clip --prompts "a cat" "a dog"` (its
+options are `FlowGRPOConfig`'s; red-teaming takes `FlowRTPOConfig`'s, which add the editor's).
 Every model is a key of `trl_ext.hub.ModelSources` (sd3, vec2text_inversion, vec2text_corrector, t5_base, gtr, llava,
 clip, sbert, bert_base_uncased); add `--use_local True --local_base_path /data/models` to load local copies first.
 
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 
 from example_utils import on_main_process, parse_args, print_on_main_process
 
-from trl_ext import FlowRTPOConfig, FlowRTPOTrainer
+from trl_ext import FlowGRPOConfig, FlowGRPOTrainer, FlowRTPOConfig, FlowRTPOTrainer
 from trl_ext.hub import ModelSources, resolve_pretrained
 
 
@@ -188,7 +189,7 @@ def build_red_teaming(script_args: FlowScriptArguments, sources: ModelSources, c
     return reward, editor
 
 
-def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> None:
+def main(script_args: FlowScriptArguments, training_args: FlowGRPOConfig) -> None:
     if script_args.tiny:
         from diffusers.utils import logging as diffusers_logging
 
@@ -201,7 +202,6 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
         checkpoint, dataset = script_args.detoxify_checkpoint or default_detoxify_checkpoint(), script_args.dataset
     model_path = resolve_pretrained(script_args.model, sources).path
     device = str(training_args.device)  # this process's device (cuda:<local rank> under accelerate launch)
-    editor = None
     if script_args.mode == "red_teaming":
         from trl_ext.data import load_real_toxicity_prompts
 
@@ -217,7 +217,10 @@ def main(script_args: FlowScriptArguments, training_args: FlowRTPOConfig) -> Non
     if training_args.sample_steps == 0:  # sample images once per epoch (one pass over the training prompts)
         training_args.sample_steps = math.ceil(len(train_dataset) / prompts_per_step)
 
-    trainer = FlowRTPOTrainer(model_path, reward, training_args, train_dataset, prompt_editor=editor)
+    if script_args.mode == "red_teaming":
+        trainer = FlowRTPOTrainer(model_path, reward, training_args, train_dataset, prompt_editor=editor)
+    else:
+        trainer = FlowGRPOTrainer(model_path, reward, training_args, train_dataset)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     window = max(1, len(rewards) // 4)
@@ -261,9 +264,21 @@ def tiny_defaults(flow_grpo: bool) -> dict:
         "vlm_max_new_tokens": 8,
         "vec2text_num_steps": 1,
         "vec2text_beam_width": 2,
-        "editor_learning_rate": 0.01,
+        **({} if flow_grpo else {"editor_learning_rate": 0.01}),
     }
 
 
+def requested_mode(argv: list[str]) -> str:
+    """The `--mode` of the command line (`red_teaming` unless given), to pick the config class before parsing."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--mode="):
+            return arg.split("=", 1)[1]
+        if arg == "--mode" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "red_teaming"
+
+
 if __name__ == "__main__":
-    main(*parse_args((FlowScriptArguments, FlowRTPOConfig), tiny_defaults(flow_grpo="flow_grpo" in sys.argv)))
+    flow_grpo = requested_mode(sys.argv[1:]) == "flow_grpo"
+    config_class = FlowGRPOConfig if flow_grpo else FlowRTPOConfig
+    main(*parse_args((FlowScriptArguments, config_class), tiny_defaults(flow_grpo)))

@@ -7,7 +7,7 @@ import torch
 from trl_ext.models.prompt_editor import PromptEditorConfig, PromptEditorPolicy
 from trl_ext.rl.advantages import compute_advantages
 from trl_ext.rl.losses import clipped_surrogate_loss
-from trl_ext.trainers.flow_rtpo.editor import edit_rewards, semantic_penalty, update_radius
+from trl_ext.trainers.flow.editor import edit_rewards, semantic_penalty, update_radius
 
 
 def _toy_editor(dim=16, **config):

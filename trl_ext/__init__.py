@@ -29,8 +29,10 @@ _import_structure = {
     "trainers.sedd.sft_trainer": ["DiscreteDiffusionSFTTrainer"],
     "trainers.sedd.ppo_config": ["DiscreteDiffusionPPOConfig"],
     "trainers.sedd.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
-    "trainers.flow_rtpo.config": ["FlowRTPOConfig"],
-    "trainers.flow_rtpo.trainer": ["FlowRTPOTrainer"],
+    "trainers.flow.config": ["FlowGRPOConfig"],
+    "trainers.flow.trainer": ["FlowGRPOTrainer"],
+    "trainers.flow.rtpo_config": ["FlowRTPOConfig"],
+    "trainers.flow.rtpo_trainer": ["FlowRTPOTrainer"],
     "trainers.grpo.config": ["ExtendedGRPOConfig"],
     "trainers.grpo.trainer": ["ExtendedGRPOTrainer"],
     "trainers.tprl.config": ["TPRLGRPOConfig"],
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
     from .models.vec2text_inversion import Vec2TextInverter
     from .pipelines.config import RLHFConfig
     from .pipelines.pipeline import RLHFPipeline
-    from .trainers.flow_rtpo.config import FlowRTPOConfig
-    from .trainers.flow_rtpo.trainer import FlowRTPOTrainer
+    from .trainers.flow.config import FlowGRPOConfig
+    from .trainers.flow.rtpo_config import FlowRTPOConfig
+    from .trainers.flow.rtpo_trainer import FlowRTPOTrainer
+    from .trainers.flow.trainer import FlowGRPOTrainer
     from .trainers.grpo.config import ExtendedGRPOConfig
     from .trainers.grpo.trainer import ExtendedGRPOTrainer
     from .trainers.ppo.config import PPOConfig

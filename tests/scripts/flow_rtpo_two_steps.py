@@ -9,26 +9,24 @@ import sys
 import torch
 from accelerate import PartialState
 
-from trl_ext import FlowRTPOConfig, FlowRTPOTrainer, PromptEditorPolicy
+from trl_ext import FlowGRPOConfig, FlowGRPOTrainer, FlowRTPOConfig, FlowRTPOTrainer, PromptEditorPolicy
 from trl_ext.models.prompt_editor import PromptEditorConfig
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH
 
 
 def main(model_path: str, mode: str, output_dir: str) -> None:
-    args = FlowRTPOConfig(
+    common = dict(
         output_dir=output_dir,
         use_cpu=True,
         report_to="none",
         per_device_train_batch_size=4,
         num_generations=2,
-        num_edits_per_prompt=2,
         num_inference_steps=2,
         resolution=32,
         max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
         lora_r=4,
         lora_alpha=8,
         learning_rate=0.1,
-        editor_learning_rate=0.05,
         epsilon=0.2,
         beta=0.0,
         max_steps=2,
@@ -54,8 +52,10 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
     prompts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg", "hhhhhhhh"]
     if mode == "flow_grpo":
         editor = None
-        args.num_edits_per_prompt = 1
-    trainer = FlowRTPOTrainer(model_path, brightness, args, prompts, prompt_editor=editor)
+        trainer = FlowGRPOTrainer(model_path, brightness, FlowGRPOConfig(**common), prompts)
+    else:
+        args = FlowRTPOConfig(**common, num_edits_per_prompt=2, editor_learning_rate=0.05)
+        trainer = FlowRTPOTrainer(model_path, brightness, args, prompts, prompt_editor=editor)
     trainer.train()
     state = PartialState()
     weights = {

@@ -25,7 +25,7 @@ For a prompt p with GTR-T5 embedding e = GTR(p) ∈ ℝ^D and its direction ê =
 The edit acts on the unit sphere (so the radius ε is scale-free) and e' keeps the norm of e, which keeps it in the
 distribution of embeddings the decoder was trained to invert (vec2text inverts unnormalised mean-pooled GTR states).
 The terms of the editor's reward (the semantic penalty α · max(0, τ − sim(p, p'))) and its update, including the
-smoothing of σ_R², live with the trainer: `trl_ext.trainers.flow_rtpo.editor`.
+smoothing of σ_R², live with the trainer: `trl_ext.trainers.flow.editor`.
 
 The policy is trained by policy gradient on log π(δ | e) with the same group advantages as the image generator. The
 public Flow-RTPO code instead uses −½‖μ‖² of a deterministic μ computed under `no_grad` as the "log-prob", which has no
@@ -104,7 +104,7 @@ class PromptEditorPolicy(nn.Module):
             nn.Linear(embedding_dim, config.hidden_dim), nn.GELU(), nn.Linear(config.hidden_dim, embedding_dim)
         )
         self.log_std = nn.Parameter(torch.full((embedding_dim,), config.init_log_std))
-        # σ_R², smoothed by the editor update (trl_ext.trainers.flow_rtpo.editor); a buffer, so it is saved
+        # σ_R², smoothed by the editor update (trl_ext.trainers.flow.editor); a buffer, so it is saved
         self.register_buffer("reward_variance", torch.tensor(0.0))
 
     @property

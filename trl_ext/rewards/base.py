@@ -31,7 +31,7 @@ like the prompts):
 | trainer | `prompts` | generated output | also |
 |---|---|---|---|
 | `DiscreteDiffusionPPOTrainer` | `list[str]` | `completions: list[str]` (decoded up to the first EOS) | `**columns` |
-| `FlowRTPOTrainer` | `list[str]` (the edited prompts with an editor) | `images: torch.Tensor` (B, 3, H, W), float in [0, 1] | `**columns`; with an editor, `original_prompt: list[str]` |
+| `FlowGRPOTrainer`, `FlowRTPOTrainer` | `list[str]` (the edited prompts with an editor) | `images: torch.Tensor` (B, 3, H, W), float in [0, 1] | `**columns`; with an editor, `original_prompt: list[str]` |
 | `TPRLGRPOTrainer` (TRL's `GRPOTrainer`) | TRL's prompts (text or conversational) | `completions` (text or conversational), `completion_ids` | dataset columns as TRL passes them (input images are PIL images in `image` / `images`), `trainer_state`, `log_metric`, `log_extra` |
 
 Images follow one convention: generated images are float tensors (B, 3, H, W) in [0, 1]; input images from a dataset

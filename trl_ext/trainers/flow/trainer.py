@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`FlowRTPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA, and the Flow-RTPO prompt-editor loop."""
+"""[`FlowGRPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA."""
 
 import contextlib
 import math
@@ -25,19 +25,14 @@ from transformers import TrainerCallback
 
 from ...hub import model_card_name
 from ...models.flow_sde import FlowTrajectory, sample_trajectories, trajectory_step_log_prob
-from ...models.prompt_editor import PromptEditorPolicy
 from ...rl.advantages import compute_advantages
 from ...rl.losses import clipped_surrogate_loss
 from ...rl.scoring import RewardFunc
 from ..loop import RLLoopTrainer
-from .config import FlowRTPOConfig
-from .editor import editor_step
+from .config import FlowGRPOConfig
 
 
-PROMPT_EDITOR_WEIGHTS_NAME = "prompt_editor.safetensors"
-
-
-class FlowRTPOTrainer(RLLoopTrainer):
+class FlowGRPOTrainer(RLLoopTrainer):
     r"""
     Flow-GRPO for flow-matching text-to-image models (SD3 / SD3.5) with LoRA.
 
@@ -46,7 +41,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
     advantages per prompt; and optimises the clipped surrogate on the per-step ratio
     exp(log π_θ(x_{t+1}|x_t) − log π_old(x_{t+1}|x_t)) plus β·KL to the base model (the same transformer with LoRA
     disabled). The KL per step is the exact one between the two Gaussian transitions, ‖μ_θ − μ_ref‖²/(2·std²),
-    averaged over latent elements like the log-probabilities.
+    averaged over latent elements like the log-probabilities. [`FlowRTPOTrainer`] adds the Flow-RTPO prompt editor.
 
     Args:
         pipeline (`str` or `StableDiffusion3Pipeline`):
@@ -56,15 +51,10 @@ class FlowRTPOTrainer(RLLoopTrainer):
             Image rewards `fn(prompts: list[str], images: torch.Tensor, **columns) -> list[float | None]`; `images`
             is a float tensor (B, 3, H, W) in [0, 1] and `columns` are the dataset's other columns. `None` marks a
             sample without reward: it gets no advantage and its count is logged, never a zero reward.
-        args ([`FlowRTPOConfig`]):
+        args ([`FlowGRPOConfig`]):
             Configuration.
         train_dataset (`datasets.Dataset` or `list[str]`):
             Prompts (a `prompt` column); other columns reach the reward functions as keyword arguments.
-        prompt_editor ([`~trl_ext.models.prompt_editor.PromptEditorPolicy`], *optional*):
-            Flow-RTPO: each original prompt gets `num_edits_per_prompt` edits from the editor and `num_generations`
-            images per edit; image advantages are grouped by original prompt (the rewards also receive an
-            `original_prompt` column), and the editor is trained jointly by clipped policy gradient on its Gaussian
-            log-probability with the edits' group advantages (mean image reward minus semantic penalty).
         callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
             loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
     """
@@ -75,9 +65,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
         self,
         pipeline,
         reward_funcs: RewardFunc | list[RewardFunc],
-        args: FlowRTPOConfig,
+        args: FlowGRPOConfig,
         train_dataset: Dataset | list[str],
-        prompt_editor: PromptEditorPolicy | None = None,
         callbacks: list[TrainerCallback] | None = None,
     ):
         from diffusers import StableDiffusion3Pipeline
@@ -127,16 +116,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         )
         cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
-        self.prompt_editor = prompt_editor
-        # images per original prompt: a group (num_generations, times num_edits_per_prompt with an editor)
-        self.images_per_prompt = args.num_generations * (args.num_edits_per_prompt if prompt_editor is not None else 1)
-        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        if rollout_size % self.images_per_prompt:
-            raise ValueError(
-                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout_size}, must be "
-                f"a multiple of the images per original prompt ({self.images_per_prompt}: num_generations, times "
-                "num_edits_per_prompt with an editor)."
-            )
+        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps  # a multiple (the config)
         self._setup_data(len(train_dataset), rollout_size // self.images_per_prompt)
         # micro-batches of per_device_train_batch_size per optimizer update, as TRL's PPOTrainer (set before
         # `_prepare`, which hands it to DeepSpeed)
@@ -150,11 +130,11 @@ class FlowRTPOTrainer(RLLoopTrainer):
 
             self.ema = EMAModel(self.trainable_params, decay=args.ema_decay)
             self.accelerator.register_for_checkpointing(self.ema)
-        if prompt_editor is not None:
-            # its own optimizer, not prepared: it steps once per training step, outside gradient accumulation
-            self.editor_optimizer = self.create_optimizer(list(prompt_editor.parameters()), args.editor_learning_rate)
-            self.prompt_editor = self.accelerator.prepare(prompt_editor)
-            self.accelerator.register_for_checkpointing(self.editor_optimizer)
+
+    @property
+    def images_per_prompt(self) -> int:
+        """Images per original prompt, the group of the image advantages: `num_generations`."""
+        return self.args.num_generations
 
     @property
     def transformer(self) -> torch.nn.Module:
@@ -178,15 +158,17 @@ class FlowRTPOTrainer(RLLoopTrainer):
     def training_step(self) -> dict[str, float]:
         """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates, each over
         micro-batches of `per_device_train_batch_size` images."""
-        args = self.args
         prompts, columns, group_ids = self._sample_prompts(self.train_dataset, self.images_per_prompt)
-        edits = None
-        if self.prompt_editor is not None:  # Flow-RTPO: k edits per original prompt, num_generations images per edit
-            originals = prompts
-            edit_rows = list(range(0, len(originals), args.num_generations))
-            edits = self.accelerator.unwrap_model(self.prompt_editor).sample([originals[i] for i in edit_rows])
-            prompts = [edited for edited in edits.edited for _ in range(args.num_generations)]
-            columns = {**columns, "original_prompt": originals}
+        logs, _ = self._generator_step(prompts, columns, group_ids)
+        return logs
+
+    def _generator_step(
+        self, prompts: list[str], columns: dict[str, list], group_ids: torch.Tensor
+    ) -> tuple[dict[str, float], torch.Tensor | None]:
+        """Sample an image per prompt, score the images, and train the LoRA on them with advantages grouped by
+        `group_ids`. Returns the logs and the images' rewards (NaN: unscored), or `None` for the rewards when no
+        process scored any image (the step is skipped and counted: no update)."""
+        args = self.args
         with torch.no_grad():
             trajectory = sample_trajectories(
                 self.pipeline,
@@ -202,7 +184,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         logs = self.scorer.logs(rewards_per_func, rewards)
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
-            return logs
+            return logs, None
 
         # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
         weights = (~unscored).float().to(trajectory.log_probs.device)
@@ -230,9 +212,7 @@ class FlowRTPOTrainer(RLLoopTrainer):
         if self.ema is not None and (self.state.global_step + 1) % args.ema_update_interval == 0:
             self.ema.step(self.trainable_params)
         logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
-        if edits is not None:
-            logs.update(editor_step(self, edits, rewards))
-        return logs
+        return logs, rewards
 
     @contextlib.contextmanager
     def ema_weights(self) -> Iterator[None]:
@@ -278,9 +258,8 @@ class FlowRTPOTrainer(RLLoopTrainer):
             self.save_samples()
 
     def save_model(self, output_dir: str | None = None) -> None:
-        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`), the
-        prompt editor's weights if there is one (`prompt_editor.safetensors`, for `PromptEditorPolicy.load_state_dict`)
-        and a model card. With `ema_decay > 0` the saved LoRA weights are the moving average."""
+        """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a
+        model card. With `ema_decay > 0` the saved LoRA weights are the moving average."""
         from diffusers import StableDiffusion3Pipeline
         from peft import get_peft_model_state_dict
 
@@ -290,22 +269,17 @@ class FlowRTPOTrainer(RLLoopTrainer):
         with self.ema_weights():
             lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
         StableDiffusion3Pipeline.save_lora_weights(output_dir, transformer_lora_layers=lora)
-        if self.prompt_editor is not None:
-            from safetensors.torch import save_file
-
-            editor = self.accelerator.unwrap_model(self.prompt_editor)
-            state = {name: tensor.detach().contiguous() for name, tensor in editor.state_dict().items()}
-            save_file(state, os.path.join(output_dir, PROMPT_EDITOR_WEIGHTS_NAME))
         self.create_model_card(output_dir)
 
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
+        trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
         self._write_model_card(
             output_dir,
             model_card_name(self.pipeline.config._name_or_path),
             summary=(
-                "LoRA adapter trained with `trl_ext.FlowRTPOTrainer` (Flow-GRPO: GRPO on the SDE denoising trajectories "
-                "of a flow-matching model, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470))."
+                f"LoRA adapter trained with `trl_ext.{trainer_class.__name__}` (Flow-GRPO: GRPO on the SDE denoising "
+                "trajectories of a flow-matching model, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470))."
             ),
             usage=(
                 "from diffusers import StableDiffusion3Pipeline\n\n"

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`FlowRTPOConfig`]: the configuration of [`FlowRTPOTrainer`]."""
+"""[`FlowGRPOConfig`]: the configuration of [`FlowGRPOTrainer`]."""
 
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,10 +23,11 @@ from ..validation import check_literal_fields, check_ranges, default_bf16
 
 
 @dataclass
-class FlowRTPOConfig(TrainingArguments):
+class FlowGRPOConfig(TrainingArguments):
     r"""
-    Configuration class for [`FlowRTPOTrainer`]: GRPO on the denoising trajectories of a flow-matching text-to-image
-    model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)), and the Flow-RTPO prompt editor.
+    Configuration class for [`FlowGRPOTrainer`]: GRPO on the denoising trajectories of a flow-matching text-to-image
+    model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)). [`FlowRTPOConfig`] adds the
+    options of the Flow-RTPO prompt editor.
 
     One training step samples `per_device_train_batch_size · gradient_accumulation_steps` images per process
     (`num_generations` per prompt) with the SDE sampler, scores them with the reward functions, computes group
@@ -72,15 +73,6 @@ class FlowRTPOConfig(TrainingArguments):
             Optimizer updates per rollout batch.
         reward_weights (`list[float]`, *optional*):
             Weights of the reward functions; all 1 by default.
-
-        > Prompt editor (Flow-RTPO; used when the trainer gets a `prompt_editor`)
-
-        num_edits_per_prompt (`int`, *optional*, defaults to `2`):
-            Edits sampled per original prompt; each gets `num_generations` images.
-        editor_learning_rate (`float`, *optional*, defaults to `5e-6`):
-            Learning rate of the editor's optimizer (the `optim` type).
-        editor_epsilon (`float`, *optional*, defaults to `0.2`):
-            Clipping range of the editor's ratio.
 
         > LoRA and its moving average
 
@@ -142,13 +134,6 @@ class FlowRTPOConfig(TrainingArguments):
     )
     num_mini_batches: int = field(default=1, metadata={"help": "Optimizer updates per rollout batch."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
-    num_edits_per_prompt: int = field(
-        default=2, metadata={"help": "With a prompt editor: edits sampled per original prompt (Flow-RTPO: 2)."}
-    )
-    editor_learning_rate: float = field(
-        default=5e-6, metadata={"help": "Learning rate of the prompt editor (same optimizer type, `optim`)."}
-    )
-    editor_epsilon: float = field(default=0.2, metadata={"help": "PPO clipping range of the editor's ratio."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
@@ -205,14 +190,13 @@ class FlowRTPOConfig(TrainingArguments):
                 "resolution",
                 "max_sequence_length",
                 "num_mini_batches",
-                "num_edits_per_prompt",
                 "lora_r",
                 "ema_update_interval",
                 "num_sample_prompts",
             ),
-            positive=("epsilon", "adv_clip_max", "editor_epsilon", "noise_level")
+            positive=("epsilon", "adv_clip_max", "noise_level")
             + (("epsilon_high",) if self.epsilon_high is not None else ()),
-            non_negative=("beta", "guidance_scale", "sample_steps", "editor_learning_rate"),
+            non_negative=("beta", "guidance_scale", "sample_steps"),
         )
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group advantages, got {self.num_generations}.")

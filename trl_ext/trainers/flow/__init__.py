@@ -11,4 +11,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Flow-GRPO for flow-matching text-to-image models, and the Flow-RTPO red-teaming loop with a prompt editor."""
+"""Flow-GRPO for flow-matching text-to-image models (`FlowGRPOConfig`, `FlowGRPOTrainer`), and Flow-RTPO red-teaming,
+Flow-GRPO trained jointly with a prompt editor (`FlowRTPOConfig`, `FlowRTPOTrainer`, the editor update in `editor`)."""

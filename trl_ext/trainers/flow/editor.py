@@ -22,17 +22,12 @@ policy-gradient step on log π(δ | e) with ratio exp(log π_θ − log π_old).
 mean within-group variance of the image rewards: σ_R² ← ρ · σ_R² + (1 − ρ) · mean_groups Var(image rewards).
 """
 
-from typing import TYPE_CHECKING
-
 import torch
+from accelerate import Accelerator
 
 from ...models.prompt_editor import PromptEditorPolicy, PromptEdits
 from ...rl.advantages import compute_advantages
 from ...rl.losses import clipped_surrogate_loss
-
-
-if TYPE_CHECKING:
-    from .trainer import FlowRTPOTrainer
 
 
 def semantic_penalty(editor: PromptEditorPolicy, edits: PromptEdits) -> torch.Tensor:
@@ -55,20 +50,49 @@ def update_radius(editor: PromptEditorPolicy, within_group_variance: float) -> f
     return editor.radius
 
 
-def editor_step(trainer: "FlowRTPOTrainer", edits: PromptEdits, image_rewards: torch.Tensor) -> dict[str, float]:
-    """One clipped policy-gradient update of `trainer.prompt_editor` with the edits' group advantages; returns logs."""
-    args, accelerator = trainer.args, trainer.accelerator
-    editor = accelerator.unwrap_model(trainer.prompt_editor)
+def editor_step(
+    prompt_editor: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    edits: PromptEdits,
+    image_rewards: torch.Tensor,
+    *,
+    num_generations: int,
+    num_edits_per_prompt: int,
+    scale_rewards: str,
+    epsilon: float,
+    accelerator: Accelerator,
+) -> dict[str, float]:
+    """One clipped policy-gradient update of the prompt editor with the edits' group advantages; returns its logs.
+
+    Args:
+        prompt_editor (`torch.nn.Module`):
+            The [`~trl_ext.models.prompt_editor.PromptEditorPolicy`] as `accelerator.prepare` returned it (wrapped in
+            DDP on several processes: the forward goes through it so that the gradients are averaged).
+        optimizer (`torch.optim.Optimizer`):
+            The editor's own optimizer; it steps once per call, outside gradient accumulation.
+        edits ([`~trl_ext.models.prompt_editor.PromptEdits`]):
+            The edits this process sampled, one per `num_generations` consecutive images.
+        image_rewards (`torch.Tensor`):
+            The images' rewards (NaN: unscored), `num_generations` consecutive images per edit and
+            `num_edits_per_prompt` consecutive edits per original prompt.
+        num_generations, num_edits_per_prompt, scale_rewards, epsilon:
+            Images per edit, edits per original prompt (the editor's advantage group), the advantages' standard
+            deviation (see [`~trl_ext.rl.advantages.compute_advantages`]) and the clipping range of the editor's ratio.
+        accelerator (`accelerate.Accelerator`):
+            Unwraps the editor and averages the within-group reward variance over processes (one radius everywhere).
+    """
+    editor = accelerator.unwrap_model(prompt_editor)
     penalty = semantic_penalty(editor, edits)
-    rewards = edit_rewards(image_rewards, penalty, args.num_generations)
-    groups = torch.arange(len(rewards)) // args.num_edits_per_prompt
-    advantages = compute_advantages(rewards, groups, scale=args.scale_rewards).to(edits.deltas.device)
-    log_ratio = trainer.prompt_editor(edits.embeddings, edits.deltas) - edits.log_probs.detach()  # through DDP
-    loss, clipped = clipped_surrogate_loss(log_ratio, advantages, args.editor_epsilon)
-    trainer.editor_optimizer.zero_grad()
+    rewards = edit_rewards(image_rewards, penalty, num_generations)
+    groups = torch.arange(len(rewards)) // num_edits_per_prompt
+    advantages = compute_advantages(rewards, groups, scale=scale_rewards).to(edits.deltas.device)
+    log_ratio = prompt_editor(edits.embeddings, edits.deltas) - edits.log_probs.detach()  # through DDP
+    loss, clipped = clipped_surrogate_loss(log_ratio, advantages, epsilon)
+    optimizer.zero_grad()
     loss.mean().backward()  # not accelerator.backward: no gradient-accumulation scaling for this optimizer
-    trainer.editor_optimizer.step()
-    variance = torch.nan_to_num(image_rewards.view(-1, trainer.images_per_prompt).var(dim=1)).mean()
+    optimizer.step()
+    images_per_prompt = num_generations * num_edits_per_prompt
+    variance = torch.nan_to_num(image_rewards.view(-1, images_per_prompt).var(dim=1)).mean()
     variance = accelerator.gather(variance.to(accelerator.device).reshape(1)).mean()  # one radius on every process
     return {
         "editor/loss": loss.mean().item(),
