@@ -65,6 +65,7 @@ TWO_PROCESS_RUNS = {
     "sedd_sft": ("sedd_sft.py", ("--tiny", "--max_steps", "2"), "score-entropy loss per token"),
     "sedd_latex_ppo": ("sedd_latex_ppo.py", ("--tiny", "--sft_steps", "2", "--max_steps", "1"), "LaTeX reward: first"),
     "tprl_grpo_vlm": ("tprl_grpo_vlm.py", ("--tiny", "--max_steps", "1"), "reward: first"),
+    "grpo_extended": ("grpo_extended.py", ("--tiny", "--max_steps", "2"), "letter_share reward: first"),
 }
 
 
