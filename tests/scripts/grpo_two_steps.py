@@ -108,7 +108,9 @@ def main(model_path: str, mode: str, output_dir: str) -> None:
                 "rows": ROWS_SEEN,
                 "kl_coef": [h["grpo/kl_coef"] for h in logged],
                 "shaped_in_loss": shaped_in_loss,
-                "tprl_metrics": sorted({k for h in trainer.state.log_history for k in h if k.startswith("tprl/")}),
+                "tprl_metrics": sorted(
+                    {k for h in trainer.state.log_history for k in h if k.startswith(("tprl/", "grpo/"))}
+                ),
             },
             f,
         )
