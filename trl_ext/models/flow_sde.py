@@ -40,7 +40,7 @@ import torch
 class FlowSamplingConfig:
     """Settings shared by rollouts and by the recomputation of their log-probabilities (they must never differ).
 
-    No defaults here: trainers build it from their config ([`~trl_ext.FlowRTPOConfig.sampling_config`]), where the
+    No defaults here: trainers build it from their config ([`~trl_ext.FlowGRPOConfig.sampling_config`]), where the
     defaults are declared once.
 
     Args:
