@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers.utils import logging
 
 from ..rewards.reward_model import SequenceClassificationReward, is_conversational_prompt
-from ..trainers.loop import last_complete_checkpoint
+from ..trainers.checkpointing import last_complete_checkpoint
 from .config import RLHFConfig
 from .data import bleu, load_stage_data, rouge
 

@@ -20,7 +20,7 @@ from its pieces: the optimizer of `optim` (`Trainer.get_optimizer_cls_and_kwargs
 `DefaultFlowCallback`, and accelerate for devices, mixed precision, gradient accumulation, `report_to` trackers and
 distributed training.
 
-What it guarantees (DESIGN.md, "The loop contract"):
+What it guarantees (the loop contract, which `tests/test_loop_contract.py` checks):
 
 - every `TrainingArguments` field is honoured or, set to a value the loop cannot honour, rejected at construction;
 - `max_steps`, else `num_train_epochs` over the training rows (never 0 steps silently);
@@ -47,8 +47,6 @@ import dataclasses
 import json
 import math
 import os
-import re
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -73,23 +71,19 @@ from transformers import (
     get_scheduler,
     set_seed,
 )
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
     TrainOutput,
     enable_full_determinism,
-    rotate_checkpoints,
 )
 from transformers.utils import logging
 
 from ..rl.scoring import RewardFunc, RewardScorer
+from .checkpointing import TRAINER_STATE_NAME, CheckpointMixin, last_complete_checkpoint
 from .hub_push import HubPushMixin
 
 
 logger = logging.get_logger(__name__)
-
-TRAINER_STATE_NAME = "trainer_state.json"
-PROCESS_STATE_NAME = "process_state_{}.pt"
 
 # TrainingArguments fields the loop honours, itself or through accelerate / `TrainingArguments.__post_init__`.
 HONOURED_FIELDS = frozenset(
@@ -131,33 +125,6 @@ ACCELERATE_TRACKERS = (
 )
 
 
-def last_complete_checkpoint(folder: str) -> str | None:
-    """The `checkpoint-N` directory of `folder` with the highest N whose `trainer_state.json` is complete, or None.
-
-    `transformers.Trainer` writes `trainer_state.json` last, straight into `checkpoint-N`, and `get_last_checkpoint`
-    returns the newest directory whatever it holds, so a run killed while saving would resume from a torn checkpoint;
-    such directories are skipped here (with a warning). This trainer's own checkpoints are complete or absent.
-    """
-    if not os.path.isdir(folder):
-        return None
-    steps = sorted(
-        (int(match.group(1)), name)
-        for name in os.listdir(folder)
-        if (match := re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name))
-        and os.path.isdir(os.path.join(folder, name))
-    )
-    for _, name in reversed(steps):
-        path = os.path.join(folder, name)
-        try:
-            with open(os.path.join(path, TRAINER_STATE_NAME)) as f:
-                json.load(f)
-        except (OSError, ValueError):
-            logger.warning(f"{path} has no complete {TRAINER_STATE_NAME} (a save was interrupted): skipped.")
-            continue
-        return path
-    return None
-
-
 def check_training_arguments(args: TrainingArguments) -> None:
     """Raise a `ValueError` listing every `TrainingArguments` field set to a value the loop cannot honour."""
     ignored = []
@@ -187,7 +154,7 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
 
 
-class RLLoopTrainer(HubPushMixin):
+class RLLoopTrainer(CheckpointMixin, HubPushMixin):
     """Base class of trainers that own their loop.
 
     A subclass calls `super().__init__(args, callbacks)`, then [`_setup_data`] with the number of training rows and the
@@ -567,90 +534,6 @@ class RLLoopTrainer(HubPushMixin):
 
     def _on_step_end(self) -> None:
         """Called after every training step (after logging and checkpointing); subclasses may override."""
-
-    # Checkpoints
-
-    def _stateful_rewards(self) -> list:
-        """Rewards with a state (e.g. `LaTeXReward`'s exploration history), checkpointed per process."""
-        return self.scorer.stateful if hasattr(self, "scorer") else []
-
-    def _process_state(self) -> dict:
-        """State of this process that lives outside the model and optimizer; subclasses extend it."""
-        return {
-            "generator": self._generator.get_state(),
-            "rewards": [func.state_dict() for func in self._stateful_rewards()],
-            "skipped_steps": self.skipped_steps,
-        }
-
-    def _load_process_state(self, state: dict) -> None:
-        self._generator.set_state(state["generator"])
-        for func, reward_state in zip(self._stateful_rewards(), state["rewards"]):
-            func.load_state_dict(reward_state)
-        self.skipped_steps = state["skipped_steps"]
-
-    def _save_checkpoint(self) -> str:
-        """Write `checkpoint-N` atomically: everything goes to `tmp-checkpoint-N`, renamed once complete; then older
-        checkpoints beyond `save_total_limit` are deleted."""
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        final, temporary = os.path.join(self.args.output_dir, name), os.path.join(self.args.output_dir, f"tmp-{name}")
-        if self.accelerator.is_main_process and os.path.isdir(temporary):  # left by a crash
-            shutil.rmtree(temporary)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(temporary)  # model, optimizers, scheduler, EMA, every process's RNG states
-        torch.save(
-            self._process_state(), os.path.join(temporary, PROCESS_STATE_NAME.format(self.accelerator.process_index))
-        )
-        if self.accelerator.is_main_process:
-            self._record_callback_states()
-            self.state.save_to_json(os.path.join(temporary, TRAINER_STATE_NAME))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            if os.path.isdir(final):  # from an earlier run that went further than the checkpoint resumed from
-                shutil.rmtree(final)
-            os.replace(temporary, final)
-            rotate_checkpoints(self.args.output_dir, save_total_limit=self.args.save_total_limit)
-        self.accelerator.wait_for_everyone()
-        if self.args.push_to_hub:
-            self._push_from_checkpoint(final)
-        return final
-
-    def _load_checkpoint(self, directory: str) -> None:
-        path = os.path.join(directory, PROCESS_STATE_NAME.format(self.accelerator.process_index))
-        if not os.path.isfile(os.path.join(directory, TRAINER_STATE_NAME)) or not os.path.isfile(path):
-            raise ValueError(
-                f"{directory} is not a complete checkpoint of this trainer for {self.accelerator.num_processes} "
-                f"process(es) (no {TRAINER_STATE_NAME} or {os.path.basename(path)})."
-            )
-        self.accelerator.load_state(directory)
-        self._load_process_state(torch.load(path, weights_only=True))
-        self.state = TrainerState.load_from_json(os.path.join(directory, TRAINER_STATE_NAME))
-        self.state.is_local_process_zero = self.accelerator.is_local_main_process
-        self.state.is_world_process_zero = self.accelerator.is_main_process
-        if self.args.restore_callback_states_from_checkpoint:
-            self._restore_callback_states()
-
-    def _record_callback_states(self) -> None:
-        """Put the state of every `ExportableState` callback (and of `control`) in `state.stateful_callbacks`, as
-        `transformers.Trainer` does at each checkpoint."""
-        exportable = [cb for cb in [*self.callback_handler.callbacks, self.control] if isinstance(cb, ExportableState)]
-        self.state.stateful_callbacks = TrainerState(stateful_callbacks=exportable).stateful_callbacks
-
-    def _restore_callback_states(self) -> None:
-        """Rebuild the `ExportableState` callbacks (and `control`) from the checkpoint's `stateful_callbacks`
-        (`restore_callback_states_from_checkpoint`); a stored callback of a class this trainer does not have is
-        ignored with a warning, as `transformers.Trainer` does."""
-        current = [*self.callback_handler.callbacks, self.control]
-        for name, states in self.state.stateful_callbacks.items():
-            matching = [cb for cb in current if type(cb).__name__ == name]
-            if not matching:
-                logger.warning(f"The checkpoint holds the state of a {name} callback, which this trainer has not.")
-                continue
-            for callback, state in zip(matching, states if isinstance(states, list) else [states]):
-                restored = type(callback).from_state(state)
-                if isinstance(callback, TrainerControl):
-                    self.control = restored
-                else:
-                    self.callback_handler.callbacks[self.callback_handler.callbacks.index(callback)] = restored
 
     # Outputs
 
