@@ -1,5 +1,6 @@
-"""The loop contract (DESIGN.md) of `RLLoopTrainer`, on the SEDD trainers (the fastest loop trainers): the
-`TrainingArguments` fields, checkpoints that are complete or absent, bit-identical resume, reward checks."""
+"""The loop contract of `RLLoopTrainer` (the guarantees listed in `trl_ext.trainers.loop`'s docstring), on the SEDD
+trainers (the fastest loop trainers): the `TrainingArguments` fields, checkpoints that are complete or absent,
+bit-identical resume, reward checks."""
 
 import ast
 import glob
@@ -28,7 +29,7 @@ from trl_ext import (
 from trl_ext.data import generate_latex_corpus
 from trl_ext.rewards import LaTeXReward
 from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
-from trl_ext.trainers.loop import last_complete_checkpoint
+from trl_ext.trainers.checkpointing import last_complete_checkpoint
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,18 +318,21 @@ def test_last_complete_checkpoint_skips_torn_ones(tmp_path):
 def test_save_total_limit_and_resume_true_reproduce_the_uninterrupted_run(sedd_path, tokenizer, tmp_path):
     full = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "full", max_steps=6), CORPUS, tokenizer)
     full.train()
-    args = sft_args(tmp_path / "run", max_steps=4, save_strategy="steps", save_steps=1, save_total_limit=2)
-    DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer).train()
+    # the same run, stopped by a callback after step 4 (the learning-rate schedule is the full run's 6 steps)
+    args = sft_args(tmp_path / "run", max_steps=6, save_strategy="steps", save_steps=1, save_total_limit=2)
+    DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer, callbacks=[RecordingCallback(stop_at=4)]).train()
     assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-3", "checkpoint-4", "trainer_state.json"]
-    # a longer run resumes from the latest complete checkpoint (with the same schedule length as the full run)
-    args = sft_args(tmp_path / "run", max_steps=6, save_strategy="no")
-    resumed = DiscreteDiffusionSFTTrainer(sedd_path, args, CORPUS, tokenizer)
+    # a new trainer resumes from the latest complete checkpoint and ends where the uninterrupted run ended
+    resumed = DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "run", max_steps=6), CORPUS, tokenizer)
     with pytest.raises(ValueError, match="no complete checkpoint"):
         DiscreteDiffusionSFTTrainer(sedd_path, sft_args(tmp_path / "empty"), CORPUS, tokenizer).train(
             resume_from_checkpoint=True
         )
     resumed.train(resume_from_checkpoint=True)
     assert resumed.global_step == 6 and [h["step"] for h in resumed.state.log_history] == [1, 2, 3, 4, 5, 6]
+    assert_identical(weights(resumed), weights(full))
+    # every logged value (loss, grad_norm, learning_rate, ...) of the six steps, bit for bit
+    assert resumed.state.log_history == full.state.log_history
 
 
 def test_sedd_sft_resume_is_bit_identical(sedd_path, tokenizer, tmp_path):

@@ -1,5 +1,5 @@
-"""GAE, returns, whitening, per-token KL and the PPO losses against hand-computed numbers (research note ppo.md §3:
-γ = 1, λ = 0.95, β = 0.05, score 2; response [a, b, EOS, PAD])."""
+"""GAE, returns, whitening, per-token KL and the PPO losses against hand-computed numbers (one example worked
+by hand: γ = 1, λ = 0.95, β = 0.05, score 2 on the last response token; response [a, b, EOS, PAD])."""
 
 import math
 import statistics
