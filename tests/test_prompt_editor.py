@@ -3,11 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 
 from trl_ext.models.prompt_editor import PromptEditorConfig, PromptEditorPolicy
 from trl_ext.rl.advantages import compute_advantages
 from trl_ext.rl.losses import clipped_surrogate_loss
-from trl_ext.trainers.flow.editor import edit_rewards, semantic_penalty, update_radius
+from trl_ext.trainers.flow.editor import edit_rewards, editor_step, semantic_penalty, update_radius
 
 
 def _toy_editor(dim=16, **config):
@@ -96,3 +97,54 @@ def test_edits_move_toward_higher_reward_by_policy_gradient():
         means.append(rewards.mean().item())
     print(f"toy editor reward: first 10 {np.mean(means[:10]):.3f}, last 10 {np.mean(means[-10:]):.3f}")
     assert np.mean(means[-10:]) > max(2 * np.mean(means[:10]), np.mean(means[:10]) + 0.05)  # bounded by the radius 0.3
+
+
+def test_editor_learns_to_write_the_rewarded_word():
+    """The editor learns, through the trainer's own update (`editor_step`), to edit prompts into the rewarded word.
+
+    The decoder maps one embedding direction u to a word: decode(e') = "a cat bright" if e'·u > 0, else "a cat"; an
+    edit's (one) image reward is 1 when its prompt has "bright". Every original direction ê has ê·u = -0.01, so an edit
+    is rewarded when δ·u > 0.01. At the start μ ≈ 0 and σ = exp(-4) (Flow-RTPO's defaults), so the rewarded fraction is
+    P(N(0, σ²) > 0.01) = Φ(-0.01/exp(-4)) ≈ 0.29; a learned μ·u of a few σ makes it close to 1.
+    """
+    dim, offset = 16, 0.01
+    generator = torch.Generator().manual_seed(0)
+    directions = {}
+    for name in ["a cat", "a dog", "a tree", "a house"]:  # unit vectors with first coordinate -offset
+        rest = torch.nn.functional.normalize(torch.randn(dim - 1, generator=generator), dim=0)
+        directions[name] = torch.cat([torch.tensor([-offset]), math.sqrt(1 - offset**2) * rest])
+
+    def encode(prompts):
+        return torch.stack(
+            [3.0 * directions[p] for p in prompts]
+        )  # norm 3: the edit keeps it, the sign is what counts
+
+    def decode(embeddings):
+        return ["a cat bright" if e[0] > 0 else "a cat" for e in embeddings]
+
+    torch.manual_seed(0)
+    editor = PromptEditorPolicy(encode, decode, dim, PromptEditorConfig(hidden_dim=32))
+    optimizer = torch.optim.AdamW(editor.parameters(), lr=3e-3)
+    accelerator = Accelerator(cpu=True)
+    prompts = [p for p in directions for _ in range(8)]  # 8 edits per original prompt
+    fractions = []
+    for _ in range(150):  # about 1 s
+        edits = editor.sample(prompts)
+        rewards = torch.tensor([float("bright" in prompt.split()) for prompt in edits.edited])
+        fractions.append(rewards.mean().item())
+        editor_step(
+            editor,
+            optimizer,
+            edits,
+            rewards,
+            num_generations=1,
+            num_edits_per_prompt=8,
+            scale_rewards="group",
+            epsilon=0.2,
+            accelerator=accelerator,
+        )
+    before, after = np.mean(fractions[:10]), np.mean(fractions[-10:])
+    print(f"rewarded fraction of edits: first 10 steps {before:.3f}, last 10 steps {after:.3f}")
+    expected_before = 0.5 * math.erfc(offset / math.exp(-4.0) / math.sqrt(2))  # Φ(-0.01/σ) = 0.292
+    assert abs(before - expected_before) < 0.08  # 320 edits: standard error 0.025
+    assert after > 0.8
