@@ -6,8 +6,6 @@ import torch
 from accelerate import Accelerator
 
 from trl_ext.models.prompt_editor import PromptEditorConfig, PromptEditorPolicy
-from trl_ext.rl.advantages import compute_advantages
-from trl_ext.rl.losses import clipped_surrogate_loss
 from trl_ext.trainers.flow.editor import edit_rewards, editor_step, semantic_penalty, update_radius
 
 
@@ -83,17 +81,21 @@ def test_edits_move_toward_higher_reward_by_policy_gradient():
     optimizer = torch.optim.Adam(editor.parameters(), lr=3e-3)
     prompts = [p for p in ["a", "b", "c", "d"] for _ in range(4)]
     means = []
+    accelerator = Accelerator(cpu=True)
     for _ in range(60):
         edits = editor.sample(prompts)
         rewards = edits.deltas @ direction  # toy reward: move along `direction`
-        groups = torch.arange(len(prompts)) // 4
-        advantages = compute_advantages(rewards, groups)
-        loss, _ = clipped_surrogate_loss(
-            editor.log_prob(edits.embeddings, edits.deltas) - edits.log_probs.detach(), advantages, 0.2
+        editor_step(
+            editor,
+            optimizer,
+            edits,
+            rewards,
+            num_generations=1,
+            num_edits_per_prompt=4,
+            scale_rewards="group",
+            epsilon=0.2,
+            accelerator=accelerator,
         )
-        optimizer.zero_grad()
-        loss.mean().backward()
-        optimizer.step()
         means.append(rewards.mean().item())
     print(f"toy editor reward: first 10 {np.mean(means[:10]):.3f}, last 10 {np.mean(means[-10:]):.3f}")
     assert np.mean(means[-10:]) > max(2 * np.mean(means[:10]), np.mean(means[:10]) + 0.05)  # bounded by the radius 0.3
