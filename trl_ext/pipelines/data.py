@@ -14,12 +14,13 @@
 """Data of the RLHF pipeline: JSON / JSONL files or Hub datasets, checked row by row (an error names the file and
 line), and the offline text metrics of its evaluation (perplexity inputs, BLEU, ROUGE)."""
 
-import json
 import os
 from typing import Literal
 
 from datasets import Dataset
 from transformers.utils import logging
+
+from ..data.records import read_json, read_jsonl, records_of
 
 
 logger = logging.get_logger(__name__)
@@ -90,22 +91,11 @@ def load_stage_data(path: str, kind: StageData) -> Dataset:
     if path.endswith((".json", ".jsonl")) and not os.path.isfile(path):
         raise ValueError(f"{path}: no such file.")
     if os.path.isfile(path) and path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    empty += 1
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
-                rows.append((f"{path}:{number}", row))
+        values, empty = read_jsonl(path)
+        rows = [(f"{path}:{number}", row) for number, row in values]
     elif os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
-        if isinstance(records, dict) and isinstance(records.get("data"), list):
-            records = records["data"]
-        if not isinstance(records, list):
+        records = records_of(read_json(path))
+        if records is None:
             raise ValueError(f"{path}: a JSON file holds a list of records (or {{'data': [...]}}).")
         rows = [(f"{path}: record {i}", row) for i, row in enumerate(records)]
     else:

@@ -32,6 +32,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ...data.records import JSONLineError, read_json, read_jsonl, records_of
+
 
 CATEGORY_SLUGS = {
     "物理": "physics",
@@ -213,26 +215,20 @@ def load_edit_items(
     elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
         path = os.fspath(source)
         base_dir = os.path.dirname(os.path.abspath(path))
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                records = []
-                for line_number, line in enumerate(f):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as error:
-                            raise EditDataError(f"Record {line_number} (line {line_number + 1}): {error}") from None
-            else:
-                text = f.read()
-                if not text.strip():
-                    raise EditDataError(f"{path}: the file is empty.")
-                try:
-                    records = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise EditDataError(f"{path}: not JSON ({error}).") from None
-        if isinstance(records, dict):  # {"data": [...]} style
-            lists = [v for v in records.values() if isinstance(v, list)]
-            records = lists[0] if len(lists) == 1 else None
+        if path.endswith(".jsonl"):
+            try:
+                records = [value for _, value in read_jsonl(path)[0]]
+            except JSONLineError as error:
+                raise EditDataError(
+                    f"Record {error.line_number - 1} (line {error.line_number}): {error.error}"
+                ) from None
+        else:
+            try:
+                records = records_of(read_json(path), any_key=True)  # a list, or {"data": [...]} style
+            except json.JSONDecodeError as error:
+                raise EditDataError(f"{path}: not JSON ({error}).") from None
+            except ValueError as error:  # an empty file
+                raise EditDataError(str(error)) from None
         if not isinstance(records, list):
             raise EditDataError(f"{path}: expected a list of records.")
     else:
