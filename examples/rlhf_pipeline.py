@@ -109,10 +109,12 @@ def main(script_args: PipelineScriptArguments, config: RLHFConfig) -> None:
     outputs = pipeline.run()
     results = pipeline.evaluate() if script_args.evaluate else None
     with open(os.path.join(outputs["ppo"], "stage_complete.json")) as f:
-        ppo = json.load(f)
+        scores = json.load(f)["scores"]  # the reward model's mean score of each PPO rollout batch
+    window = max(1, len(scores) // 4)
+    start, end = sum(scores[:window]) / window, sum(scores[-window:]) / window
     summary = [
         f"stages done: {outputs}",
-        f"PPO reward-model score: {ppo['first_score']:.3f} -> {ppo['last_score']:.3f}",
+        f"PPO reward-model score: first {window} rollout batches {start:.3f} -> last {window} {end:.3f}",
     ]
     if results is not None:
         summary.append(f"evaluation ({os.path.join(config.save_dir, 'logs', 'eval.json')}): {results}")

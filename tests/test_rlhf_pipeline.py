@@ -88,6 +88,7 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
 
     # a finished stage is skipped: nothing is rewritten
     marker = tmp_path / "run" / "ppo" / "final" / "stage_complete.json"
+    assert len(json.loads(marker.read_text())["scores"]) == 4  # one reward-model score per PPO rollout batch
     stamp = marker.stat().st_mtime_ns
     RLHFPipeline(config).run()
     assert marker.stat().st_mtime_ns == stamp

@@ -456,11 +456,7 @@ class RLHFPipeline:
         scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
         self._mark_done(
             stage,
-            {
-                "steps": result.global_step,
-                "first_score": scores[0] if scores else None,
-                "last_score": scores[-1] if scores else None,
-            },
+            {"steps": result.global_step, "scores": scores},
         )
         return self.final_dir(stage)
 
