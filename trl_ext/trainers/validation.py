@@ -48,3 +48,18 @@ def default_bf16(config) -> bool:
     with bf16), and off on a CPU, where TRL's own default (`True`) makes `TrainingArguments` raise."""
     supported = not config.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return supported and not config.fp16
+
+
+def check_group_batch(config) -> None:
+    """Raise a `ValueError` unless the rollout batch of a group trainer's config splits into groups and minibatches:
+    `num_generations` >= 2 (a group advantage needs two samples), and `per_device_train_batch_size ·
+    gradient_accumulation_steps` a multiple of `num_generations` and of `num_mini_batches`."""
+    if config.num_generations < 2:
+        raise ValueError(f"num_generations must be >= 2 for group advantages, got {config.num_generations}.")
+    rollout = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if rollout % config.num_generations or rollout % config.num_mini_batches:
+        raise ValueError(
+            f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout}, must be a "
+            f"multiple of num_generations ({config.num_generations}) and of num_mini_batches "
+            f"({config.num_mini_batches})."
+        )

@@ -19,7 +19,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from ...models.flow_sde import FlowSamplingConfig
-from ..validation import check_literal_fields, check_ranges, default_bf16
+from ..validation import check_group_batch, check_literal_fields, check_ranges, default_bf16
 
 
 @dataclass
@@ -198,14 +198,7 @@ class FlowGRPOConfig(TrainingArguments):
             + (("epsilon_high",) if self.epsilon_high is not None else ()),
             non_negative=("beta", "guidance_scale", "sample_steps"),
         )
-        if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 for group advantages, got {self.num_generations}.")
-        rollout = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if rollout % self.num_generations or rollout % self.num_mini_batches:
-            raise ValueError(
-                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout}, must be a "
-                f"multiple of num_generations ({self.num_generations}) and of num_mini_batches ({self.num_mini_batches})."
-            )
+        check_group_batch(self)
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}.")
         if int(self.num_inference_steps * self.timestep_fraction) < 1:

@@ -14,9 +14,7 @@
 """[`FlowGRPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA."""
 
 import contextlib
-import math
 import os
-from collections import defaultdict
 from collections.abc import Iterator
 
 import torch
@@ -26,13 +24,12 @@ from transformers import TrainerCallback
 from ...hub import model_card_name
 from ...models.flow_sde import FlowTrajectory, sample_trajectories, trajectory_step_log_prob
 from ...rl.advantages import compute_advantages
-from ...rl.losses import clipped_surrogate_loss
 from ...rl.scoring import RewardFunc
-from ..loop import RLLoopTrainer
+from ..group_update import GroupPolicyTrainer, PolicyTerm
 from .config import FlowGRPOConfig
 
 
-class FlowGRPOTrainer(RLLoopTrainer):
+class FlowGRPOTrainer(GroupPolicyTrainer):
     r"""
     Flow-GRPO for flow-matching text-to-image models (SD3 / SD3.5) with LoRA.
 
@@ -118,11 +115,7 @@ class FlowGRPOTrainer(RLLoopTrainer):
         transformer.eval()  # no dropout: rollouts and recomputation must see the same function
         rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps  # a multiple (the config)
         self._setup_data(len(train_dataset), rollout_size // self.images_per_prompt)
-        # micro-batches of per_device_train_batch_size per optimizer update, as TRL's PPOTrainer (set before
-        # `_prepare`, which hands it to DeepSpeed)
-        self.accelerator.gradient_accumulation_steps = math.ceil(
-            args.gradient_accumulation_steps / args.num_mini_batches
-        )
+        self._set_update_accumulation()
         self._prepare(transformer, [p for p in transformer.parameters() if p.requires_grad])
         self.ema = None
         if args.ema_decay > 0:
@@ -186,32 +179,23 @@ class FlowGRPOTrainer(RLLoopTrainer):
             self.skipped_steps += 1
             return logs, None
 
-        # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
-        weights = (~unscored).float().to(trajectory.log_probs.device)
         num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
-        metrics = defaultdict(list)
-        for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
-            for micro_batch, weight in self.micro_batches(minibatch, weights):
-                with self.optimizer_update(metrics):
-                    for step in range(num_train_steps):
-                        out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, micro_batch)
-                        log_ratio = out.log_prob - trajectory.log_probs[micro_batch, step]
-                        policy_loss, clipped = clipped_surrogate_loss(
-                            log_ratio, advantages[micro_batch], args.epsilon, args.epsilon_high
-                        )
-                        loss = (policy_loss * weight).sum()
-                        if args.beta > 0:
-                            kl = self._kl_to_reference(trajectory, step, micro_batch, out.mean, out.std)
-                            loss = loss + args.beta * (kl * weight).sum()
-                            metrics["kl"].append(kl.mean().item())
-                        self.accelerator.backward(loss / num_train_steps)
-                        metrics["ratio"].append(log_ratio.exp().mean().item())
-                        metrics["clip_fraction"].append(clipped.float().mean().item())
-                        metrics["loss"].append(loss.item())
 
+        def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
+            for step in range(num_train_steps):
+                out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, micro_batch)
+                kl = None
+                if args.beta > 0:
+                    kl = self._kl_to_reference(trajectory, step, micro_batch, out.mean, out.std)
+                yield PolicyTerm(out.log_prob - trajectory.log_probs[micro_batch, step], kl)
+
+        logs.update(
+            self.group_policy_update(
+                policy_terms, advantages, unscored, trajectory.log_probs.device, num_terms=num_train_steps
+            )
+        )
         if self.ema is not None and (self.state.global_step + 1) % args.ema_update_interval == 0:
             self.ema.step(self.trainable_params)
-        logs.update({name: sum(values) / len(values) for name, values in metrics.items()})
         return logs, rewards
 
     @contextlib.contextmanager

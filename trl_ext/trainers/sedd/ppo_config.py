@@ -18,7 +18,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from ..validation import check_literal_fields, check_ranges, default_bf16
+from ..validation import check_group_batch, check_literal_fields, check_ranges, default_bf16
 
 
 @dataclass
@@ -159,10 +159,4 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
             positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
             non_negative=("beta",),
         )
-        rollout = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if self.num_generations < 2 or rollout % self.num_generations or rollout % self.num_mini_batches:
-            raise ValueError(
-                f"The rollout batch, per_device_train_batch_size · gradient_accumulation_steps = {rollout}, must be a "
-                f"multiple of num_generations ({self.num_generations}), which must be >= 2, and of num_mini_batches "
-                f"({self.num_mini_batches})."
-            )
+        check_group_batch(self)

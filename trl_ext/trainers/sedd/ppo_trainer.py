@@ -14,8 +14,7 @@
 """[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood."""
 
 import copy
-import math
-from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 from datasets import Dataset
@@ -25,14 +24,13 @@ from ...hub import model_card_name
 from ...models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
 from ...rl.advantages import compute_advantages
 from ...rl.kl import kl_divergence
-from ...rl.losses import clipped_surrogate_loss
 from ...rl.scoring import RewardFunc
-from ..loop import RLLoopTrainer
+from ..group_update import GroupPolicyTrainer, PolicyTerm
 from .ppo_config import DiscreteDiffusionPPOConfig
 from .sft_trainer import SEDD_USAGE
 
 
-class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
+class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
     r"""
     PPO for SEDD discrete diffusion language models.
 
@@ -98,11 +96,7 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
         model.eval()  # no dropout: the ELBO of old and new policy must differ only through the weights
         rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self._setup_data(len(train_dataset), rollout_size // args.num_generations)
-        # micro-batches of per_device_train_batch_size per optimizer update, as TRL's PPOTrainer (set before
-        # `_prepare`, which hands it to DeepSpeed)
-        self.accelerator.gradient_accumulation_steps = math.ceil(
-            args.gradient_accumulation_steps / args.num_mini_batches
-        )
+        self._set_update_accumulation()
         self._prepare(model, [p for p in model.parameters() if p.requires_grad])
 
     @property
@@ -181,35 +175,21 @@ class DiscreteDiffusionPPOTrainer(RLLoopTrainer):
             self.skipped_steps += 1
             return logs
 
-        # unscored samples stay in the minibatches with weight 0, so every process makes the same updates
-        weights = (~unscored).float().to(device)
-        metrics = defaultdict(list)
-        for _ in range(args.num_iterations):
-            for minibatch in torch.randperm(len(prompts), generator=self._generator).chunk(args.num_mini_batches):
-                for micro_batch, weight in self.micro_batches(minibatch.to(device), weights):
-                    with self.optimizer_update(metrics):
-                        nll = elbo(
-                            self.policy,
-                            sequences[micro_batch],
-                            self.noise,
-                            prompt_mask=prompt_mask[micro_batch],
-                            draws=draws.select(micro_batch),
-                        )
-                        log_ratio = (old_nll[micro_batch] - nll) / normalizer
-                        policy_loss, clipped = clipped_surrogate_loss(
-                            log_ratio, advantages[micro_batch], args.epsilon, args.epsilon_high
-                        )
-                        loss = (policy_loss * weight).sum()
-                        if ref_nll is not None:
-                            kl = kl_divergence(-nll / normalizer, -ref_nll[micro_batch] / normalizer, "k3")
-                            loss = loss + args.beta * (kl * weight).sum()
-                            metrics["kl"].append(kl.mean().item())
-                        self.accelerator.backward(loss)
-                    metrics["loss"].append(loss.item())
-                    metrics["ratio"].append(log_ratio.exp().mean().item())
-                    metrics["clip_fraction"].append(clipped.float().mean().item())
-                    metrics["elbo_nll"].append(nll.mean().item())
-        return {**logs, **{name: sum(values) / len(values) for name, values in metrics.items()}}
+        def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
+            nll = elbo(
+                self.policy,
+                sequences[micro_batch],
+                self.noise,
+                prompt_mask=prompt_mask[micro_batch],
+                draws=draws.select(micro_batch),
+            )
+            kl = None
+            if ref_nll is not None:
+                kl = kl_divergence(-nll / normalizer, -ref_nll[micro_batch] / normalizer, "k3")
+            yield PolicyTerm((old_nll[micro_batch] - nll) / normalizer, kl, {"elbo_nll": nll.mean().item()})
+
+        metrics = self.group_policy_update(policy_terms, advantages, unscored, device, args.num_iterations)
+        return {**logs, **metrics}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
