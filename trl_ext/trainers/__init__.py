@@ -11,4 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Trainers: one folder per method, and `loop.RLLoopTrainer`, the base of the trainers that own their loop."""
+"""Trainers: one folder per method (`grpo/`, `tprl/`, `flow/`, `sedd/`, `ppo/`) and the shared pieces of the trainers
+that own their loop: `loop.RLLoopTrainer` (the loop contract), `checkpointing` (complete-or-absent checkpoints and
+bit-identical resume), `hub_push` (`push_to_hub` / `hub_strategy`), `group_update.GroupPolicyTrainer` (the one clipped
+group-policy update of SEDD PPO and Flow-GRPO) and `validation` (config checks)."""
