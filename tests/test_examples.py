@@ -13,6 +13,7 @@
 # limitations under the License.
 """The Flow-RTPO example runs its red-teaming mode end to end on tiny models of every family, offline."""
 
+import json
 import os
 import subprocess
 import sys
@@ -79,10 +80,28 @@ def test_example_runs_in_two_processes_and_prints_its_summary_once(name, run_exa
     assert result.stdout.count(summary) == 1, result.stdout
 
 
-def test_every_example_lists_config_in_its_help_and_tiny_models_refuses_max_steps(run_example):
-    for script in sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "example_utils.py"):
-        result = run_example(script, "--help")
-        assert result.returncode == 0 and "--config CONFIG" in result.stdout, (script, result.stderr[-2000:])
+def test_every_example_lists_config_in_its_help_and_tiny_models_refuses_max_steps(run_example, tmp_path):
+    scripts = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".py") and f != "example_utils.py")
+    # each example's `--help` as `python examples/<script> --help` prints it, in one interpreter (seven cost 50 s)
+    helps = tmp_path / "helps.py"
+    helps.write_text(
+        "import contextlib, io, json, runpy, sys\n"
+        f"sys.path.insert(0, {EXAMPLES!r})\n"
+        "out = {}\n"
+        f"for script in {scripts!r}:\n"
+        f"    sys.argv = [script, '--help']\n"
+        "    buffer = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):\n"
+        f"        runpy.run_path({EXAMPLES!r} + '/' + script, run_name='__main__')\n"
+        "    out[script] = buffer.getvalue()\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run([sys.executable, helps], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    helps_by_script = json.loads(result.stdout.splitlines()[-1])
+    assert sorted(helps_by_script) == scripts
+    for script, text in helps_by_script.items():
+        assert text.startswith("usage:") and "--config CONFIG" in text, (script, text[:500])
     result = run_example("tiny_models.py", "--max_steps", "3")
     assert result.returncode == 2 and "--max_steps does not apply" in result.stderr
 
