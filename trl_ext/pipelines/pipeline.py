@@ -290,16 +290,22 @@ class RLHFPipeline:
         """Check `stage` against its recorded settings; `True` when it is finished already (skip it). Otherwise
         record its settings (a resumed stage has the same) and return `False`. A stage called on its own and found
         stale is retrained alone with `overwrite_stages`: the stages after it then differ in its fingerprint."""
+        # every process compares before the main process records (a rank still finishing the previous stage read a
+        # half-written stage_settings.json), and the record is replaced in one step
+        self.state.wait_for_everyone()
         keys = self.stage_mismatch(stage)
         if keys:
             self._on_mismatch(stage, keys, (stage,), self.config.overwrite_stages)
         if self.is_done(stage):
             logger.warning(f"{stage}: done already with the same settings ({self.final_dir(stage)}), skipped")
             return True
+        self.state.wait_for_everyone()
         if self.state.is_main_process:
             os.makedirs(self.stage_dir(stage), exist_ok=True)
-            with open(os.path.join(self.stage_dir(stage), SETTINGS_FILE), "w") as f:
+            path = os.path.join(self.stage_dir(stage), SETTINGS_FILE)
+            with open(f"{path}.tmp", "w") as f:
                 json.dump(self.stage_settings(stage), f, indent=2)
+            os.replace(f"{path}.tmp", path)
         self.state.wait_for_everyone()
         return False
 
