@@ -57,10 +57,10 @@ TINY_DEFAULTS = {
     "reward_epochs": 5,
     "reward_batch_size": 4,
     "reward_lr": 3e-3,
-    "ppo_iterations": 40,
+    "ppo_max_steps": 40,
     "ppo_batch_size": 8,
     "ppo_mini_batch_size": 4,
-    "ppo_epochs": 2,
+    "ppo_num_ppo_epochs": 2,
     "ppo_lr_policy": 3e-3,
     "ppo_lr_value": 1e-2,
     "max_length": 128,
@@ -81,7 +81,7 @@ class PipelineScriptArguments:
         default=None,
         metadata={
             "help": "Steps of every stage: max_steps of the SFT and reward-model trainers (added to sft_args and "
-            "reward_args) and ppo_iterations (PPO rollout batches)."
+            "reward_args) and ppo_max_steps (PPO rollout batches)."
         },
     )
 
@@ -94,7 +94,7 @@ def main(script_args: PipelineScriptArguments, config: RLHFConfig) -> None:
             config,
             sft_args={**config.sft_args, "max_steps": script_args.max_steps},
             reward_args={**config.reward_args, "max_steps": script_args.max_steps},
-            ppo_iterations=script_args.max_steps,
+            ppo_max_steps=script_args.max_steps,
         )
     if script_args.tiny and config.model_name == "tiny":
         import torch

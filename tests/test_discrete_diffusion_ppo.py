@@ -40,7 +40,7 @@ def _args(tmp_path, **overrides):
         per_device_train_batch_size=16,
         num_generations=4,
         max_prompt_length=4,
-        generation_length=12,
+        max_completion_length=12,
         sampling_steps=8,
         num_sigma_samples=2,
         learning_rate=3e-3,
@@ -68,9 +68,9 @@ def test_ratio_is_one_and_kl_zero_before_the_first_update(sedd_path, tokenizer, 
     )
     assert trainer.args.predictor == "analytic"
     logs = trainer.training_step()
-    assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0
+    assert logs["sedd/ratio"] == 1.0 and logs["clip_ratio/region_mean"] == 0.0
     assert logs["kl"] == 0.0 and logs["grad_norm"] > 0
-    assert logs["elbo_nll"] == pytest.approx(logs["old_elbo_nll"])
+    assert logs["sedd/elbo_nll"] == pytest.approx(logs["sedd/old_elbo_nll"])
 
 
 def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
@@ -82,7 +82,7 @@ def test_ppo_raises_a_token_frequency_reward(sedd_path, tokenizer, tmp_path):
     start, end = np.mean(rewards[:5]), np.mean(rewards[-5:])
     print(f"letter-a frequency: first 5 steps {start:.3f}, last 5 steps {end:.3f}")
     assert start < 0.1 and end > 0.5
-    assert any(h["clip_fraction"] > 0 for h in history) and all(h["ratio"] > 0 for h in history)
+    assert any(h["clip_ratio/region_mean"] > 0 for h in history) and all(h["sedd/ratio"] > 0 for h in history)
 
 
 def test_lora_trains_only_adapters_and_saves_a_merged_model(sedd_path, tokenizer, tmp_path):

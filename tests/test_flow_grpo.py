@@ -122,7 +122,7 @@ def test_first_update_is_on_policy_with_kl_and_lora(sd3_path, tmp_path):
     trainer = FlowGRPOTrainer(sd3_path, brightness, _args(tmp_path, beta=0.04, num_mini_batches=1), PROMPTS)
     assert all("lora" in name for name, p in trainer.transformer.named_parameters() if p.requires_grad)
     logs = trainer.training_step()
-    assert logs["ratio"] == pytest.approx(1.0, abs=1e-6) and logs["clip_fraction"] == 0.0
+    assert logs["flow/ratio"] == pytest.approx(1.0, abs=1e-6) and logs["clip_ratio/region_mean"] == 0.0
     assert logs["kl"] == pytest.approx(0.0, abs=1e-10)  # LoRA B starts at 0: policy == reference before the update
     assert logs["grad_norm"] > 0
 
@@ -135,7 +135,7 @@ def test_bf16_loads_frozen_weights_in_bf16_trains_fp32_lora_and_stays_on_policy(
     assert {d for n, d in dtypes.items() if "lora" in n} == {torch.float32}
     assert {d for n, d in dtypes.items() if "lora" not in n} == {torch.bfloat16}
     logs = trainer.training_step()
-    assert logs["ratio"] == pytest.approx(1.0, abs=1e-6) and logs["kl"] == pytest.approx(0.0, abs=1e-10)
+    assert logs["flow/ratio"] == pytest.approx(1.0, abs=1e-6) and logs["kl"] == pytest.approx(0.0, abs=1e-10)
     assert math.isfinite(logs["loss"]) and logs["grad_norm"] > 0
 
 
@@ -159,7 +159,7 @@ def test_learns_to_raise_brightness(sd3_path, tmp_path):
     start, end, noise = np.mean(rewards[:10]), np.mean(rewards[-10:]), history[0]["reward_std"]
     print(f"brightness: first 10 steps {start:.4f}, last 10 steps {end:.4f} (within-batch std at start {noise:.4f})")
     assert end - start > max(0.1, 5 * noise)
-    assert any(h["clip_fraction"] > 0 for h in history)  # off-policy minibatches do get clipped
+    assert any(h["clip_ratio/region_mean"] > 0 for h in history)  # off-policy minibatches do get clipped
 
 
 def test_save_load_lora_and_resume(sd3_path, tmp_path, pipeline):

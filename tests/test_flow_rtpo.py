@@ -117,7 +117,7 @@ def test_editor_step_takes_its_values_as_arguments():
         accelerator=Accelerator(cpu=True),
     )
     assert logs["editor/reward"] == pytest.approx(4.0) and logs["editor/semantic_penalty"] == 0.0
-    assert logs["editor/ratio"] == pytest.approx(1.0) and logs["editor/clip_fraction"] == 0.0
+    assert logs["editor/ratio"] == pytest.approx(1.0) and logs["editor/clip_ratio/region_mean"] == 0.0
     assert logs["editor/loss"] == pytest.approx(0.0, abs=1e-6)
     assert logs["editor/radius"] == pytest.approx(0.04 + 0.1 * (2 / 3) / (2 / 3 + 0.01), rel=1e-6)
     assert float(editor.reward_variance) == pytest.approx(2 / 3, rel=1e-6)

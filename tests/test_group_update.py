@@ -24,6 +24,8 @@ class ToyTrainer(GroupPolicyTrainer):
     """Sample i's log-probability is theta_i (theta starts at 0, the rollout policy's value); its KL to the reference
     is (theta_i - r_i)^2."""
 
+    metric_prefix = "toy"
+
     def __init__(self, args: ToyConfig, num_samples: int):
         super().__init__(args)
         self._setup_data(num_samples, num_samples)
@@ -70,7 +72,7 @@ def test_on_policy_update_is_the_weighted_mean_gradient_and_unscored_samples_do_
     # gradient at theta = 0 is (-A_i - 2 * beta * r_i) / 3: theta_i = (A_i + 2 * beta * r_i) / 3, and 0 unscored
     expected = torch.tensor([(1.0 + 0.1) / 3, (-2.0 + 0.2) / 3, 0.0, (0.5 + 0.4) / 3])
     torch.testing.assert_close(trainer.theta.detach(), expected)
-    assert logs["ratio"] == 1.0 and logs["clip_fraction"] == 0.0 and logs["toy"] == 7.0
+    assert logs["toy/ratio"] == 1.0 and logs["clip_ratio/region_mean"] == 0.0 and logs["toy"] == 7.0
     # kl: the unweighted mean per micro-batch, averaged over the micro-batches (the order of randperm is the
     # loop's); its mean over both micro-batches is the mean of r^2 whatever the split
     assert logs["kl"] == pytest.approx(float((reference**2).mean()))
@@ -92,8 +94,35 @@ def test_second_minibatch_is_off_policy_and_clipped(tmp_path):
         policy_terms, torch.ones(4), torch.zeros(4, dtype=torch.bool), torch.device("cpu")
     )
     torch.testing.assert_close(trainer.theta.detach(), torch.tensor([1.0, 0.0, 0.0, 0.0]))
-    assert logs["ratio"] == pytest.approx((1 + math.e) / 2) and logs["clip_fraction"] == 0.5
+    assert logs["toy/ratio"] == pytest.approx((1 + math.e) / 2) and logs["clip_ratio/region_mean"] == 0.5
     assert "kl" not in logs
+
+
+def test_metrics_have_trl_grpo_names(tmp_path):
+    # trl.GRPOTrainer's names (`clip_ratio/...`, `kl`), the transformers Trainer's (`loss`; `grad_norm` with
+    # max_grad_norm > 0), the rest under `<metric_prefix>/`. One minibatch of 4, theta = log ratio = [0.5, -0.5, 0.5, -0.5] (off-policy), epsilon 0.2:
+    # ratios e^0.5 = 1.65 and e^-0.5 = 0.61 are outside [0.8, 1.2]; with advantages [1, -1, -1, 1] sample 0 is clipped
+    # high (ratio > 1.2, A > 0), sample 1 low (ratio < 0.8, A < 0), samples 2 and 3 not (the min is the unclipped term)
+    trainer = _toy(tmp_path, beta=0.1)
+    theta = torch.tensor([0.5, -0.5, 0.5, -0.5])
+
+    def policy_terms(micro_batch):
+        yield PolicyTerm(theta[micro_batch] + 0.0 * trainer.theta[micro_batch], torch.zeros(len(micro_batch)))
+
+    advantages = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    logs = trainer.group_policy_update(policy_terms, advantages, torch.zeros(4, dtype=torch.bool), torch.device("cpu"))
+    assert set(logs) == {
+        "loss",
+        "kl",
+        "clip_ratio/low_mean",
+        "clip_ratio/high_mean",
+        "clip_ratio/region_mean",
+        "toy/ratio",
+    }
+    # two micro-batches of two samples in the loop's random order: each metric is the mean of the two means
+    assert logs["clip_ratio/low_mean"] == 0.25 and logs["clip_ratio/high_mean"] == 0.25
+    assert logs["clip_ratio/region_mean"] == 0.5
+    assert logs["toy/ratio"] == pytest.approx((math.exp(0.5) + math.exp(-0.5)) / 2)
 
 
 def test_group_trainer_configs_share_the_group_batch_checks(tmp_path):

@@ -250,7 +250,11 @@ def test_save_model_and_bit_identical_resume_with_adaptive_kl(tiny, tmp_path, ca
     resumed = make_trainer(tiny, tmp_path / "full", save_strategy="no", **common)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert torch.equal(flat(full.model), flat(resumed.model))
-    assert full.kl_ctl.coef == resumed.kl_ctl.coef != 0.05
+    assert full.kl_controller.coef == resumed.kl_controller.coef != 0.05
+    # the checkpoint keeps the key "kl_coef" it had when the attribute was `kl_ctl`: older checkpoints resume
+    saved = torch.load(tmp_path / "full" / "out" / "checkpoint-2" / "process_state_0.pt", weights_only=True)
+    step_3 = next(e for e in full.state.log_history if e.get("step") == 3)  # its rollout's β: the checkpoint's
+    assert saved["kl_coef"] == pytest.approx(step_3["objective/kl_coef"]) and not hasattr(full, "kl_ctl")
     assert [e["objective/scores"] for e in full.state.log_history[2:]] == [
         e["objective/scores"] for e in resumed.state.log_history[2:]
     ]

@@ -50,13 +50,24 @@ def test_clipped_surrogate_against_reference():
 
 
 def test_dual_clip_caps_negative_advantage_loss():
+    # ρ = 10: A = −1 -> −min(−10, −1.2) = 10, capped at −δ·A = 3; A = 1 -> −min(10, 1.2) = −1.2 (upper clip)
     log_ratio = torch.log(torch.tensor([10.0, 10.0]))
     adv = torch.tensor([-1.0, 1.0])
-    loss, clipped = clipped_surrogate_loss(log_ratio, adv, 0.2, dual_clip=3.0)
+    loss, clipped = clipped_surrogate_loss(log_ratio, adv, 0.2, delta=3.0)  # GRPOConfig's name of the dual clip
     torch.testing.assert_close(loss, torch.tensor([3.0, -1.2]))
     assert clipped.tolist() == [True, True]
-    with pytest.raises(ValueError, match="dual_clip"):
-        clipped_surrogate_loss(log_ratio, adv, 0.2, dual_clip=0.5)
+    with pytest.raises(ValueError, match="delta"):
+        clipped_surrogate_loss(log_ratio, adv, 0.2, delta=0.5)
+
+
+def test_dual_clip_is_trl_grpo_two_sided_clipping():
+    # TRL's GRPOTrainer with `delta`: −min(min(ρ, δ)·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A); equal for δ >= 1 + ε_high
+    ratio = torch.tensor([0.5, 0.9, 1.1, 1.3, 2.0, 5.0, 0.5, 1.3, 2.0, 5.0])
+    adv = torch.tensor([-2.0, -2.0, -2.0, -2.0, -2.0, -2.0, 1.5, 1.5, 1.5, 1.5])
+    delta, eps_low, eps_high = 3.0, 0.2, 0.28
+    loss, _ = clipped_surrogate_loss(ratio.log(), adv, eps_low, eps_high, delta=delta)
+    trl = -torch.min(ratio.clamp(max=delta) * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    torch.testing.assert_close(loss, trl)
 
 
 @pytest.mark.parametrize(

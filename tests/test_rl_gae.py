@@ -74,7 +74,7 @@ def test_clipped_policy_loss_on_hand_made_tensors():
     torch.testing.assert_close(loss, torch.tensor([-1.2, 0.8, 2.2]))
     assert clipped.tolist() == [True, True, False]
     # dual clip c = 3 with A = −1 and ρ = 4: max(4, 1.2)·1 = 4 is capped at c·|A| = 3
-    loss, _ = clipped_surrogate_loss(torch.tensor([4.0]).log(), torch.tensor([-1.0]), 0.2, dual_clip=3.0)
+    loss, _ = clipped_surrogate_loss(torch.tensor([4.0]).log(), torch.tensor([-1.0]), 0.2, delta=3.0)
     torch.testing.assert_close(loss, torch.tensor([3.0]))
 
 
@@ -82,7 +82,7 @@ def test_clipped_value_loss_on_hand_made_tensors():
     # V_old = 0, ε_v = 0.2, R = 1: V = 0.5 -> clipped V 0.2: ½·max(0.25, 0.64) = 0.32 (clipped term);
     # V = 0.1 -> within range: ½·0.81 = 0.405; V = 1.5 (R = 1) -> clipped 0.2: ½·max(0.25, 0.64) = 0.32
     values = torch.tensor([0.5, 0.1, 1.5])
-    loss, clipped = clipped_value_loss(values, torch.zeros(3), torch.ones(3), 0.2)
+    loss, clipped = clipped_value_loss(values, torch.zeros(3), torch.ones(3), cliprange_value=0.2)  # TRL's name
     torch.testing.assert_close(loss, torch.tensor([0.32, 0.405, 0.32]))
     assert clipped.tolist() == [True, False, True]
     loss, clipped = clipped_value_loss(values, torch.zeros(3), torch.ones(3), None)

@@ -34,10 +34,10 @@ def tiny_config(model_dir: str, save_dir: str, **overrides) -> dict:
         reward_epochs=5,
         reward_batch_size=4,
         reward_lr=3e-3,
-        ppo_iterations=4,
+        ppo_max_steps=4,
         ppo_batch_size=8,
         ppo_mini_batch_size=4,
-        ppo_epochs=2,
+        ppo_num_ppo_epochs=2,
         ppo_lr_policy=3e-3,
         ppo_lr_value=1e-2,
         max_length=128,
@@ -62,7 +62,7 @@ def test_three_stages_offline_then_skip_then_resume_a_killed_stage(tmp_path):
     for stage in ("sft", "reward_model", "ppo"):
         assert outputs[stage] == str(tmp_path / "run" / stage / "final")
         assert pipeline.is_done(stage)
-    assert json.loads((tmp_path / "run" / "logs" / "config.json").read_text())["ppo_iterations"] == 4
+    assert json.loads((tmp_path / "run" / "logs" / "config.json").read_text())["ppo_max_steps"] == 4
     # ppo_batch_size=8 prompts per rollout batch: TRL counts 8 episodes per PPO step (4 steps: 32)
     state = json.loads((tmp_path / "run" / "ppo" / "checkpoint-4" / "trainer_state.json").read_text())
     assert [e["episode"] for e in state["log_history"] if "episode" in e] == [8, 16, 24, 32]
@@ -128,7 +128,7 @@ def test_rerun_with_changed_settings_refuses_or_retrains_the_stale_stages_only(t
         shutil.copy(path, data / os.path.basename(path))
     files = {key: str(data / os.path.basename(path)) for key, path in bundled_rlhf_data().items()}
     run = tmp_path / "run"
-    config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_iterations=1, **files)
+    config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_max_steps=1, **files)
     RLHFPipeline(config).run()
 
     def stamps() -> dict:
@@ -142,10 +142,10 @@ def test_rerun_with_changed_settings_refuses_or_retrains_the_stale_stages_only(t
     first = stamps()
     # sft_lr changed: SFT and everything after it would be stale; refused before anything runs, naming the key
     with pytest.raises(RuntimeError, match=r"sft: .*differ in \['sft_lr'\].*\['sft', 'reward_model', 'ppo'\]"):
-        RLHFPipeline({**config, "sft_lr": 1e-3, "ppo_iterations": 2}).run()
+        RLHFPipeline({**config, "sft_lr": 1e-3, "ppo_max_steps": 2}).run()
     # a PPO-only setting: only PPO is stale
-    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_iterations'\].*\['ppo'\]"):
-        RLHFPipeline({**config, "ppo_iterations": 2}).run()
+    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_max_steps'\].*\['ppo'\]"):
+        RLHFPipeline({**config, "ppo_max_steps": 2}).run()
     # the same file path with other content: the reward model and PPO are stale
     with open(files["reward_data_path"], "a") as f:
         row = {"prompt": "Greet Zoe.", "chosen": "Hello Zoe, it is lovely to meet you!", "rejected": "No, Zoe."}
@@ -158,26 +158,26 @@ def test_rerun_with_changed_settings_refuses_or_retrains_the_stale_stages_only(t
     ):
         RLHFPipeline(config).run()
     assert stamps() == first
-    assert logged_config()["sft_lr"] == 3e-3 and logged_config()["ppo_iterations"] == 1  # still the run that trained
+    assert logged_config()["sft_lr"] == 3e-3 and logged_config()["ppo_max_steps"] == 1  # still the run that trained
 
     # overwrite_stages: the reward model and PPO retrain, SFT is kept; config.json then holds the new settings
-    pipeline = RLHFPipeline({**config, "ppo_iterations": 2, "overwrite_stages": True})
+    pipeline = RLHFPipeline({**config, "ppo_max_steps": 2, "overwrite_stages": True})
     pipeline.run()
     second = stamps()
     assert second["sft"] == first["sft"]
     assert second["reward_model"] != first["reward_model"] and second["ppo"] != first["ppo"]
     assert json.loads((run / "ppo" / "final" / "stage_complete.json").read_text())["steps"] == 2
-    assert logged_config()["ppo_iterations"] == 2 and logged_config()["overwrite_stages"] is True
+    assert logged_config()["ppo_max_steps"] == 2 and logged_config()["overwrite_stages"] is True
     # the rerun with the same settings skips all three; an evaluation under other settings is refused
-    RLHFPipeline({**config, "ppo_iterations": 2}).run()
+    RLHFPipeline({**config, "ppo_max_steps": 2}).run()
     assert stamps() == second
-    with pytest.raises(RuntimeError, match=r"ppo: .*\['ppo_iterations'\]"):
+    with pytest.raises(RuntimeError, match=r"ppo: .*\['ppo_max_steps'\]"):
         RLHFPipeline(config).evaluate()
     # PPO killed after its checkpoint: the rerun would resume it, but not under other settings
     shutil.rmtree(run / "ppo" / "final")
     assert (run / "ppo" / "checkpoint-2").is_dir()
-    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_epochs'\]"):
-        RLHFPipeline({**config, "ppo_iterations": 2, "ppo_epochs": 1}).run()
+    with pytest.raises(RuntimeError, match=r"ppo: .*differ in \['ppo_num_ppo_epochs'\]"):
+        RLHFPipeline({**config, "ppo_max_steps": 2, "ppo_num_ppo_epochs": 1}).run()
 
 
 def test_every_mistake_fails_before_the_first_stage_naming_the_key_file_and_line(tmp_path):
@@ -206,7 +206,7 @@ def test_every_mistake_fails_before_the_first_stage_naming_the_key_file_and_line
         ({"ppo_args": {"lr_scheduler_type": "cosine_typo"}}, "ppo_args: PPOConfig rejects the ppo settings"),
     ]
     for overrides, message in cases:
-        config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_iterations=1, **overrides)
+        config = tiny_config(model_dir, str(run), sft_epochs=1, reward_epochs=1, ppo_max_steps=1, **overrides)
         with pytest.raises(ValueError, match=message):
             RLHFPipeline(config).run()
         assert not (run / "sft").exists() and not (run / "reward_model").exists(), overrides
@@ -227,6 +227,54 @@ def test_config_from_dict_json_yaml_and_unknown_keys(tmp_path):
         RLHFConfig(model_name="m", ppo_args={"cliprange_vf": 0.2})
     with pytest.raises(ValueError, match="must divide"):
         RLHFConfig(model_name="m", ppo_batch_size=6, ppo_mini_batch_size=4)
+
+
+def test_earlier_ppo_names_are_aliases_with_the_same_config_and_fingerprint(tmp_path):
+    from trl import TrlParser
+
+    # ppo_iterations (rollout batches) -> ppo_max_steps, ppo_epochs (passes over a rollout batch) -> ppo_num_ppo_epochs
+    new = {"model_name": "m", "save_dir": str(tmp_path / "new"), "ppo_max_steps": 7, "ppo_num_ppo_epochs": 3}
+    old = {"model_name": "m", "save_dir": str(tmp_path / "old"), "ppo_iterations": 7, "ppo_epochs": 3}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "old.yaml").write_text("model_name: m\nppo_iterations: 7\nppo_epochs: 3\n")
+    (cli,) = TrlParser((RLHFConfig,)).parse_args_and_config(["--model_name", "m", "--ppo_iterations", "7"])
+    configs = [
+        RLHFConfig.from_dict(old),
+        RLHFConfig.from_json(tmp_path / "old.json"),
+        RLHFConfig.from_file(tmp_path / "old.yaml"),
+        RLHFConfig(**{**old, "ppo_epochs": None}, ppo_num_ppo_epochs=3),  # keyword arguments, one of each
+    ]
+    for config in configs:
+        assert config.ppo_max_steps == 7 and config.ppo_num_ppo_epochs == 3
+        assert config.ppo_iterations is None and config.ppo_epochs is None  # cleared: one value, one name
+    assert cli.ppo_max_steps == 7 and cli.ppo_num_ppo_epochs == 4  # the default
+    to_dict = RLHFConfig.from_dict(old).to_dict()
+    assert "ppo_iterations" not in to_dict and "ppo_epochs" not in to_dict and to_dict["ppo_max_steps"] == 7
+    # what the PPO stage trains with, and the stage fingerprint (stage_settings.json), are the same under both names
+    old_pipeline = RLHFPipeline({**old, "ppo_data_path": "p"})
+    new_pipeline = RLHFPipeline({**new, "ppo_data_path": "p"})
+    assert old_pipeline.stage_settings("ppo") == new_pipeline.stage_settings("ppo")
+    assert old_pipeline.fingerprint("ppo") == new_pipeline.fingerprint("ppo")
+    args = old_pipeline._stage_args("ppo")
+    assert args.max_steps == 7 and args.num_ppo_epochs == 3
+    # a PPO stage recorded by an earlier release (stage_settings.json under the old names) still matches: it resumes
+    recorded = old_pipeline.stage_settings("ppo")
+    recorded["ppo_iterations"], recorded["ppo_epochs"] = (
+        recorded.pop("ppo_max_steps"),
+        recorded.pop("ppo_num_ppo_epochs"),
+    )
+    os.makedirs(old_pipeline.stage_dir("ppo"))
+    with open(os.path.join(old_pipeline.stage_dir("ppo"), "stage_settings.json"), "w") as f:
+        json.dump(recorded, f)
+    assert old_pipeline.stage_mismatch("ppo") == [] and new_pipeline.stage_mismatch("ppo") is None
+    recorded["ppo_epochs"] = 2
+    with open(os.path.join(old_pipeline.stage_dir("ppo"), "stage_settings.json"), "w") as f:
+        json.dump(recorded, f)
+    assert old_pipeline.stage_mismatch("ppo") == ["ppo_num_ppo_epochs"]
+    # both names with different values: an error naming the new one
+    with pytest.raises(ValueError, match="ppo_epochs is an alias of ppo_num_ppo_epochs.*give ppo_num_ppo_epochs"):
+        RLHFConfig.from_dict({**new, "ppo_epochs": 2})
+    assert RLHFConfig.from_dict({**new, "ppo_epochs": 3}).ppo_num_ppo_epochs == 3  # the same value: fine
 
 
 def test_data_errors_name_the_file_and_line(tmp_path, caplog):
@@ -291,22 +339,25 @@ def test_example_runs_all_stages_offline_with_tiny_then_reruns_as_told(tmp_path)
         assert json.loads((out / stage / "final" / "stage_complete.json").read_text())["steps"] == 2
 
     # a changed PPO setting: refused with the key, nothing retrained, config.json still the first run's
-    result = run_example("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_epochs", "1")
+    result = run_example(
+        "--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_num_ppo_epochs", "1"
+    )
     assert result.returncode != 0
-    assert "ppo: " in result.stderr and "['ppo_epochs']" in result.stderr and "--overwrite_stages" in result.stderr
-    assert json.loads((out / "logs" / "config.json").read_text())["ppo_epochs"] == 2
+    assert "ppo: " in result.stderr and "['ppo_num_ppo_epochs']" in result.stderr
+    assert "--overwrite_stages" in result.stderr
+    assert json.loads((out / "logs" / "config.json").read_text())["ppo_num_ppo_epochs"] == 2
 
     # --overwrite_stages retrains PPO only; the skips show on the console, not only in logs/pipeline.log
     sft_stamp = (out / "sft" / "final" / "stage_complete.json").stat().st_mtime_ns
     result = run_example(
-        *("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_epochs", "1"),
+        *("--output_dir", str(out), "--max_steps", "2", "--save_interval", "2", "--ppo_epochs", "1"),  # the alias
         *("--overwrite_stages", "--evaluate", "false"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sft: done already" in result.stderr and "reward_model: done already" in result.stderr
     assert "retraining ['ppo']" in result.stderr
     assert (out / "sft" / "final" / "stage_complete.json").stat().st_mtime_ns == sft_stamp
-    assert json.loads((out / "logs" / "config.json").read_text())["ppo_epochs"] == 1
+    assert json.loads((out / "logs" / "config.json").read_text())["ppo_num_ppo_epochs"] == 1
 
 
 def test_example_on_two_processes_prints_its_summary_once(tmp_path):
@@ -317,7 +368,7 @@ def test_example_on_two_processes_prints_its_summary_once(tmp_path):
     launcher = ("-m", "accelerate.commands.launch", "--config_file")
     launcher += (os.path.join(root, "accelerate_configs", "cpu_2proc.yaml"), "--main_process_port", str(port))
     out = tmp_path / "example"
-    steps = ("--sft_epochs", "1", "--reward_epochs", "1", "--ppo_iterations", "1")
+    steps = ("--sft_epochs", "1", "--reward_epochs", "1", "--ppo_max_steps", "1")
     result = run_example("--output_dir", str(out), *steps, "--evaluate", "false", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("stages done:") == 1

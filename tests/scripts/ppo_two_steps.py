@@ -66,7 +66,7 @@ def main(policy_path: str, reward_path: str, output_dir: str) -> None:
                 "policy": flatten(trainer.policy),
                 "value": flatten(trainer.value_model),
                 "prompts": seen,
-                "kl_coef": trainer.kl_ctl.coef,
+                "kl_coef": trainer.kl_controller.coef,
                 "metrics": trainer.state.log_history,
                 "saved": saved,
             },

@@ -54,7 +54,7 @@ def main(model_path: str, output_dir: str) -> None:
         per_device_train_batch_size=8,
         num_generations=4,
         max_prompt_length=4,
-        generation_length=8,
+        max_completion_length=8,
         sampling_steps=4,
         num_sigma_samples=2,
         learning_rate=1e-2,

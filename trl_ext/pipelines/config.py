@@ -83,6 +83,10 @@ def check_field_types(values: Mapping[str, Any], cls: type, where: str = "") -> 
         raise ValueError(message)
 
 
+ALIASES = {"ppo_iterations": "ppo_max_steps", "ppo_epochs": "ppo_num_ppo_epochs"}
+"""Earlier names of [`RLHFConfig`] fields, still accepted: alias -> field."""
+
+
 @dataclass
 class RLHFConfig:
     r"""
@@ -131,11 +135,18 @@ class RLHFConfig:
         > PPO
 
         ppo_data_path (`str`): JSONL objects with a `prompt`, or bare JSON strings.
-        ppo_iterations (`int`, defaults to `100`): Rollout batches.
+        ppo_max_steps (`int`, defaults to `100`): Rollout batches (`PPOConfig.max_steps`). Alias: `ppo_iterations`.
         ppo_batch_size (`int`, defaults to `8`): Prompts per rollout batch (per process).
         ppo_mini_batch_size (`int`, defaults to `4`): Prompts per optimizer step; divides `ppo_batch_size`.
-        ppo_epochs (`int`, defaults to `4`): PPO epochs per rollout batch.
+        ppo_num_ppo_epochs (`int`, defaults to `4`): Passes over each rollout batch (`PPOConfig.num_ppo_epochs`).
+            Alias: `ppo_epochs`.
         ppo_lr_policy (`float`, defaults to `1e-6`), ppo_lr_value (`float`, defaults to `1e-5`).
+
+        `ppo_max_steps` and `ppo_num_ppo_epochs` are `ppo_` + the `PPOConfig` field they set. `ppo_iterations` and
+        `ppo_epochs`, their names in earlier releases, are aliases ([`ALIASES`]): a dict, JSON / YAML file or command
+        line with them loads to the same configuration (and the same stage fingerprints) as with the new names, which
+        `to_dict` and `logs/config.json` use. Both names with different values are an error in a dict or file; as
+        keyword arguments (or on a command line) the alias wins.
 
         > Per-stage overrides and evaluation
 
@@ -160,12 +171,17 @@ class RLHFConfig:
     reward_batch_size: int = field(default=8, metadata={"help": "Reward-model batch size per device."})
     freeze_reward_backbone: bool = field(default=False, metadata={"help": "Train the reward head only."})
     ppo_data_path: str | None = field(default=None, metadata={"help": "PPO prompts: JSONL objects or strings."})
-    ppo_iterations: int = field(default=100, metadata={"help": "PPO rollout batches."})
+    ppo_max_steps: int = field(
+        default=100, metadata={"help": "PPO rollout batches (PPOConfig's max_steps; alias: ppo_iterations)."}
+    )
     ppo_lr_policy: float = field(default=1e-6, metadata={"help": "PPO policy learning rate."})
     ppo_lr_value: float = field(default=1e-5, metadata={"help": "PPO value-model learning rate."})
     ppo_batch_size: int = field(default=8, metadata={"help": "Prompts per PPO rollout batch (per process)."})
     ppo_mini_batch_size: int = field(default=4, metadata={"help": "Prompts per PPO optimizer step."})
-    ppo_epochs: int = field(default=4, metadata={"help": "PPO epochs per rollout batch."})
+    ppo_num_ppo_epochs: int = field(
+        default=4,
+        metadata={"help": "Passes over each PPO rollout batch (PPOConfig's num_ppo_epochs; alias: ppo_epochs)."},
+    )
     max_length: int = field(default=512, metadata={"help": "Maximum tokens of an SFT sample / reward pair."})
     save_dir: str = field(default="rlhf_output", metadata={"help": "Output directory of all stages."})
     save_interval: int = field(default=50, metadata={"help": "Steps between checkpoints."})
@@ -184,18 +200,28 @@ class RLHFConfig:
     eval_sft_data_path: str | None = field(default=None, metadata={"help": "Held-out SFT rows (perplexity)."})
     eval_reward_data_path: str | None = field(default=None, metadata={"help": "Held-out pairs (RM accuracy)."})
     eval_ppo_data_path: str | None = field(default=None, metadata={"help": "Held-out prompts (+ references)."})
+    ppo_iterations: int | None = field(
+        default=None, metadata={"help": "Alias of ppo_max_steps (its earlier name); when given, sets it."}
+    )
+    ppo_epochs: int | None = field(
+        default=None, metadata={"help": "Alias of ppo_num_ppo_epochs (its earlier name); when given, sets it."}
+    )
 
     def __post_init__(self):
         check_field_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, type(self))
+        for alias, name in ALIASES.items():  # an alias sets its field and is cleared: one value, one name
+            if getattr(self, alias) is not None:
+                setattr(self, name, getattr(self, alias))
+                setattr(self, alias, None)
         check_ranges(
             self,
             at_least_one=(
                 "sft_batch_size",
                 "reward_batch_size",
-                "ppo_iterations",
+                "ppo_max_steps",
                 "ppo_batch_size",
                 "ppo_mini_batch_size",
-                "ppo_epochs",
+                "ppo_num_ppo_epochs",
                 "max_length",
                 "save_interval",
             ),
@@ -223,11 +249,17 @@ class RLHFConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RLHFConfig":
-        """Build from a dict; a key that is not a field is an error."""
+        """Build from a dict; a key that is not a field (or an alias, see [`ALIASES`]) is an error, and so are an alias
+        and its field with different values."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown RLHFConfig keys: {unknown}. Known keys: {sorted(known)}.")
+            raise ValueError(f"Unknown RLHFConfig keys: {unknown}. Known keys: {sorted(known - set(ALIASES))}.")
+        for alias, name in ALIASES.items():
+            if values.get(alias) is not None and name in values and values[name] != values[alias]:
+                raise ValueError(
+                    f"{alias} is an alias of {name}; they differ ({values[alias]!r} and {values[name]!r}): give {name}."
+                )
         return cls(**values)
 
     @classmethod
@@ -248,4 +280,5 @@ class RLHFConfig:
         return cls.from_yaml(path) if str(path).endswith((".yaml", ".yml")) else cls.from_json(path)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields under their names (aliases left out: their values are in the fields they set)."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name not in ALIASES}

@@ -28,7 +28,7 @@ from transformers.utils import logging
 
 from ..rewards.reward_model import SequenceClassificationReward, is_conversational_prompt
 from ..trainers.checkpointing import last_complete_checkpoint
-from .config import RLHFConfig
+from .config import ALIASES, RLHFConfig
 from .data import bleu, load_stage_data, rouge
 
 
@@ -55,10 +55,10 @@ STAGE_FIELDS = {
         "model_name",
         "tokenizer_path",
         "ppo_data_path",
-        "ppo_iterations",
+        "ppo_max_steps",
         "ppo_batch_size",
         "ppo_mini_batch_size",
-        "ppo_epochs",
+        "ppo_num_ppo_epochs",
         "ppo_lr_policy",
         "ppo_lr_value",
     ),
@@ -249,13 +249,14 @@ class RLHFPipeline:
 
     def stage_mismatch(self, stage: str) -> list[str] | None:
         """The keys whose recorded value differs from the current settings of `stage`; `None` when `save_dir` holds
-        nothing of the stage, `[]` when it matches. Outputs without a record differ in `stage_settings.json`."""
+        nothing of the stage, `[]` when it matches. Outputs without a record differ in `stage_settings.json`; a record
+        with the earlier names of fields ([`~trl_ext.pipelines.config.ALIASES`]) reads as with the new ones."""
         path = os.path.join(self.stage_dir(stage), SETTINGS_FILE)
         if not os.path.isfile(path):
             has_outputs = self.is_done(stage) or last_complete_checkpoint(self.stage_dir(stage)) is not None
             return [SETTINGS_FILE] if has_outputs else None
-        with open(path) as f:
-            recorded = json.load(f)
+        with open(path) as f:  # a record of an earlier release has the fields' earlier names (the aliases)
+            recorded = {ALIASES.get(key, key): value for key, value in json.load(f).items()}
         current = self.stage_settings(stage)
         return sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))
 
@@ -335,11 +336,11 @@ class RLHFPipeline:
             # num_mini_batches optimizer steps; here ppo_batch_size prompts in mini-batches of ppo_mini_batch_size
             cls = PPOConfig
             values = {
-                "max_steps": c.ppo_iterations,
+                "max_steps": c.ppo_max_steps,
                 "per_device_train_batch_size": c.ppo_mini_batch_size,
                 "gradient_accumulation_steps": c.ppo_batch_size // c.ppo_mini_batch_size,
                 "num_mini_batches": c.ppo_batch_size // c.ppo_mini_batch_size,
-                "num_ppo_epochs": c.ppo_epochs,
+                "num_ppo_epochs": c.ppo_num_ppo_epochs,
                 "learning_rate": c.ppo_lr_policy,
                 "value_learning_rate": c.ppo_lr_value,
                 "logging_steps": 1,

@@ -22,12 +22,14 @@ def clipped_surrogate_loss(
     advantages: torch.Tensor,
     epsilon_low: float,
     epsilon_high: float | None = None,
-    dual_clip: float | None = None,
+    delta: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate, elementwise, with optional asymmetric (DAPO) and dual clipping.
 
-    loss = -min(ρ·A, clip(ρ, 1 - ε_low, 1 + ε_high)·A), ρ = exp(log_ratio); with `dual_clip` = c > 1 the loss of
-    samples with A < 0 is further capped at -c·A (Ye et al. 2020, arXiv 1912.09729).
+    loss = -min(ρ·A, clip(ρ, 1 - ε_low, 1 + ε_high)·A), ρ = exp(log_ratio); with `delta` = δ > 1 the loss of
+    samples with A < 0 is further capped at -δ·A (dual clip, Ye et al. 2020, arXiv 1912.09729). The names are TRL's GRPO
+    ones (`epsilon_low` / `epsilon_high` as GRPOTrainer has them, `delta` as GRPOConfig): for δ >= 1 + ε_high this is
+    the loss of GRPOConfig's `delta` (INTELLECT-2's two-sided clipping).
 
     Args:
         log_ratio (`torch.Tensor`):
@@ -38,8 +40,8 @@ def clipped_surrogate_loss(
             Lower clipping range.
         epsilon_high (`float`, *optional*):
             Upper clipping range; defaults to `epsilon_low`.
-        dual_clip (`float`, *optional*):
-            Dual-clip constant c (> 1), or `None` for none.
+        delta (`float`, *optional*):
+            Dual-clip constant δ (> 1), or `None` for none.
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor]`: the elementwise loss, and a boolean tensor marking where the clipped
@@ -47,15 +49,15 @@ def clipped_surrogate_loss(
     """
     if epsilon_high is None:
         epsilon_high = epsilon_low
-    if dual_clip is not None and dual_clip <= 1.0:
-        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    if delta is not None and delta <= 1.0:
+        raise ValueError(f"delta (dual clip) must be > 1, got {delta}")
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high) * advantages
     loss = -torch.min(unclipped, clipped)
     is_clipped = clipped < unclipped
-    if dual_clip is not None:
-        cap = -dual_clip * advantages
+    if delta is not None:
+        cap = -delta * advantages
         dual = (advantages < 0) & (loss > cap)
         loss = torch.where(dual, cap, loss)
         is_clipped = is_clipped | dual
@@ -63,11 +65,11 @@ def clipped_surrogate_loss(
 
 
 def clipped_value_loss(
-    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range: float | None
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, cliprange_value: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped value loss, elementwise (TRL's PPOTrainer, OpenRLHF's `ValueLoss`).
 
-    loss = ½·max((V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)²); with `clip_range=None` it is ½·(V − R)².
+    loss = ½·max((V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)²); with `cliprange_value=None` it is ½·(V − R)².
 
     Args:
         values (`torch.Tensor`):
@@ -76,16 +78,16 @@ def clipped_value_loss(
             V_old, the predictions made at rollout time.
         returns (`torch.Tensor`):
             R, the value targets.
-        clip_range (`float`, *optional*):
-            ε_v.
+        cliprange_value (`float`, *optional*):
+            ε_v (the name of TRL's PPOConfig).
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor]`: the elementwise loss, and a boolean tensor marking where the clipped
         term was the larger one.
     """
     unclipped = (values - returns) ** 2
-    if clip_range is None:
+    if cliprange_value is None:
         return 0.5 * unclipped, torch.zeros_like(unclipped, dtype=torch.bool)
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     clipped = (clipped_values - returns) ** 2
     return 0.5 * torch.maximum(unclipped, clipped), clipped > unclipped

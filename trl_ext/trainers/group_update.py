@@ -43,7 +43,10 @@ class PolicyTerm:
 
 class GroupPolicyTrainer(RLLoopTrainer):
     """[`RLLoopTrainer`] with the clipped policy update on a scored rollout batch ([`group_policy_update`]). Its config
-    has `beta`, `epsilon`, `epsilon_high` and `num_mini_batches`."""
+    has `beta`, `epsilon`, `epsilon_high` and `num_mini_batches`; a subclass sets `metric_prefix`, the `<method>/` of
+    the metrics TRL has no name for (its folder: `"sedd"`, `"flow"`)."""
+
+    metric_prefix: str
 
     def _set_update_accumulation(self) -> None:
         """Micro-batches of `per_device_train_batch_size` per optimizer update, as TRL's PPOTrainer: each of the
@@ -68,7 +71,10 @@ class GroupPolicyTrainer(RLLoopTrainer):
         Unscored samples stay in the minibatches with weight 0, so that every process makes the same updates; the
         others weigh as in [`~RLLoopTrainer.micro_batches`]. The loss of each of the `num_terms` terms that
         `policy_terms(micro_batch)` yields is backpropagated divided by `num_terms`. Returns the means of the logged
-        metrics: `loss`, `ratio`, `clip_fraction`, `kl` (with `beta > 0`), `grad_norm` and the terms' own metrics.
+        metrics, under `trl.GRPOTrainer`'s names where it has one: `loss`, `kl` (with `beta > 0`), `clip_ratio/low_mean`
+        (ratio below 1 − `epsilon` with a negative advantage), `clip_ratio/high_mean` (above 1 + `epsilon_high` with a
+        positive one), `clip_ratio/region_mean` (either), `grad_norm`; `<metric_prefix>/ratio` (the mean ratio); and
+        the terms' own metrics.
         """
         args = self.args
         weights = (~unscored).float().to(device)
@@ -78,8 +84,9 @@ class GroupPolicyTrainer(RLLoopTrainer):
                 for micro_batch, weight in self.micro_batches(minibatch.to(device), weights):
                     with self.optimizer_update(metrics):
                         for term in policy_terms(micro_batch):
+                            micro_advantages = advantages[micro_batch]
                             policy_loss, clipped = clipped_surrogate_loss(
-                                term.log_ratio, advantages[micro_batch], args.epsilon, args.epsilon_high
+                                term.log_ratio, micro_advantages, args.epsilon, args.epsilon_high
                             )
                             loss = (policy_loss * weight).sum()
                             if term.kl is not None:
@@ -87,8 +94,12 @@ class GroupPolicyTrainer(RLLoopTrainer):
                                 metrics["kl"].append(term.kl.mean().item())
                             self.accelerator.backward(loss / num_terms)
                             metrics["loss"].append(loss.item())
-                            metrics["ratio"].append(term.log_ratio.exp().mean().item())
-                            metrics["clip_fraction"].append(clipped.float().mean().item())
+                            metrics[f"{self.metric_prefix}/ratio"].append(term.log_ratio.exp().mean().item())
+                            # the clipped term is active: below 1 - epsilon with A < 0, above 1 + epsilon_high with A > 0
+                            low, high = clipped & (micro_advantages < 0), clipped & (micro_advantages > 0)
+                            metrics["clip_ratio/low_mean"].append(low.float().mean().item())
+                            metrics["clip_ratio/high_mean"].append(high.float().mean().item())
+                            metrics["clip_ratio/region_mean"].append(clipped.float().mean().item())
                             for name, value in term.metrics.items():
                                 metrics[name].append(value)
         return {name: sum(values) / len(values) for name, values in metrics.items()}

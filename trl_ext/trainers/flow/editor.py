@@ -97,7 +97,7 @@ def editor_step(
     return {
         "editor/loss": loss.mean().item(),
         "editor/ratio": log_ratio.exp().mean().item(),
-        "editor/clip_fraction": clipped.float().mean().item(),
+        "editor/clip_ratio/region_mean": clipped.float().mean().item(),  # TRL's name, under the editor's prefix
         "editor/reward": torch.nanmean(rewards).item(),
         "editor/semantic_penalty": penalty.mean().item(),
         "editor/radius": update_radius(editor, variance.item()),

@@ -57,6 +57,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
     """
 
     _name = "Flow-GRPO"
+    metric_prefix = "flow"
 
     def __init__(
         self,

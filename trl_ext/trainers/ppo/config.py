@@ -121,8 +121,9 @@ class PPOConfig(TrainingArguments):
             Fixed β, or the adaptive controller of Ziegler et al. (2019) on the per-token mean KL.
         kl_target (`float`, *optional*, defaults to `0.05`), kl_horizon (`int`, *optional*, defaults to `10000`):
             Target per-token KL and horizon of the adaptive controller.
-        dual_clip (`float`, *optional*):
-            Dual-clip constant c > 1 (Ye et al. 2020): the loss of negative-advantage tokens is capped at −c·A.
+        delta (`float`, *optional*):
+            Dual-clip constant δ > 1 (Ye et al. 2020): the loss of negative-advantage tokens is capped at −δ·A
+            (`trl.GRPOConfig`'s name; the same loss as its `delta` for δ >= 1 + `cliprange`).
         critic_warmup_steps (`int`, *optional*, defaults to `0`):
             First rollout batches that train only the value model (verl's `critic_warmup`).
         reward_weights (`list[float]`, *optional*):
@@ -211,7 +212,9 @@ class PPOConfig(TrainingArguments):
     )
     kl_target: float = field(default=0.05, metadata={"help": "Adaptive controller: target per-token mean KL."})
     kl_horizon: int = field(default=10000, metadata={"help": "Adaptive controller: horizon in samples."})
-    dual_clip: float | None = field(default=None, metadata={"help": "Dual-clip constant c > 1 (None: off)."})
+    delta: float | None = field(
+        default=None, metadata={"help": "Dual-clip constant delta > 1 (GRPOConfig's name; None: off)."}
+    )
     critic_warmup_steps: int = field(
         default=0, metadata={"help": "First rollout batches that train only the value model."}
     )
@@ -237,8 +240,8 @@ class PPOConfig(TrainingArguments):
             raise ValueError("stop_token and stop_token_id are mutually exclusive; set one of them.")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError(f"missing_eos_penalty must be >= 0 (it is subtracted), got {self.missing_eos_penalty}.")
-        if self.dual_clip is not None and self.dual_clip <= 1.0:
-            raise ValueError(f"dual_clip must be > 1, got {self.dual_clip}.")
+        if self.delta is not None and self.delta <= 1.0:
+            raise ValueError(f"delta (dual clip) must be > 1, got {self.delta}.")
         if self.cliprange_value is not None and self.cliprange_value < 0:
             raise ValueError(f"cliprange_value must be >= 0, got {self.cliprange_value}.")
         if self.value_learning_rate is not None and self.value_learning_rate < 0:

@@ -158,7 +158,7 @@ class PPOTrainer(RLLoopTrainer):
         value_model = build_value_model(value_model, model, reward_funcs, args.value_model_init)
         model = self._setup_policy_and_reference(model, ref_model, value_model, reward_funcs, peft_config)
         self._setup_batches()
-        self.kl_ctl = (
+        self.kl_controller = (
             AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon)
             if args.kl_controller == "adaptive"
             else FixedKLController(args.kl_coef)
@@ -363,7 +363,7 @@ class PPOTrainer(RLLoopTrainer):
         unscored = unscored.to(device)
         scored_tokens = mask & ~unscored[:, None]
 
-        beta = self.kl_ctl.coef
+        beta = self.kl_controller.coef
         kl = torch.where(mask, kl_divergence(logps, ref_logps, args.kl_estimator), 0.0)
         non_score_rewards = -beta * kl
         token_rewards = non_score_rewards + outcome_token_rewards(torch.nan_to_num(scores, nan=0.0), mask)
@@ -388,7 +388,7 @@ class PPOTrainer(RLLoopTrainer):
                 "episode": (self.state.global_step + 1) * self.batch_sizes.batch_size,
             }
         )
-        self.kl_ctl.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), self.batch_sizes.batch_size)
+        self.kl_controller.update((token_kl_sum[0] / token_kl_sum[1].clamp(min=1)).item(), self.batch_sizes.batch_size)
         return Rollout(
             prompts=prompts,
             completions=texts,
@@ -472,7 +472,7 @@ class PPOTrainer(RLLoopTrainer):
         weights, mask = rollout.weights[index], rollout.mask[index]
         log_ratio = logps - rollout.logps[index]
         policy_losses, clipped = clipped_surrogate_loss(
-            log_ratio, rollout.advantages[index], args.cliprange, dual_clip=args.dual_clip
+            log_ratio, rollout.advantages[index], args.cliprange, delta=args.delta
         )
         value_losses, value_clipped = clipped_value_loss(
             values, rollout.values[index], rollout.returns[index], args.cliprange_value
@@ -560,11 +560,12 @@ class PPOTrainer(RLLoopTrainer):
     # Checkpoints and outputs
 
     def _process_state(self) -> dict:
-        return {**super()._process_state(), "kl_coef": self.kl_ctl.coef}
+        # the key stays "kl_coef" (the attribute was `kl_ctl`), so that checkpoints of earlier releases resume
+        return {**super()._process_state(), "kl_coef": self.kl_controller.coef}
 
     def _load_process_state(self, state: dict) -> None:
         super()._load_process_state(state)
-        self.kl_ctl.coef = state["kl_coef"]
+        self.kl_controller.coef = state["kl_coef"]
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (a LoRA adapter merged into its weights) and the tokenizer to `output_dir`, the value model

@@ -46,8 +46,8 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
 
         max_prompt_length (`int`, *optional*, defaults to `64`):
             Prompt tokens (the last ones of each prompt, left-padded with EOS, kept fixed while sampling).
-        generation_length (`int`, *optional*, defaults to `128`):
-            Response tokens sampled after each prompt.
+        max_completion_length (`int`, *optional*, defaults to `128`):
+            Response positions sampled after each prompt (all of them: a completion is cut at its first EOS).
         sampling_steps (`int`, *optional*, defaults to `128`):
             Sampler steps, followed by a denoising step.
         predictor (`Literal["analytic", "euler"]`, *optional*, defaults to `"analytic"`):
@@ -101,7 +101,9 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     """
 
     max_prompt_length: int = field(default=64, metadata={"help": "Prompt tokens (left-padded with EOS, kept fixed)."})
-    generation_length: int = field(default=128, metadata={"help": "Response tokens sampled after each prompt."})
+    max_completion_length: int = field(
+        default=128, metadata={"help": "Response positions sampled after each prompt (cut at the first EOS)."}
+    )
     sampling_steps: int = field(default=128, metadata={"help": "Sampler steps (then a denoising step)."})
     predictor: Literal["analytic", "euler"] = field(
         default="analytic", metadata={"help": "'analytic' (Tweedie tau-leaping) or 'euler'."}
@@ -149,7 +151,7 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
             self,
             at_least_one=(
                 "max_prompt_length",
-                "generation_length",
+                "max_completion_length",
                 "sampling_steps",
                 "num_sigma_samples",
                 "num_iterations",

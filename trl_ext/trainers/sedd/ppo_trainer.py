@@ -54,6 +54,7 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
     """
 
     _name = "SEDD-PPO"
+    metric_prefix = "sedd"
     _forward_bypasses_wrapper = True  # the ELBO calls the policy's submodules (row-chunked head)
 
     def __init__(
@@ -106,10 +107,10 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
         return model.get_base_model() if self.args.use_peft else model
 
     def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (N, P + G) with each prompt's last `max_prompt_length` tokens right-aligned before the response,
-        EOS padding on the left, and the mask of fixed (prompt) positions."""
+        """Token ids (N, `max_prompt_length + max_completion_length`) with each prompt's last `max_prompt_length`
+        tokens right-aligned before the response, EOS padding on the left, and the mask of fixed (prompt) positions."""
         args, eos = self.args, self.processing_class.eos_token_id
-        total = args.max_prompt_length + args.generation_length
+        total = args.max_prompt_length + args.max_completion_length
         ids = torch.full((len(prompts), total), eos, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-args.max_prompt_length :]
@@ -169,8 +170,8 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
         with torch.no_grad():
             old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
             ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.beta > 0 else None
-        normalizer = float(args.generation_length) if args.ratio_normalization == "token" else 1.0
-        logs = {"old_elbo_nll": old_nll.mean().item(), **self.scorer.logs(rewards_per_func, rewards)}
+        normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
+        logs = {"sedd/old_elbo_nll": old_nll.mean().item(), **self.scorer.logs(rewards_per_func, rewards)}
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs
@@ -186,7 +187,7 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
             kl = None
             if ref_nll is not None:
                 kl = kl_divergence(-nll / normalizer, -ref_nll[micro_batch] / normalizer, "k3")
-            yield PolicyTerm((old_nll[micro_batch] - nll) / normalizer, kl, {"elbo_nll": nll.mean().item()})
+            yield PolicyTerm((old_nll[micro_batch] - nll) / normalizer, kl, {"sedd/elbo_nll": nll.mean().item()})
 
         metrics = self.group_policy_update(policy_terms, advantages, unscored, device, args.num_iterations)
         return {**logs, **metrics}

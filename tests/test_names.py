@@ -1,0 +1,94 @@
+"""One name per concept: the names table of `trl_ext.trainers` (its module docstring) against the configs it names,
+and the renamed config fields, `rl.losses` arguments and trainer attribute."""
+
+import dataclasses
+import inspect
+import re
+
+import pytest
+import trl
+from transformers import TrainingArguments
+
+import trl_ext.trainers
+from trl_ext import (
+    DiscreteDiffusionPPOConfig,
+    ExtendedGRPOConfig,
+    FlowGRPOConfig,
+    FlowRTPOConfig,
+    PPOConfig,
+    RLHFConfig,
+)
+from trl_ext.rl.losses import clipped_surrogate_loss, clipped_value_loss
+
+
+COLUMNS = (ExtendedGRPOConfig, FlowRTPOConfig, DiscreteDiffusionPPOConfig, PPOConfig, RLHFConfig)
+
+
+def fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def config_table() -> list[list[str]]:
+    """The rows of the first table of the docstring (concept, then one cell per config of `COLUMNS`)."""
+    table = trl_ext.trainers.__doc__.split("\n| Concept |")[1].split("\n\n")[0]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]  # after the header and its |---|
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+
+
+def names(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_the_names_table_names_real_fields():
+    rows = config_table()
+    assert len(rows) >= 12 and all(len(row) == 1 + len(COLUMNS) for row in rows)
+    for concept, *cells in rows:
+        for cls, cell in zip(COLUMNS, cells):
+            for name in names(cell):
+                nested = re.fullmatch(r'(\w+)\["(\w+)"\]', name)  # the pipeline's `ppo_args["cliprange"]`
+                if nested:
+                    assert nested[1] == "ppo_args" and cls is RLHFConfig, (concept, name)
+                    assert nested[2] in fields(PPOConfig), (concept, name)
+                else:
+                    assert name in fields(cls), f"{concept}: {name} is not a {cls.__name__} field"
+
+
+def test_sedd_and_flow_use_the_grpo_columns_names():
+    for concept, grpo, flow, sedd, *_ in config_table():
+        if grpo.startswith("—"):
+            continue
+        for cell in (flow, sedd):
+            assert cell.startswith("—") or set(names(grpo)) <= set(names(cell)), concept
+
+
+def test_renamed_fields_are_gone_and_group_configs_use_grpo_names():
+    grpo_only = fields(trl.GRPOConfig) - fields(TrainingArguments)
+    for cls in (DiscreteDiffusionPPOConfig, FlowGRPOConfig, FlowRTPOConfig, ExtendedGRPOConfig):
+        assert not fields(cls) & {"generation_length", "dual_clip", "ppo_epochs", "clip_range", "cliprange"}
+    assert {"max_completion_length", "num_iterations", "epsilon", "beta"} <= fields(DiscreteDiffusionPPOConfig)
+    assert {"max_completion_length", "num_iterations", "epsilon", "delta", "beta"} <= grpo_only
+    # PPOConfig: TRL's last PPOConfig names, and GRPOConfig's `delta` for its own dual clip (TRL's PPO had none)
+    ppo = fields(PPOConfig)
+    assert {"num_ppo_epochs", "cliprange", "cliprange_value", "kl_coef", "response_length"} <= ppo
+    assert "delta" in ppo and "dual_clip" not in ppo
+    assert PPOConfig(output_dir="o", use_cpu=True, delta=3.0).delta == 3.0
+    with pytest.raises(ValueError, match="delta"):
+        PPOConfig(output_dir="o", use_cpu=True, delta=0.5)
+    # the pipeline: new names, and the earlier ones only as aliases
+    assert {"ppo_max_steps", "ppo_num_ppo_epochs"} <= fields(RLHFConfig)
+
+
+def test_loss_arguments_have_trls_names():
+    assert list(inspect.signature(clipped_surrogate_loss).parameters) == [
+        "log_ratio",
+        "advantages",
+        "epsilon_low",
+        "epsilon_high",
+        "delta",
+    ]
+    assert list(inspect.signature(clipped_value_loss).parameters) == [
+        "values",
+        "old_values",
+        "returns",
+        "cliprange_value",
+    ]
