@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from trl_ext.models.sedd import GeometricNoise, LogLinearNoise, generate, transition_probabilities
-from trl_ext.models.sedd.sampling import predictor_kappa, uniform_denoise_probabilities
+from trl_ext.models.sedd.sampling import inverse_cdf_sample, predictor_kappa, uniform_denoise_probabilities
 
 
 class ExactScoreModel:
@@ -206,3 +206,18 @@ def test_uniform_analytic_chain_with_the_exact_score_tracks_the_forward_marginal
             assert ((frequencies - p).abs() < 4.5 * (p * (1 - p) / batch).sqrt() + 1e-3).all()
     print({k: [round(float(e), 1) for e in v] for k, v in errors.items()})
     assert max(errors["euler"]) > 10.0
+
+
+def test_inverse_cdf_sample_reproduces_each_rows_distribution():
+    """The GPU path of the sampler (CPU generator, rows on the device): with evenly spaced uniforms, the share of each
+    index is the row's normalised probability to within 1/N, and zero-probability columns are never chosen."""
+    probabilities = torch.tensor([[0.0, 2.0, 0.0, 1.0, 1.0], [5.0, 0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
+    n = 4000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    for row in probabilities:
+        samples = inverse_cdf_sample(row.expand(n, -1), uniforms)
+        shares = torch.bincount(samples, minlength=row.numel()).double() / n
+        torch.testing.assert_close(shares, (row / row.sum()).double(), atol=1.0 / n, rtol=0)
+    # u -> 0 and u -> 1 stay inside the support
+    edges = inverse_cdf_sample(probabilities, torch.tensor([0.0, 1 - 1e-7, 0.0]))
+    assert edges.tolist() == [1, 4, 4]

@@ -120,7 +120,11 @@ def sde_step_with_logprob(
         prev = mean if prev_sample is None else prev_sample.float()
         return SDEStepOutput(prev, torch.zeros(batch, device=sample.device), mean, std)
     if prev_sample is None:
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        # drawn where the generator lives (the trainers seed one on the CPU), then moved, as diffusers' randn_tensor
+        # does: a CPU generator cannot draw on a CUDA device
+        noise_device = generator.device if generator is not None else sample.device
+        noise = torch.randn(sample.shape, generator=generator, device=noise_device, dtype=torch.float32)
+        noise = noise.to(sample.device)
         prev_sample = mean + std * noise
     prev_sample = prev_sample.float()
     squared_error = (prev_sample.detach() - mean).pow(2).mean(dim=dims)

@@ -186,15 +186,32 @@ def generate(
 def _categorical(
     probabilities: torch.Tensor, generator: torch.Generator | None, stay_index: int | None = None
 ) -> torch.Tensor:
-    """Sample one index per row; with `stay_index`, the last column means "stay masked" and maps to it."""
-    samples = (
-        torch.multinomial(probabilities.float().clamp(min=0).cpu(), 1, generator=generator)
-        .squeeze(-1)
-        .to(probabilities.device)
-    )
+    """Sample one index per row; with `stay_index`, the last column means "stay masked" and maps to it.
+
+    With the generator on the rows' device, `torch.multinomial` draws there. Otherwise (the trainers seed a CPU
+    generator; the model runs on a GPU) one uniform per row comes from the generator and the rows are sampled by
+    inverting their CDF on their own device: copying (rows, V) probabilities to the CPU at every sampling step made a
+    SEDD-small rollout on a GPU slower than on the CPU.
+    """
+    probabilities = probabilities.float().clamp(min=0)
+    generator_device = generator.device if generator is not None else probabilities.device
+    if generator_device == probabilities.device:
+        samples = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+    else:
+        uniforms = torch.rand(probabilities.size(0), generator=generator).to(probabilities.device)
+        samples = inverse_cdf_sample(probabilities, uniforms)
     if stay_index is not None:
         samples = torch.where(samples == probabilities.size(-1) - 1, torch.full_like(samples, stay_index), samples)
     return samples
+
+
+def inverse_cdf_sample(probabilities: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Index i of each row with F(i-1) <= u·F(V-1) < F(i), F the row's cumulative sum of `probabilities` (rows, V)
+    (unnormalised, non-negative) and u the row's entry of `uniforms` (rows,) in [0, 1): a sample of the row's
+    categorical distribution. Columns of probability 0 are never chosen."""
+    cdf = probabilities.cumsum(-1)
+    targets = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
+    return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=probabilities.size(-1) - 1)
 
 
 def _uniform_row_log_scores(
