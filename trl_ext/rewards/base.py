@@ -32,7 +32,8 @@ like the prompts):
 |---|---|---|---|
 | `DiscreteDiffusionPPOTrainer` | `list[str]` | `completions: list[str]` (decoded up to the first EOS) | `**columns` |
 | `FlowGRPOTrainer`, `FlowRTPOTrainer` | `list[str]` (the edited prompts with an editor) | `images: torch.Tensor` (B, 3, H, W), float in [0, 1] | `**columns`; with an editor, `original_prompt: list[str]` |
-| `TPRLGRPOTrainer` (TRL's `GRPOTrainer`) | TRL's prompts (text or conversational) | `completions` (text or conversational), `completion_ids` | dataset columns as TRL passes them (input images are PIL images in `image` / `images`), `trainer_state`, `log_metric`, `log_extra` |
+| `PPOTrainer` (its `reward_model` argument) | the dataset's prompts (text or conversational) | `completions` (text, or an assistant message after conversational prompts; decoded up to the stop token), `completion_ids: list[list[int]]` | `prompt_completion_ids` / `prompt_completion_mask` (B, P + L) tensors, `**columns` |
+| `ExtendedGRPOTrainer`, `TPRLGRPOTrainer` (TRL's `GRPOTrainer`) | TRL's prompts (text or conversational) | `completions` (text or conversational), `completion_ids` | dataset columns as TRL passes them (input images are PIL images in `image` / `images`), `trainer_state`, `log_metric`, `log_extra` |
 
 Images follow one convention: generated images are float tensors (B, 3, H, W) in [0, 1]; input images from a dataset
 are PIL images, as TRL passes them. Rewards that read images accept both through [`to_pil_images`] and
