@@ -154,3 +154,25 @@ def test_learns_the_letter_task_with_rloo_kl_in_reward_and_online_filtering(lm, 
     print(f"letter_share reward per 5 steps: {[round(r, 3) for r in rewards]}")
     assert len(rewards) == 6 and rewards[-1] > rewards[0] + 0.25
     assert any("grpo/filtered_group_fraction" in h for h in trainer.state.log_history)
+
+
+def test_model_card_names_the_base_model_by_hub_id_only(lm, tmp_path):
+    """TRL links a local base model as "[None](https://huggingface.co/None)"; ours says it has no Hub id, and names a
+    model of the Hugging Face cache by its Hub id."""
+    from huggingface_hub import ModelCard
+
+    path, dataset = lm
+    trainer = ExtendedGRPOTrainer(
+        model=path, reward_funcs=letter_share, args=_args(ExtendedGRPOConfig, tmp_path / "out"), train_dataset=dataset
+    )
+    trainer.save_model()
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model is None and "huggingface.co/None" not in card.text and path not in card.content
+    assert "a local model (no Hub id)" in card.text and "trl_ext" in card.data.tags
+    cache = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / "0123abc"
+    cache.mkdir(parents=True)
+    trainer.model.config._name_or_path = str(cache)
+    trainer.create_model_card()
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-0.5B-Instruct" and str(cache) not in card.content
+    assert "[Qwen/Qwen2.5-0.5B-Instruct](https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct)" in card.text

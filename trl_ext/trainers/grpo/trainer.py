@@ -25,12 +25,17 @@ import os
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
+from huggingface_hub import ModelCard
+from safetensors import safe_open
 from transformers import PreTrainedModel
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from trl import GRPOTrainer
 from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import get_config_model_id
 
+from ...hub import model_card_name
 from ...rl.advantages import (
     compute_advantages,
     group_keep_mask,
@@ -81,7 +86,9 @@ class ExtendedGRPOTrainer(GRPOTrainer):
     lists or scalars, set at each call); each part is logged as `rewards/<name>/<part>`, averaged over all processes.
 
     Every checkpoint also holds `trl_ext_state_<process>.json` per process (the KL controller's coefficient), so that a
-    resumed run continues β exactly.
+    resumed run continues β exactly. Two fixes of TRL / transformers apply whatever the options: a resumed model whose
+    keys transformers renames on load (Qwen2-VL, Qwen2.5-VL) really gets its checkpoint's weights, and the model card
+    names the base model by its Hub id (also from the Hugging Face cache), never by a local directory.
 
     Example:
 
@@ -428,6 +435,62 @@ class ExtendedGRPOTrainer(GRPOTrainer):
         with open(path) as f:
             self._restore_checkpoint_state(json.load(f))
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Load the model weights of a checkpoint to resume from.
+
+        transformers' Trainer (5.24) reads a full-model checkpoint with a plain `load_state_dict`, but `save_pretrained`
+        writes the original key layout of the models whose keys transformers renames on load (Qwen2-VL and
+        Qwen2.5-VL: `visual.*`, `model.layers.*`), so their weights would silently stay as they are (a "missing keys"
+        warning). A checkpoint whose keys are not the model's own is loaded with `from_pretrained`, which renames.
+        """
+        model = model if model is not None else self.model
+        unwrapped = self.accelerator.unwrap_model(model)
+        saved_keys = _checkpoint_keys(resume_from_checkpoint)
+        if (
+            self.is_fsdp_enabled
+            or self.is_deepspeed_enabled
+            or is_peft_model(unwrapped)
+            or saved_keys is None
+            or saved_keys <= set(unwrapped.state_dict())
+        ):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        dtype = next(unwrapped.parameters()).dtype
+        reloaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map="cpu")
+        unwrapped.load_state_dict(reloaded.state_dict())
+        del reloaded
+
+    # Model card: TRL's card (written at every checkpoint and by `push_to_hub`), naming the base model by its Hub id
+    # also when it was loaded from the Hugging Face cache (TRL leaves out any directory), and written by `save_model`.
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ) -> None:
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        base_model = model_card_name(get_config_model_id(self.model.config))
+        card = ModelCard.load(path)
+        # TRL's base model: the config's model id unless it is a directory, else None (linked as "[None](...)")
+        written = card.data.base_model
+        if base_model is None or written != base_model:
+            link = (
+                f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a local model (no Hub id)"
+            )
+            card.data.base_model = base_model
+            card.text = card.text.replace(f"[{written}](https://huggingface.co/{written})", link)
+            card.save(path)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        saved_to = os.path.abspath(output_dir or self.args.output_dir)
+        if not _internal_call and saved_to == os.path.abspath(self.args.output_dir):
+            name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else os.path.basename(saved_to)
+            self.create_model_card(model_name=name)
+
 
 def _check_train_dataset(dataset: Any, prompts_from_environment: bool) -> None:
     """Reject, at construction, a training dataset that cannot train: empty, or without a `prompt` column."""
@@ -442,3 +505,16 @@ def _check_train_dataset(dataset: Any, prompts_from_environment: bool) -> None:
             f"train_dataset has no 'prompt' column (its columns: {list(columns)}); GRPO generates completions of the "
             "'prompt' of each row. Rename the column holding the prompts to 'prompt'."
         )
+
+
+def _checkpoint_keys(checkpoint: str) -> set[str] | None:
+    """Parameter names of a checkpoint's safetensors weights (one file or an index), or None without them."""
+    index = os.path.join(checkpoint, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    weights = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if not os.path.isfile(weights):
+        return None
+    with safe_open(weights, "pt") as f:
+        return set(f.keys())
