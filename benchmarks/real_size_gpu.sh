@@ -2,7 +2,8 @@
 # The GPU checks of the real-size runs, as one command on a machine with one CUDA GPU:
 #   1. each trainer at its published architecture for 3 steps (benchmarks/real_size.py --device cuda), one at a time;
 #   2. one step of each loop trainer (SEDD PPO, Flow-GRPO, PPO) under DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 on one
-#      process (accelerate_configs/*.yaml with --num_processes 1); the three configurations run side by side.
+#      process (accelerate_configs/*.yaml with --num_processes 1), one after the other (the first H200 lease, which
+#      ran the three configurations side by side, stopped answering in that phase and returned nothing).
 # Each run's JSON and log go to RESULTS (default benchmarks/results/gpu), archived after every run to ARCHIVE if set.
 #   [TRAINERS="sedd_ppo ppo"] [STEPS=3] [SECONDS_PER_RUN=110] [DISTRIBUTED=0] bash benchmarks/real_size_gpu.sh [RESULTS]
 set -u
@@ -30,15 +31,10 @@ for trainer in ${TRAINERS:-sedd_ppo flow_grpo tprl ppo}; do
 done
 [ "${DISTRIBUTED:-1}" = 1 ] || exit 0
 
-port=29600
 for config in deepspeed_zero2 deepspeed_zero3 fsdp2; do
-    port=$((port + 1))
-    (
-        for trainer in sedd_ppo flow_grpo ppo; do
-            run "${config}_$trainer" 80 "$PYTHON" -m accelerate.commands.launch --config_file "accelerate_configs/$config.yaml" \
-                --num_processes 1 --main_process_port "$port" benchmarks/real_size.py --trainer "$trainer" --device cuda --steps 1
-        done
-    ) &
+    for trainer in sedd_ppo flow_grpo ppo; do
+        run "${config}_$trainer" "${SECONDS_PER_RUN:-110}" "$PYTHON" -m accelerate.commands.launch \
+            --config_file "accelerate_configs/$config.yaml" --num_processes 1 benchmarks/real_size.py \
+            --trainer "$trainer" --device cuda --steps 1
+    done
 done
-wait
-archive
