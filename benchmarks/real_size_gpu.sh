@@ -2,8 +2,8 @@
 # The GPU checks of the real-size runs, as one command on a machine with one CUDA GPU:
 #   1. each trainer at its published architecture for 3 steps (benchmarks/real_size.py --device cuda), one at a time;
 #   2. one step of each loop trainer (SEDD PPO, Flow-GRPO, PPO) under DeepSpeed ZeRO-2, ZeRO-3 and FSDP2 on one
-#      process (accelerate_configs/*.yaml with --num_processes 1), one after the other (the first H200 lease, which
-#      ran the three configurations side by side, stopped answering in that phase and returned nothing).
+#      process (accelerate_configs/*.yaml with --num_processes 1), one after the other (the first H200 lease ran the
+#      three configurations side by side and stopped answering after about 7 minutes; nothing came back to say where).
 # Each run's JSON and log go to RESULTS (default benchmarks/results/gpu), archived after every run to ARCHIVE if set.
 #   [TRAINERS="sedd_ppo ppo"] [STEPS=3] [SECONDS_PER_RUN=110] [DISTRIBUTED=0] bash benchmarks/real_size_gpu.sh [RESULTS]
 set -u
