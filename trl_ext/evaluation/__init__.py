@@ -11,4 +11,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Evaluation suites: `image_edit` (a diffusion editor judged by a VLM, per-category reports)."""
+"""Evaluation: `image_edit` (a diffusion editor judged by a VLM, per-category reports) and `image_statistics` (the
+statistics that drift when an image policy hacks its reward)."""
