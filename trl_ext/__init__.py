@@ -22,6 +22,7 @@ __version__ = "0.1.0.dev0"
 
 _import_structure = {
     "hub": ["ModelSources", "resolve_pretrained", "scoped_env"],
+    "models.diffusion_lm": ["DiffusionLMAdapter", "MaskedDiffusionLMAdapter", "SEDDAdapter"],
     "models.prompt_editor": ["PromptEditorPolicy"],
     "models.sedd": ["SEDDConfig", "SEDDModel"],
     "models.vec2text_inversion": ["Vec2TextInverter"],
@@ -29,6 +30,8 @@ _import_structure = {
     "trainers.sedd.sft_trainer": ["DiscreteDiffusionSFTTrainer"],
     "trainers.sedd.ppo_config": ["DiscreteDiffusionPPOConfig"],
     "trainers.sedd.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
+    "trainers.diffusion_lm.config": ["DiffusionLMGRPOConfig"],
+    "trainers.diffusion_lm.trainer": ["DiffusionLMGRPOTrainer"],
     "trainers.flow.config": ["FlowGRPOConfig"],
     "trainers.flow.trainer": ["FlowGRPOTrainer"],
     "trainers.flow.rtpo_config": ["FlowRTPOConfig"],
@@ -45,11 +48,14 @@ _import_structure = {
 
 if TYPE_CHECKING:
     from .hub import ModelSources, resolve_pretrained, scoped_env
+    from .models.diffusion_lm import DiffusionLMAdapter, MaskedDiffusionLMAdapter, SEDDAdapter
     from .models.prompt_editor import PromptEditorPolicy
     from .models.sedd import SEDDConfig, SEDDModel
     from .models.vec2text_inversion import Vec2TextInverter
     from .pipelines.config import RLHFConfig
     from .pipelines.pipeline import RLHFPipeline
+    from .trainers.diffusion_lm.config import DiffusionLMGRPOConfig
+    from .trainers.diffusion_lm.trainer import DiffusionLMGRPOTrainer
     from .trainers.flow.config import FlowGRPOConfig
     from .trainers.flow.rtpo_config import FlowRTPOConfig
     from .trainers.flow.rtpo_trainer import FlowRTPOTrainer

@@ -1,0 +1,86 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The SEDD family as a [`DiffusionLMAdapter`], over the existing code in `trl_ext.models.sedd`: its sampler, its DWDSE
+bound, and, for the absorbing graph, the conditionals of the clean tokens read off the score parameterisation."""
+
+from typing import Literal
+
+import torch
+
+from ..sedd import ElboDraws, SEDDModel, elbo, generate, get_noise
+from ..sedd.sampling import masked_row_log_scores
+from .base import DiffusionLMAdapter, DiffusionLMSample
+
+
+class SEDDAdapter(DiffusionLMAdapter):
+    """SEDD (score-entropy discrete diffusion).
+
+    Args:
+        config ([`~trl_ext.SEDDConfig`]): The model's config (graph, noise schedule, vocabulary).
+        steps (`int`): Sampler steps (then a denoising step), as [`~trl_ext.models.sedd.generate`].
+        predictor (`Literal["analytic", "euler"]`): The sampler's predictor.
+    """
+
+    def __init__(self, config, steps: int = 128, predictor: Literal["analytic", "euler"] = "analytic"):
+        self.config, self.steps, self.predictor = config, steps, predictor
+        self.noise = get_noise(config)
+        self.mask_token_id = config.mask_index if config.graph_type == "absorb" else -1
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: SEDDModel,
+        prompt_ids: torch.Tensor,
+        completion_length: int,
+        generator: torch.Generator | None = None,
+    ) -> DiffusionLMSample:
+        """SEDD's sampler with the prompt positions fixed (inpainting); its tokens can change at every step until the
+        last, so it records no [`Trajectory`] (`None`)."""
+        batch, prompt_length = prompt_ids.shape
+        ids = torch.cat([prompt_ids, prompt_ids.new_zeros(batch, completion_length)], dim=1)
+        fixed = torch.zeros_like(ids, dtype=torch.bool)
+        fixed[:, :prompt_length] = True
+        sequences = generate(
+            model,
+            self.noise,
+            batch,
+            ids.size(1),
+            steps=self.steps,
+            predictor=self.predictor,
+            prompt_ids=ids,
+            prompt_mask=fixed,
+            generator=generator,
+            show_progress=False,
+        )
+        return DiffusionLMSample(sequences)
+
+    def token_log_probs(self, model: SEDDModel, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor):
+        """For the absorbing graph, the score at a masked position i is s_θ(x_t)_{i,y} = e^{−σ̄}/(1 − e^{−σ̄}) ·
+        p_θ(x0^i = y | x_t), so p_θ(x0^i = · | x_t) is the softmax of the log-scores over the tokens (the mask column
+        dropped); σ̄ = σ̄(t). Zero at unmasked positions. The uniform graph has no such reading (`NotImplementedError`)."""
+        if self.config.graph_type != "absorb":
+            raise NotImplementedError("Token conditionals are defined for the absorbing graph only.")
+        sigma = self.noise.total_noise(t.float())
+        log_probs = torch.zeros(noisy.shape, device=noisy.device)
+        for rows, cols, log_scores in masked_row_log_scores(model, noisy, sigma):
+            log_prob = torch.log_softmax(log_scores.float(), dim=-1)
+            log_probs = log_probs.index_put((rows, cols), log_prob.gather(-1, clean[rows, cols].unsqueeze(-1))[:, 0])
+        return log_probs
+
+    def elbo(
+        self, model: SEDDModel, sequences: torch.Tensor, completion_mask: torch.Tensor, draws: ElboDraws
+    ) -> torch.Tensor:
+        """SEDD's DWDSE bound on log p_θ(y | prompt) (the negative of [`~trl_ext.models.sedd.elbo`]) on `draws`, the
+        prompt fixed; (1, B): the DWDSE code averages the K draws itself."""
+        return -elbo(model, sequences, self.noise, prompt_mask=~completion_mask, draws=draws).unsqueeze(0)

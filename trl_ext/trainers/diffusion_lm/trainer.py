@@ -1,0 +1,221 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""[`DiffusionLMGRPOTrainer`]: the group-policy update (GRPO) for discrete diffusion language models, over a family
+adapter ([`~trl_ext.models.diffusion_lm.DiffusionLMAdapter`]) with the likelihood estimator as an option."""
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedModel, TrainerCallback
+
+from ...hub import model_card_name
+from ...models.diffusion_lm import (
+    DiffusionLMAdapter,
+    MaskedDiffusionLMAdapter,
+    load_masked_diffusion_lm,
+    mean_field_log_likelihood,
+    sample_likelihood_draws,
+)
+from ...rl.advantages import compute_advantages
+from ...rl.kl import kl_divergence
+from ...rl.scoring import RewardFunc
+from ..group_update import GroupPolicyTrainer, PolicyTerm
+from .config import DiffusionLMGRPOConfig
+
+
+MASKED_USAGE = """from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+model = AutoModelForMaskedLM.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
+
+
+class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
+    r"""
+    GRPO for discrete diffusion language models (masked diffusion LMs in the LLaDA / MDLM convention by default).
+
+    Rollouts come from the family's sampler conditioned on each prompt; the policy's log-likelihood of a completion is
+    estimated by `args.estimator` (`"elbo"`: the family's ELBO; `"mean_field"`: d1's one-step estimate) on K draws
+    that are drawn once per rollout and reused for the old policy, every epoch and the reference (common random
+    numbers), so the ratio is exactly 1 before the first update.
+
+    Args:
+        model (`str` or `PreTrainedModel`): The policy: a bidirectional masked LM (any `AutoModelForMaskedLM`; LLaDA /
+            Dream with `args.trust_remote_code=True`), or a path / `trl_ext.hub` key / Hub id.
+        reward_funcs (callable or list of callables): TRL-convention rewards
+            `fn(prompts, completions, **columns) -> list[float | None]` (`None` masks a sample).
+        args ([`DiffusionLMGRPOConfig`]): Configuration.
+        train_dataset (`datasets.Dataset`): A `prompt` column (text) and any columns the rewards read.
+        processing_class (tokenizer, *optional*): Encodes prompts, decodes completions; loaded from `model` when it
+            is a path. Its pad token (else EOS) pads prompts on the left.
+        ref_model (*optional*): The reference for `beta > 0`; defaults to a frozen copy of the initial policy.
+        callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
+            loop.
+        adapter ([`~trl_ext.models.diffusion_lm.DiffusionLMAdapter`], *optional*): The family; defaults to a
+            [`~trl_ext.models.diffusion_lm.MaskedDiffusionLMAdapter`] with the config's sampler settings.
+    """
+
+    _name = "DiffusionLM-GRPO"
+    metric_prefix = "diffusion_lm"
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        reward_funcs: RewardFunc | list[RewardFunc],
+        args: DiffusionLMGRPOConfig,
+        train_dataset: Dataset,
+        processing_class=None,
+        ref_model: torch.nn.Module | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        adapter: DiffusionLMAdapter | None = None,
+    ):
+        super().__init__(args, callbacks)
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model, trust_remote_code=args.trust_remote_code)
+            model = load_masked_diffusion_lm(model, trust_remote_code=args.trust_remote_code)
+        if processing_class is None:
+            raise ValueError("Pass processing_class (the tokenizer) when model is not a path.")
+        if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
+            raise ValueError("train_dataset must have a non-empty 'prompt' column.")
+        self.pad_token_id = (
+            processing_class.pad_token_id
+            if processing_class.pad_token_id is not None
+            else processing_class.eos_token_id
+        )
+        if self.pad_token_id is None:
+            raise ValueError("processing_class needs a pad_token_id or an eos_token_id (it pads the prompts).")
+        if adapter is None:
+            mask_token_id = args.mask_token_id if args.mask_token_id is not None else processing_class.mask_token_id
+            if mask_token_id is None:
+                raise ValueError("The tokenizer has no mask token: set args.mask_token_id.")
+            adapter = MaskedDiffusionLMAdapter(
+                mask_token_id, args.sampling_steps, args.block_length, args.temperature, args.remasking
+            )
+        self.adapter = adapter
+        self._set_reward_funcs(reward_funcs, args.reward_weights)
+        self.train_dataset = train_dataset
+        self.processing_class = processing_class
+        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
+        if args.beta > 0 and ref_model is None:
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
+        self.ref_model = ref_model
+        model.eval()  # no dropout: the estimates of old and new policy must differ only through the weights
+        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        self._setup_data(len(train_dataset), rollout_size // args.num_generations)
+        self._set_update_accumulation()
+        self._prepare(model, [p for p in model.parameters() if p.requires_grad])
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The unwrapped policy."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, pad tokens on the left."""
+        length = self.args.max_prompt_length
+        ids = torch.full((len(prompts), length), self.pad_token_id, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-length:]
+            ids[row, length - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+        return ids
+
+    def _decode(self, sequences: torch.Tensor) -> list[str]:
+        """Decode the completion positions, stopping at the first EOS."""
+        eos, texts = self.processing_class.eos_token_id, []
+        for ids in sequences[:, self.args.max_prompt_length :].tolist():
+            if eos is not None and eos in ids:
+                ids = ids[: ids.index(eos)]
+            texts.append(self.processing_class.decode(ids, skip_special_tokens=True))
+        return texts
+
+    def log_likelihood(self, model, sequences, completion_mask, draws) -> torch.Tensor:
+        """The estimate of `args.estimator` of log p(completion | prompt) per draw (K, B)."""
+        if self.args.estimator == "elbo":
+            return self.adapter.elbo(model, sequences, completion_mask, draws)
+        return mean_field_log_likelihood(
+            self.adapter, model, sequences, completion_mask, draws, self.args.p_mask_prompt
+        )
+
+    def training_step(self) -> dict[str, float]:
+        """One rollout batch and its GRPO epochs."""
+        args, device, prefix = self.args, self.accelerator.device, self.metric_prefix
+        prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
+        prompt_ids = self._encode_prompts(prompts).to(device)
+        sequences = self.adapter.sample(self.policy, prompt_ids, args.max_completion_length, self._generator).sequences
+        rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, completions=self._decode(sequences))
+        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
+
+        completion_mask = torch.zeros_like(sequences, dtype=torch.bool)
+        completion_mask[:, args.max_prompt_length :] = True
+        draws = sample_likelihood_draws(
+            len(prompts),
+            sequences.size(1),
+            args.num_likelihood_samples,
+            args.elbo_estimator,
+            generator=self._generator,
+            device=device,
+        )
+        with torch.no_grad():
+            old_per_draw = self.log_likelihood(self.policy, sequences, completion_mask, draws)
+            old = old_per_draw.mean(0)
+            ref = None
+            if args.beta > 0:
+                ref = self.log_likelihood(self.ref_model, sequences, completion_mask, draws).mean(0)
+        normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
+        logs = {
+            f"{prefix}/old_log_likelihood": old.mean().item(),
+            **self.scorer.logs(rewards_per_func, rewards),
+        }
+        if old_per_draw.size(0) > 1:  # the estimator's noise: spread of the K draws around their mean
+            logs[f"{prefix}/log_likelihood_draw_std"] = old_per_draw.std(0).mean().item()
+        if not self.any_process_scored(unscored):  # no reward anywhere: no update
+            self.skipped_steps += 1
+            return logs
+
+        def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
+            new = self.log_likelihood(
+                self.model, sequences[micro_batch], completion_mask[micro_batch], draws.select(micro_batch)
+            ).mean(0)
+            kl = None
+            if ref is not None:
+                kl = kl_divergence(new / normalizer, ref[micro_batch] / normalizer, "k3")
+            yield PolicyTerm(
+                (new - old[micro_batch]) / normalizer, kl, {f"{prefix}/log_likelihood": new.mean().item()}
+            )
+
+        metrics = self.group_policy_update(policy_terms, advantages, unscored, device, args.num_iterations)
+        return {**logs, **metrics}
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Save the policy and the tokenizer with `save_pretrained` and write the model card."""
+        output_dir = output_dir or self.args.output_dir
+        if not self.accelerator.is_main_process:
+            return
+        self.policy.save_pretrained(output_dir)
+        self.processing_class.save_pretrained(output_dir)
+        self._write_model_card(
+            output_dir,
+            self.base_model_name,
+            summary=(
+                "A masked diffusion language model fine-tuned with `trl_ext.DiffusionLMGRPOTrainer`: GRPO whose "
+                f"sequence log-likelihood is the `{self.args.estimator}` estimate with "
+                f"{self.args.num_likelihood_samples} draws on common random numbers."
+            ),
+            usage=MASKED_USAGE,
+            tags=["diffusion-lm", "masked-diffusion", "grpo"],
+        )
