@@ -70,6 +70,19 @@ def _sedd_ppo(directory: str) -> list[tuple[str, str]]:
     ]
 
 
+def _diffusion_lm_grpo(directory: str) -> list[tuple[str, str]]:
+    path = testing.save_tiny_masked_diffusion_lm(os.path.join(directory, "masked-lm"))
+    return [
+        ('"GSAI-ML/LLaDA-8B-Instruct"', repr(path)),
+        ("mask_token_id=126336", f"mask_token_id={testing.build_tiny_bert_tokenizer().mask_token_id}"),
+        (
+            "max_prompt_length=64, max_completion_length=256, block_length=32, sampling_steps=128",
+            "max_prompt_length=8, max_completion_length=16, block_length=8, sampling_steps=4",
+        ),
+        ("max_steps=200", "max_steps=1"),
+    ]
+
+
 def _flow_grpo(directory: str) -> list[tuple[str, str]]:
     # SD3.5's latent geometry (VAE 8x, patch 2), so that the config's default 512 px works as on the real model
     path = testing.save_tiny_sd3(os.path.join(directory, "sd3"), published_geometry=True, vae_fit_steps=0)
@@ -141,6 +154,7 @@ CASES = {
     "from trl_ext.hub import ModelSources, resolve_pretrained\n\nsources = ModelSources(": _model_sources,
     "from trl_ext.rewards import OpenAICompatibleJudge, VLMJudgeReward": _vlm_judge,
     "from trl_ext import PPOConfig, PPOTrainer": _ppo,
+    "from trl_ext import DiffusionLMGRPOConfig, DiffusionLMGRPOTrainer": _diffusion_lm_grpo,
 }
 
 
