@@ -81,3 +81,18 @@ class DiffusionLMAdapter:
         from .estimators import masked_diffusion_elbo
 
         return masked_diffusion_elbo(self, model, sequences, completion_mask, draws)
+
+    def sample_draws(
+        self,
+        batch_size: int,
+        length: int,
+        num_samples: int,
+        pairing: str = "antithetic",
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        """The K (t, mask) draws of the likelihood estimators ([`~trl_ext.models.diffusion_lm.sample_likelihood_draws`]);
+        a family whose noise needs more (SEDD's uniform graph: replacement tokens) overrides it."""
+        from .estimators import sample_likelihood_draws
+
+        return sample_likelihood_draws(batch_size, length, num_samples, pairing, generator, device)

@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from ..sedd import ElboDraws, SEDDModel, elbo, generate, get_noise
+from ..sedd import ElboDraws, SEDDModel, elbo, generate, get_noise, sample_elbo_draws
 from ..sedd.sampling import masked_row_log_scores
 from .base import DiffusionLMAdapter, DiffusionLMSample
 
@@ -84,3 +84,18 @@ class SEDDAdapter(DiffusionLMAdapter):
         """SEDD's DWDSE bound on log p_θ(y | prompt) (the negative of [`~trl_ext.models.sedd.elbo`]) on `draws`, the
         prompt fixed; (1, B): the DWDSE code averages the K draws itself."""
         return -elbo(model, sequences, self.noise, prompt_mask=~completion_mask, draws=draws).unsqueeze(0)
+
+    def sample_draws(
+        self,
+        batch_size: int,
+        length: int,
+        num_samples: int,
+        pairing: str = "antithetic",
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> ElboDraws:
+        """SEDD's draws ([`~trl_ext.models.sedd.sample_elbo_draws`]), with the uniform graph's replacement tokens."""
+        uniform_vocab = None if self.config.graph_type == "absorb" else self.config.vocab_size
+        return sample_elbo_draws(
+            batch_size, length, num_samples, pairing, generator=generator, device=device, vocab_size=uniform_vocab
+        )

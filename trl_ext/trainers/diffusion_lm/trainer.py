@@ -27,7 +27,6 @@ from ...models.diffusion_lm import (
     MaskedDiffusionLMAdapter,
     load_masked_diffusion_lm,
     mean_field_log_likelihood,
-    sample_likelihood_draws,
 )
 from ...rl.advantages import compute_advantages
 from ...rl.kl import kl_divergence
@@ -82,35 +81,16 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         adapter: DiffusionLMAdapter | None = None,
     ):
         super().__init__(args, callbacks)
-        if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model, trust_remote_code=args.trust_remote_code)
-            model = load_masked_diffusion_lm(model, trust_remote_code=args.trust_remote_code)
-        if processing_class is None:
-            raise ValueError("Pass processing_class (the tokenizer) when model is not a path.")
+        model, processing_class = self._load_model(model, processing_class)
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
             raise ValueError("train_dataset must have a non-empty 'prompt' column.")
-        self.pad_token_id = (
-            processing_class.pad_token_id
-            if processing_class.pad_token_id is not None
-            else processing_class.eos_token_id
-        )
-        if self.pad_token_id is None:
-            raise ValueError("processing_class needs a pad_token_id or an eos_token_id (it pads the prompts).")
-        if adapter is None:
-            mask_token_id = args.mask_token_id if args.mask_token_id is not None else processing_class.mask_token_id
-            if mask_token_id is None:
-                raise ValueError("The tokenizer has no mask token: set args.mask_token_id.")
-            adapter = MaskedDiffusionLMAdapter(
-                mask_token_id, args.sampling_steps, args.block_length, args.temperature, args.remasking
-            )
-        self.adapter = adapter
+        self._check_model_and_tokenizer(model, processing_class)
         self._set_reward_funcs(reward_funcs, args.reward_weights)
         self.train_dataset = train_dataset
         self.processing_class = processing_class
+        self.adapter = adapter if adapter is not None else self._default_adapter(model)
         self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
-        if args.beta > 0 and ref_model is None:
-            ref_model = copy.deepcopy(model)
+        model, ref_model = self._policy_and_reference(model, ref_model)
         if ref_model is not None:
             ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
         self.ref_model = ref_model
@@ -120,15 +100,80 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         self._set_update_accumulation()
         self._prepare(model, [p for p in model.parameters() if p.requires_grad])
 
+    # What a family's entry point (DiscreteDiffusionPPOTrainer for SEDD) overrides
+
+    def _load_model(self, model, processing_class) -> tuple[torch.nn.Module, object]:
+        """The policy and the tokenizer from the arguments (a path loads both)."""
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model, trust_remote_code=self.args.trust_remote_code)
+            model = load_masked_diffusion_lm(model, trust_remote_code=self.args.trust_remote_code)
+        if processing_class is None:
+            raise ValueError("Pass processing_class (the tokenizer) when model is not a path.")
+        return model, processing_class
+
+    def _check_model_and_tokenizer(self, model, processing_class) -> None:
+        """Raise a `ValueError` when the tokenizer cannot pad prompts."""
+        if self._pad_token_id(processing_class) is None:
+            raise ValueError("processing_class needs a pad_token_id or an eos_token_id (it pads the prompts).")
+
+    def _pad_token_id(self, processing_class) -> int | None:
+        """The token that left-pads prompts: the tokenizer's pad token, else its EOS."""
+        pad = processing_class.pad_token_id
+        return pad if pad is not None else processing_class.eos_token_id
+
+    def _default_adapter(self, model) -> DiffusionLMAdapter:
+        """The family adapter when none is given: a masked diffusion LM with the config's sampler settings."""
+        args = self.args
+        mask_token_id = args.mask_token_id if args.mask_token_id is not None else self.processing_class.mask_token_id
+        if mask_token_id is None:
+            raise ValueError("The tokenizer has no mask token: set args.mask_token_id.")
+        return MaskedDiffusionLMAdapter(
+            mask_token_id, args.sampling_steps, args.block_length, args.temperature, args.remasking
+        )
+
+    def _policy_and_reference(self, model, ref_model) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+        """The trained module and the reference (a frozen copy of the initial policy when `beta > 0`)."""
+        if self.args.beta > 0 and ref_model is None:
+            ref_model = copy.deepcopy(model)
+        return model, ref_model
+
+    @property
+    def estimator(self) -> str:
+        """The likelihood estimator: `args.estimator`."""
+        return self.args.estimator
+
+    @property
+    def num_likelihood_samples(self) -> int:
+        """K, the draws per likelihood estimate: `args.num_likelihood_samples`."""
+        return self.args.num_likelihood_samples
+
+    def _likelihood_logs(self, old_per_draw: torch.Tensor) -> dict[str, float]:
+        """What the rollout logs of the old policy's estimate (K, B): its mean and its spread across the K draws."""
+        logs = {f"{self.metric_prefix}/old_log_likelihood": old_per_draw.mean(0).mean().item()}
+        if old_per_draw.size(0) > 1:
+            logs[f"{self.metric_prefix}/log_likelihood_draw_std"] = old_per_draw.std(0).mean().item()
+        return logs
+
+    def _term_metrics(self, new: torch.Tensor) -> dict[str, float]:
+        """What each update logs of the new policy's estimate (B,)."""
+        return {f"{self.metric_prefix}/log_likelihood": new.mean().item()}
+
+    def _reference_log_likelihood(self, sequences, completion_mask, draws) -> torch.Tensor:
+        """The reference's estimate (K, B) on the same draws."""
+        return self.log_likelihood(self.ref_model, sequences, completion_mask, draws)
+
+    # The algorithm
+
     @property
     def policy(self) -> torch.nn.Module:
         """The unwrapped policy."""
         return self.accelerator.unwrap_model(self.model)
 
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, pad tokens on the left."""
-        length = self.args.max_prompt_length
-        ids = torch.full((len(prompts), length), self.pad_token_id, dtype=torch.long)
+        """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, padding on the left."""
+        length, pad = self.args.max_prompt_length, self._pad_token_id(self.processing_class)
+        ids = torch.full((len(prompts), length), pad, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-length:]
             ids[row, length - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
@@ -144,8 +189,8 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         return texts
 
     def log_likelihood(self, model, sequences, completion_mask, draws) -> torch.Tensor:
-        """The estimate of `args.estimator` of log p(completion | prompt) per draw (K, B)."""
-        if self.args.estimator == "elbo":
+        """The estimate of [`estimator`] of log p(completion | prompt) per draw (K, B)."""
+        if self.estimator == "elbo":
             return self.adapter.elbo(model, sequences, completion_mask, draws)
         return mean_field_log_likelihood(
             self.adapter, model, sequences, completion_mask, draws, self.args.p_mask_prompt
@@ -153,7 +198,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
 
     def training_step(self) -> dict[str, float]:
         """One rollout batch and its GRPO epochs."""
-        args, device, prefix = self.args, self.accelerator.device, self.metric_prefix
+        args, device = self.args, self.accelerator.device
         prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
         prompt_ids = self._encode_prompts(prompts).to(device)
         sequences = self.adapter.sample(self.policy, prompt_ids, args.max_completion_length, self._generator).sequences
@@ -162,10 +207,10 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
 
         completion_mask = torch.zeros_like(sequences, dtype=torch.bool)
         completion_mask[:, args.max_prompt_length :] = True
-        draws = sample_likelihood_draws(
+        draws = self.adapter.sample_draws(
             len(prompts),
             sequences.size(1),
-            args.num_likelihood_samples,
+            self.num_likelihood_samples,
             args.elbo_estimator,
             generator=self._generator,
             device=device,
@@ -175,28 +220,23 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             old = old_per_draw.mean(0)
             ref = None
             if args.beta > 0:
-                ref = self.log_likelihood(self.ref_model, sequences, completion_mask, draws).mean(0)
+                ref = self._reference_log_likelihood(sequences, completion_mask, draws).mean(0)
         normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
-        logs = {
-            f"{prefix}/old_log_likelihood": old.mean().item(),
-            **self.scorer.logs(rewards_per_func, rewards),
-        }
-        if old_per_draw.size(0) > 1:  # the estimator's noise: spread of the K draws around their mean
-            logs[f"{prefix}/log_likelihood_draw_std"] = old_per_draw.std(0).mean().item()
+        logs = {**self._likelihood_logs(old_per_draw), **self.scorer.logs(rewards_per_func, rewards)}
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs
+        # a likelihood that calls the policy's submodules (SEDD's row-chunked head) runs on the unwrapped policy
+        trained = self.policy if self._forward_bypasses_wrapper else self.model
 
         def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
             new = self.log_likelihood(
-                self.model, sequences[micro_batch], completion_mask[micro_batch], draws.select(micro_batch)
+                trained, sequences[micro_batch], completion_mask[micro_batch], draws.select(micro_batch)
             ).mean(0)
             kl = None
             if ref is not None:
                 kl = kl_divergence(new / normalizer, ref[micro_batch] / normalizer, "k3")
-            yield PolicyTerm(
-                (new - old[micro_batch]) / normalizer, kl, {f"{prefix}/log_likelihood": new.mean().item()}
-            )
+            yield PolicyTerm((new - old[micro_batch]) / normalizer, kl, self._term_metrics(new))
 
         metrics = self.group_policy_update(policy_terms, advantages, unscored, device, args.num_iterations)
         return {**logs, **metrics}

@@ -11,33 +11,33 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood."""
+"""[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood: the SEDD
+entry point of [`~trl_ext.trainers.diffusion_lm.trainer.DiffusionLMGRPOTrainer`]."""
 
 import copy
-from collections.abc import Iterator
 
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ...hub import model_card_name
-from ...models.sedd import SEDDModel, elbo, generate, get_noise, sample_elbo_draws
-from ...rl.advantages import compute_advantages
-from ...rl.kl import kl_divergence
+from ...models.diffusion_lm import SEDDAdapter
+from ...models.sedd import SEDDModel
 from ...rl.scoring import RewardFunc
-from ..group_update import GroupPolicyTrainer, PolicyTerm
+from ..diffusion_lm.trainer import DiffusionLMGRPOTrainer
 from .ppo_config import DiscreteDiffusionPPOConfig
 from .sft_trainer import SEDD_USAGE
 
 
-class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
+class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
     r"""
     PPO for SEDD discrete diffusion language models.
 
     Rollouts come from the SEDD sampler conditioned on each prompt (the prompt positions are fixed, inpainting-style).
     The policy's log-likelihood of a completion is the negative of its DWDSE bound, estimated with K noise draws that
     are drawn once per rollout and reused for the old policy, every PPO epoch and the reference (common random
-    numbers; with independent draws the log-ratio's noise is hundreds of nats and every sample is clipped).
+    numbers; with independent draws the log-ratio's noise is hundreds of nats and every sample is clipped). It is
+    [`DiffusionLMGRPOTrainer`] with the SEDD family ([`~trl_ext.models.diffusion_lm.SEDDAdapter`]), SEDD's DWDSE bound
+    as the `"elbo"` estimator, LoRA, and the SEDD defaults and names of [`DiscreteDiffusionPPOConfig`].
 
     Args:
         model (`str` or [`SEDDModel`]): The policy, or a path / `trl_ext.hub` key / Hub id.
@@ -67,22 +67,28 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
         ref_model: SEDDModel | None = None,
         callbacks: list[TrainerCallback] | None = None,
     ):
-        super().__init__(args, callbacks)
-        model = SEDDModel.from_pretrained(model) if isinstance(model, str) else model
-        if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
-            raise ValueError("train_dataset must have a non-empty 'prompt' column.")
+        super().__init__(model, reward_funcs, args, train_dataset, processing_class, ref_model, callbacks)
+        self.noise = self.adapter.noise
+
+    def _load_model(self, model, processing_class) -> tuple[SEDDModel, object]:
+        return SEDDModel.from_pretrained(model) if isinstance(model, str) else model, processing_class
+
+    def _check_model_and_tokenizer(self, model: SEDDModel, processing_class) -> None:
         if processing_class.eos_token_id is None:
             raise ValueError("processing_class needs an eos_token_id (it pads the prompts).")
         if len(processing_class) > model.config.tokens:
             raise ValueError(
                 f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}."
             )
-        self._set_reward_funcs(reward_funcs, args.reward_weights)
-        self.train_dataset = train_dataset
-        self.processing_class = processing_class
-        self.noise = get_noise(model.config)
-        self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
 
+    def _pad_token_id(self, processing_class) -> int | None:
+        return processing_class.eos_token_id  # GPT-2's tokenizer has no pad token
+
+    def _default_adapter(self, model: SEDDModel) -> SEDDAdapter:
+        return SEDDAdapter(model.config, self.args.sampling_steps, self.args.predictor)
+
+    def _policy_and_reference(self, model, ref_model):
+        args = self.args
         if args.use_peft:
             from peft import LoraConfig, get_peft_model
 
@@ -91,106 +97,35 @@ class DiscreteDiffusionPPOTrainer(GroupPolicyTrainer):
             )
         elif args.beta > 0 and ref_model is None:
             ref_model = copy.deepcopy(model)
-        if ref_model is not None:
-            ref_model = ref_model.to(self.accelerator.device).eval().requires_grad_(False)
-        self.ref_model = ref_model
-        model.eval()  # no dropout: the ELBO of old and new policy must differ only through the weights
-        rollout_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        self._setup_data(len(train_dataset), rollout_size // args.num_generations)
-        self._set_update_accumulation()
-        self._prepare(model, [p for p in model.parameters() if p.requires_grad])
+        return model, ref_model
+
+    @property
+    def estimator(self) -> str:
+        """SEDD's DWDSE bound: `"elbo"`."""
+        return "elbo"
+
+    @property
+    def num_likelihood_samples(self) -> int:
+        """K = `args.num_sigma_samples`."""
+        return self.args.num_sigma_samples
+
+    def _likelihood_logs(self, old_per_draw: torch.Tensor) -> dict[str, float]:
+        return {"sedd/old_elbo_nll": (-old_per_draw.mean(0)).mean().item()}
+
+    def _term_metrics(self, new: torch.Tensor) -> dict[str, float]:
+        return {"sedd/elbo_nll": (-new).mean().item()}
+
+    def _reference_log_likelihood(self, sequences, completion_mask, draws) -> torch.Tensor:
+        if self.ref_model is not None:
+            return super()._reference_log_likelihood(sequences, completion_mask, draws)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
+            return self.log_likelihood(self.policy, sequences, completion_mask, draws)
 
     @property
     def policy(self) -> SEDDModel:
         """The unwrapped SEDD model (the base model under LoRA)."""
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if self.args.use_peft else model
-
-    def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (N, `max_prompt_length + max_completion_length`) with each prompt's last `max_prompt_length`
-        tokens right-aligned before the response, EOS padding on the left, and the mask of fixed (prompt) positions."""
-        args, eos = self.args, self.processing_class.eos_token_id
-        total = args.max_prompt_length + args.max_completion_length
-        ids = torch.full((len(prompts), total), eos, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-args.max_prompt_length :]
-            ids[row, args.max_prompt_length - len(tokens) : args.max_prompt_length] = torch.tensor(
-                tokens, dtype=torch.long
-            )
-        prompt_mask = torch.zeros_like(ids, dtype=torch.bool)
-        prompt_mask[:, : args.max_prompt_length] = True
-        return ids, prompt_mask
-
-    def _decode(self, sequences: torch.Tensor) -> list[str]:
-        """Decode the response positions, stopping at the first EOS."""
-        texts = []
-        for ids in sequences[:, self.args.max_prompt_length :].tolist():
-            if self.processing_class.eos_token_id in ids:
-                ids = ids[: ids.index(self.processing_class.eos_token_id)]
-            texts.append(self.processing_class.decode(ids, skip_special_tokens=True))
-        return texts
-
-    def _reference_nll(self, sequences, prompt_mask, draws) -> torch.Tensor:
-        if self.ref_model is not None:
-            return elbo(self.ref_model, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
-        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
-            return elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
-
-    def training_step(self) -> dict[str, float]:
-        """One rollout batch and its PPO epochs."""
-        args, device = self.args, self.accelerator.device
-        prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
-        prompt_ids, prompt_mask = self._encode_prompts(prompts)
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        sequences = generate(
-            self.policy,
-            self.noise,
-            len(prompts),
-            prompt_ids.size(1),
-            steps=args.sampling_steps,
-            predictor=args.predictor,
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
-            generator=self._generator,
-            show_progress=False,
-        )
-        rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, completions=self._decode(sequences))
-        advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
-
-        uniform_vocab = None if self.policy.config.graph_type == "absorb" else self.policy.config.vocab_size
-        draws = sample_elbo_draws(
-            len(prompts),
-            sequences.size(1),
-            args.num_sigma_samples,
-            args.elbo_estimator,
-            generator=self._generator,
-            device=device,
-            vocab_size=uniform_vocab,
-        )
-        with torch.no_grad():
-            old_nll = elbo(self.policy, sequences, self.noise, prompt_mask=prompt_mask, draws=draws)
-            ref_nll = self._reference_nll(sequences, prompt_mask, draws) if args.beta > 0 else None
-        normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
-        logs = {"sedd/old_elbo_nll": old_nll.mean().item(), **self.scorer.logs(rewards_per_func, rewards)}
-        if not self.any_process_scored(unscored):  # no reward anywhere: no update
-            self.skipped_steps += 1
-            return logs
-
-        def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
-            nll = elbo(
-                self.policy,
-                sequences[micro_batch],
-                self.noise,
-                prompt_mask=prompt_mask[micro_batch],
-                draws=draws.select(micro_batch),
-            )
-            kl = None
-            if ref_nll is not None:
-                kl = kl_divergence(-nll / normalizer, -ref_nll[micro_batch] / normalizer, "k3")
-            yield PolicyTerm((old_nll[micro_batch] - nll) / normalizer, kl, {"sedd/elbo_nll": nll.mean().item()})
-
-        metrics = self.group_policy_update(policy_terms, advantages, unscored, device, args.num_iterations)
-        return {**logs, **metrics}
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
