@@ -262,7 +262,7 @@ def test_sedd_adapter_gives_normalised_conditionals_and_the_dwdse_bound(tmp_path
     adapter = SEDDAdapter(model.config, steps=4)
     prompt = torch.randint(0, model.config.tokens, (2, 3), generator=torch.Generator().manual_seed(0))
     sample = adapter.sample(model, prompt, 5, torch.Generator().manual_seed(0))
-    assert torch.equal(sample.sequences[:, :3], prompt) and sample.trajectory is None
+    assert torch.equal(sample.sequences[:, :3], prompt) and sample.trajectory is not None
     noisy = sample.sequences.clone()
     noisy[:, 4:] = adapter.mask_token_id
     t = torch.full((2,), 0.5)
@@ -281,3 +281,33 @@ def test_sedd_adapter_gives_normalised_conditionals_and_the_dwdse_bound(tmp_path
         torch.testing.assert_close(
             bound[0], -elbo(model, sample.sequences, adapter.noise, prompt_mask=~completion, draws=draws)
         )
+
+
+def test_sedd_adapter_trajectory_replays(tmp_path):
+    """Absorbing SEDD: each completion position is unmasked once, and its recorded probability is the transition
+    probability of its token recomputed on the sequence as it was before that step."""
+    from trl_ext import SEDDModel
+    from trl_ext.models.sedd import transition_probabilities
+    from trl_ext.models.sedd.sampling import masked_row_log_scores, predictor_kappa
+
+    model = SEDDModel.from_pretrained(save_tiny_sedd(tmp_path / "sedd", tokens=len(build_tiny_tokenizer()))).eval()
+    steps, adapter = 4, SEDDAdapter(model.config, steps=4)
+    prompt = torch.randint(0, model.config.tokens, (3, 2), generator=torch.Generator().manual_seed(0))
+    out = adapter.sample(model, prompt, 6, torch.Generator().manual_seed(0))
+    x, step, probs = out.sequences, out.trajectory.step, out.trajectory.token_probs
+    assert (step[:, :2] == -1).all() and (step[:, 2:] >= 0).all() and (step[:, 2:] <= steps).all()
+    times = torch.linspace(1.0, 1e-5, steps + 1)
+    for s in range(steps + 1):
+        before = torch.where(step >= s, model.config.mask_index, x)
+        if s < steps:
+            sigma = adapter.noise.total_noise(times[s]).expand(3)
+            kappa = predictor_kappa(adapter.noise, times[s], times[s + 1], "analytic")
+        else:
+            sigma = adapter.noise.total_noise(torch.tensor(1e-5)).expand(3)
+        with torch.no_grad():
+            for rows, cols, log_scores in masked_row_log_scores(model, before, sigma):
+                p = transition_probabilities(log_scores, kappa) if s < steps else torch.softmax(log_scores, -1)
+                p = p.clamp(min=0) / p.clamp(min=0).sum(-1, keepdim=True)
+                moved = step[rows, cols] == s
+                expected = p[moved].gather(-1, x[rows, cols][moved].unsqueeze(-1)).squeeze(-1)
+                torch.testing.assert_close(probs[rows, cols][moved], expected)

@@ -20,7 +20,7 @@ import torch
 
 from ..sedd import ElboDraws, SEDDModel, elbo, generate, get_noise, sample_elbo_draws
 from ..sedd.sampling import masked_row_log_scores
-from .base import DiffusionLMAdapter, DiffusionLMSample
+from .base import DiffusionLMAdapter, DiffusionLMSample, Trajectory
 
 
 class SEDDAdapter(DiffusionLMAdapter):
@@ -45,8 +45,10 @@ class SEDDAdapter(DiffusionLMAdapter):
         completion_length: int,
         generator: torch.Generator | None = None,
     ) -> DiffusionLMSample:
-        """SEDD's sampler with the prompt positions fixed (inpainting); its tokens can change at every step until the
-        last, so it records no [`Trajectory`] (`None`)."""
+        """SEDD's sampler with the prompt positions fixed (inpainting). For the absorbing graph the [`Trajectory`] holds
+        the step at which each position was unmasked (`steps` for the final denoising step) and the probability of its
+        token in that step's transition (the step's probability of moving there, over the row's total, stay included);
+        the uniform graph moves every position at every step and records none (`None`)."""
         batch, prompt_length = prompt_ids.shape
         ids = torch.cat([prompt_ids, prompt_ids.new_zeros(batch, completion_length)], dim=1)
         fixed = torch.zeros_like(ids, dtype=torch.bool)
@@ -62,8 +64,10 @@ class SEDDAdapter(DiffusionLMAdapter):
             prompt_mask=fixed,
             generator=generator,
             show_progress=False,
+            return_trajectory=True,
         )
-        return DiffusionLMSample(sequences)
+        sequences, steps, probabilities = sequences
+        return DiffusionLMSample(sequences, None if steps is None else Trajectory(steps, probabilities))
 
     def token_log_probs(self, model: SEDDModel, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor):
         """For the absorbing graph, the score at a masked position i is s_θ(x_t)_{i,y} = e^{−σ̄}/(1 − e^{−σ̄}) ·

@@ -124,7 +124,8 @@ def generate(
     generator: torch.Generator | None = None,
     show_progress: bool = True,
     chunk_size: int = 128,
-) -> torch.Tensor:
+    return_trajectory: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Sample `batch_size` sequences of `length` tokens.
 
     Args:
@@ -137,9 +138,14 @@ def generate(
             infill positions, ...).
         prompt_mask (`torch.Tensor` (B, L) bool, *optional*): Which positions of `prompt_ids` are fixed.
         chunk_size (`int`): Rows per call of the output layer (peak memory ~ a few (chunk_size, V) tensors).
+        return_trajectory (`bool`): Also return, for the absorbing graph, the step at which each position was unmasked
+            (B, L) (0 … `steps` − 1, `steps` for the denoising step, −1 for fixed positions) and the probability its
+            token had in the distribution drawn from at that step (B, L) (1 at fixed positions); unmasked positions
+            never change. The uniform graph moves every position at every step: `None` for both.
 
     Returns:
-        `torch.Tensor` (B, L) of token ids, with no mask token.
+        `torch.Tensor` (B, L) of token ids, with no mask token; with `return_trajectory`, a tuple (tokens, steps,
+        probabilities).
     """
     if predictor not in ("analytic", "euler"):
         raise ValueError(f"predictor must be 'analytic' or 'euler', got {predictor!r}")
@@ -159,7 +165,21 @@ def generate(
         fixed = prompt_mask.bool().to(device)
         x = torch.where(fixed, prompt_ids.to(device), x)
     if model.config.graph_type == "uniform":
-        return _generate_uniform(model, noise, x, fixed, steps, predictor, eps, generator, show_progress, chunk_size)
+        x = _generate_uniform(model, noise, x, fixed, steps, predictor, eps, generator, show_progress, chunk_size)
+        return (x, None, None) if return_trajectory else x
+    step_of = torch.full_like(x, -1)
+    token_probs = torch.ones(x.shape, device=device)
+
+    def draw(rows, cols, probabilities, step, stay_index=None):
+        tokens = _categorical(probabilities, generator, stay_index)
+        if return_trajectory:
+            moved = tokens != mask_index
+            clamped = probabilities.float().clamp(min=0)
+            chosen = clamped.gather(-1, tokens.clamp(max=clamped.size(-1) - 1).unsqueeze(-1)).squeeze(-1)
+            step_of[rows[moved], cols[moved]] = step
+            token_probs[rows[moved], cols[moved]] = (chosen / clamped.sum(-1))[moved]
+        return rows, cols, tokens
+
     times = torch.linspace(1.0, eps, steps + 1)
     for i in tqdm(range(steps), desc="SEDD sampling", disable=not show_progress):
         t, t_next = times[i], times[i + 1]
@@ -168,19 +188,19 @@ def generate(
         sigma = noise.total_noise(t).expand(batch_size).to(device)
         kappa = predictor_kappa(noise, t, t_next, predictor).to(device)
         updates = [
-            (rows, cols, _categorical(transition_probabilities(log_scores, kappa), generator, mask_index))
+            draw(rows, cols, transition_probabilities(log_scores, kappa), i, mask_index)
             for rows, cols, log_scores in masked_row_log_scores(model, x, sigma, chunk_size)
         ]
         for rows, cols, tokens in updates:
             x[rows, cols] = tokens
     final_sigma = noise.total_noise(torch.tensor(eps)).expand(batch_size).to(device)
     updates = [
-        (rows, cols, _categorical(torch.softmax(log_scores, dim=-1), generator))
+        draw(rows, cols, torch.softmax(log_scores, dim=-1), steps)
         for rows, cols, log_scores in masked_row_log_scores(model, x, final_sigma, chunk_size)
     ]
     for rows, cols, tokens in updates:
         x[rows, cols] = tokens
-    return x
+    return (x, step_of, token_probs) if return_trajectory else x
 
 
 def _categorical(
