@@ -65,6 +65,7 @@ TWO_PROCESS_RUNS = {
     "flow_grpo": ("flow_rtpo.py", ("--tiny", "--mode", "flow_grpo", "--max_steps", "1"), "brightness reward: first"),
     "sedd_sft": ("sedd_sft.py", ("--tiny", "--max_steps", "2"), "score-entropy loss per token"),
     "sedd_latex_ppo": ("sedd_latex_ppo.py", ("--tiny", "--sft_steps", "2", "--max_steps", "1"), "LaTeX reward: first"),
+    "diffusion_lm_grpo": ("diffusion_lm_grpo.py", ("--tiny", "--max_steps", "1"), "word_share reward (elbo): first"),
     "tprl_grpo_vlm": ("tprl_grpo_vlm.py", ("--tiny", "--max_steps", "1"), "reward: first"),
     "grpo_extended": ("grpo_extended.py", ("--tiny", "--max_steps", "2"), "letter_share reward: first"),
 }
