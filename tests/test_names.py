@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 
 import trl_ext.trainers
 from trl_ext import (
+    DiffusionLMGRPOConfig,
     DiscreteDiffusionPPOConfig,
     ExtendedGRPOConfig,
     FlowGRPOConfig,
@@ -21,7 +22,14 @@ from trl_ext import (
 from trl_ext.rl.losses import clipped_surrogate_loss, clipped_value_loss
 
 
-COLUMNS = (ExtendedGRPOConfig, FlowRTPOConfig, DiscreteDiffusionPPOConfig, PPOConfig, RLHFConfig)
+COLUMNS = (
+    ExtendedGRPOConfig,
+    FlowRTPOConfig,
+    DiscreteDiffusionPPOConfig,
+    DiffusionLMGRPOConfig,
+    PPOConfig,
+    RLHFConfig,
+)
 
 
 def fields(cls) -> set[str]:
@@ -54,16 +62,16 @@ def test_the_names_table_names_real_fields():
 
 
 def test_sedd_and_flow_use_the_grpo_columns_names():
-    for concept, grpo, flow, sedd, *_ in config_table():
+    for concept, grpo, flow, sedd, diffusion_lm, *_ in config_table():
         if grpo.startswith("—"):
             continue
-        for cell in (flow, sedd):
+        for cell in (flow, sedd, diffusion_lm):
             assert cell.startswith("—") or set(names(grpo)) <= set(names(cell)), concept
 
 
 def test_renamed_fields_are_gone_and_group_configs_use_grpo_names():
     grpo_only = fields(trl.GRPOConfig) - fields(TrainingArguments)
-    for cls in (DiscreteDiffusionPPOConfig, FlowGRPOConfig, FlowRTPOConfig, ExtendedGRPOConfig):
+    for cls in (DiscreteDiffusionPPOConfig, DiffusionLMGRPOConfig, FlowGRPOConfig, FlowRTPOConfig, ExtendedGRPOConfig):
         assert not fields(cls) & {"generation_length", "dual_clip", "ppo_epochs", "clip_range", "cliprange"}
     assert {"max_completion_length", "num_iterations", "epsilon", "beta"} <= fields(DiscreteDiffusionPPOConfig)
     assert {"max_completion_length", "num_iterations", "epsilon", "delta", "beta"} <= grpo_only
