@@ -16,7 +16,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from trl_ext import FlowGRPOConfig, FlowGRPOTrainer
-from trl_ext.models.flow_sde import FlowSamplingConfig, sample_trajectories
+from trl_ext.models.flow import FlowSamplingConfig, sample_trajectories
 from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
 
 

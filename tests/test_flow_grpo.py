@@ -10,7 +10,7 @@ from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
 from trl_ext import FlowGRPOConfig, FlowGRPOTrainer
-from trl_ext.models.flow_sde import (
+from trl_ext.models.flow import (
     FlowSamplingConfig,
     sample_trajectories,
     sde_step_with_logprob,

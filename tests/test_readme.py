@@ -89,6 +89,12 @@ def _flow_grpo(directory: str) -> list[tuple[str, str]]:
     return [('"stabilityai/stable-diffusion-3.5-medium"', repr(path)), ("max_steps=300", "max_steps=1")]
 
 
+def _flow_grpo_flux(directory: str) -> list[tuple[str, str]]:
+    # FLUX.1's latent geometry (VAE 8x, 2x2 packing), so that the config's default 512 px works as on the real model
+    path = testing.save_tiny_flux(os.path.join(directory, "flux"), published_geometry=True, vae_fit_steps=0)
+    return [('"black-forest-labs/FLUX.1-dev"', repr(path)), ("max_steps=300", "max_steps=1")]
+
+
 def _local_copies(directory: str) -> str:
     """The red-teaming models under the names `ModelSources` looks for by default (the last part of each Hub id)."""
     models = os.path.join(directory, "models")
@@ -150,6 +156,7 @@ CASES = {
     "from trl_ext import ExtendedGRPOConfig, ExtendedGRPOTrainer": _grpo_extended,
     "from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer, SEDDModel": _sedd_ppo,
     "def brightness(prompts, images, **kwargs):": _flow_grpo,
+    'FlowGRPOTrainer("black-forest-labs/FLUX.1-dev"': _flow_grpo_flux,
     "from trl_ext.rewards import CLIPScoreReward, FlowRTPOReward,": _flow_rtpo,
     "from trl_ext.hub import ModelSources, resolve_pretrained\n\nsources = ModelSources(": _model_sources,
     "from trl_ext.rewards import OpenAICompatibleJudge, VLMJudgeReward": _vlm_judge,

@@ -36,6 +36,7 @@ _import_structure = {
         "save_tiny_detoxify",
         "save_tiny_gtr_t5",
     ],
+    "flux": ["TINY_FLUX_MAX_SEQUENCE_LENGTH", "save_tiny_flux"],
     "inversion": ["TinyVec2Text", "save_tiny_vec2text"],
     "qwen3_vl": ["build_tiny_qwen3_vl_processor", "save_tiny_qwen3_vl"],
     "qwen_image_edit": ["save_tiny_qwen_image_edit"],
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         save_tiny_detoxify,
         save_tiny_gtr_t5,
     )
+    from .flux import TINY_FLUX_MAX_SEQUENCE_LENGTH, save_tiny_flux
     from .inversion import TinyVec2Text, save_tiny_vec2text
     from .qwen3_vl import build_tiny_qwen3_vl_processor, save_tiny_qwen3_vl
     from .qwen_image_edit import save_tiny_qwen_image_edit

@@ -18,7 +18,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from ...models.flow_sde import FlowSamplingConfig
+from ...models.flow import FlowSamplingConfig
 from ..validation import check_group_batch, check_literal_fields, check_ranges, default_bf16
 
 
@@ -81,7 +81,7 @@ class FlowGRPOConfig(TrainingArguments):
         lora_alpha (`int`, *optional*, defaults to `64`):
             LoRA alpha.
         lora_target_modules (`list[str]`, *optional*):
-            Modules of the SD3 transformer that receive adapters (default: Flow-GRPO's attention projections).
+            Modules of the transformer that receive adapters (default: Flow-GRPO's attention projections).
         ema_decay (`float`, *optional*, defaults to `0.0`):
             Decay of diffusers' `EMAModel` over the LoRA weights (0: none; Flow-GRPO: 0.9).
         ema_update_interval (`int`, *optional*, defaults to `1`):
@@ -147,7 +147,7 @@ class FlowGRPOConfig(TrainingArguments):
             "attn.to_q",
             "attn.to_v",
         ],
-        metadata={"help": "Modules of the SD3 transformer that receive LoRA adapters (Flow-GRPO's list)."},
+        metadata={"help": "Modules of the transformer that receive LoRA adapters (Flow-GRPO's list)."},
     )
     ema_decay: float = field(
         default=0.0,

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`FlowGRPOTrainer`]: Flow-GRPO for SD3 / SD3.5 with LoRA."""
+"""[`FlowGRPOTrainer`]: Flow-GRPO with LoRA for diffusers flow-matching text-to-image pipelines (SD3 / SD3.5, FLUX.1)."""
 
 import contextlib
 import os
@@ -22,7 +22,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from ...hub import model_card_name
-from ...models.flow_sde import FlowTrajectory, sample_trajectories, trajectory_step_log_prob
+from ...models.flow import FlowTrajectory, flow_adapter, sample_trajectories, trajectory_step_log_prob
 from ...rl.advantages import compute_advantages
 from ...rl.scoring import RewardFunc
 from ..group_update import GroupPolicyTrainer, PolicyTerm
@@ -31,9 +31,10 @@ from .config import FlowGRPOConfig
 
 class FlowGRPOTrainer(GroupPolicyTrainer):
     r"""
-    Flow-GRPO for flow-matching text-to-image models (SD3 / SD3.5) with LoRA.
+    Flow-GRPO for flow-matching text-to-image models with LoRA: every pipeline family with an adapter in
+    [`~trl_ext.models.flow`] (`StableDiffusion3Pipeline`, `FluxPipeline`), chosen from the pipeline's class.
 
-    Each step samples `num_generations` images per prompt with the SDE sampler of [`~trl_ext.models.flow_sde`],
+    Each step samples `num_generations` images per prompt with the SDE sampler of [`~trl_ext.models.flow.sde`],
     recording every latent and per-step log-probability; scores the images with the reward functions; computes group
     advantages per prompt; and optimises the clipped surrogate on the per-step ratio
     exp(log π_θ(x_{t+1}|x_t) − log π_old(x_{t+1}|x_t)) plus β·KL to the base model (the same transformer with LoRA
@@ -41,9 +42,11 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
     averaged over latent elements like the log-probabilities. [`FlowRTPOTrainer`] adds the Flow-RTPO prompt editor.
 
     Args:
-        pipeline (`str` or `StableDiffusion3Pipeline`):
-            A pipeline or its path / Hub id. A path is loaded with the frozen weights in the mixed-precision dtype
-            (`bf16` / `fp16`, else fp32) and the VAE in fp32; the LoRA weights always train in fp32.
+        pipeline (`str`, `StableDiffusion3Pipeline` or `FluxPipeline`):
+            A pipeline or its path / Hub id (loaded with `DiffusionPipeline.from_pretrained`, which picks the class).
+            A path is loaded with the frozen weights in the mixed-precision dtype (`bf16` / `fp16`, else fp32) and the
+            VAE in fp32; the LoRA weights always train in fp32. Any other pipeline class is a `ValueError` that
+            lists the supported ones.
         reward_funcs (callable or list of callables):
             Image rewards `fn(prompts: list[str], images: torch.Tensor, **columns) -> list[float | None]`; `images`
             is a float tensor (B, 3, H, W) in [0, 1] and `columns` are the dataset's other columns. `None` marks a
@@ -67,39 +70,29 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         train_dataset: Dataset | list[str],
         callbacks: list[TrainerCallback] | None = None,
     ):
-        from diffusers import StableDiffusion3Pipeline
+        from diffusers import DiffusionPipeline
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
         super().__init__(args, callbacks)
         if isinstance(pipeline, str):
             weight_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
-            pipeline = StableDiffusion3Pipeline.from_pretrained(pipeline, dtype=weight_dtype)
+            pipeline = DiffusionPipeline.from_pretrained(pipeline, dtype=weight_dtype)
+            flow_adapter(pipeline)  # an unsupported class fails here, with the supported ones listed
             pipeline.vae.to(torch.float32)  # decode in fp32, as Flow-GRPO does
+        self.adapter = flow_adapter(pipeline)
         self.pipeline = pipeline.to(self.accelerator.device)
         self.pipeline.set_progress_bar_config(disable=True)
-        for module in (pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2, pipeline.text_encoder_3):
-            if module is not None:
-                module.requires_grad_(False)
+        for name, module in pipeline.components.items():
+            if isinstance(module, torch.nn.Module) and name != "transformer":
+                module.requires_grad_(False)  # text encoders, VAE
         self._set_reward_funcs(reward_funcs, args.reward_weights)
         if isinstance(train_dataset, list):
             train_dataset = Dataset.from_dict({"prompt": train_dataset})
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
             raise ValueError("train_dataset must have a non-empty 'prompt' column.")
         self.train_dataset = train_dataset
-        factor = pipeline.vae_scale_factor * pipeline.transformer.config.patch_size
-        if args.resolution % factor:
-            raise ValueError(
-                f"resolution={args.resolution} must be a multiple of {factor} (the VAE's downsampling factor "
-                f"{pipeline.vae_scale_factor} times the transformer's patch size {pipeline.transformer.config.patch_size})."
-            )
-        max_size = pipeline.transformer.config.pos_embed_max_size
-        if max_size is not None and args.resolution // factor > max_size:
-            raise ValueError(
-                f"resolution={args.resolution} is {args.resolution // factor} patches a side, more than the "
-                f"transformer's position embedding holds (pos_embed_max_size={max_size}): use resolution <= "
-                f"{max_size * factor}."
-            )
+        self.adapter.check_resolution(args.resolution)
         self.sampling = args.sampling_config()
 
         transformer = pipeline.transformer
@@ -132,7 +125,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
 
     @property
     def transformer(self) -> torch.nn.Module:
-        """The SD3 transformer with its LoRA adapter, as prepared by accelerate (`self.model`)."""
+        """The pipeline's transformer with its LoRA adapter, as prepared by accelerate (`self.model`)."""
         return self.model
 
     # Training
@@ -165,7 +158,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         args = self.args
         with torch.no_grad():
             trajectory = sample_trajectories(
-                self.pipeline,
+                self.adapter,
                 prompts,
                 self.sampling,
                 generator=self._generator,
@@ -222,7 +215,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
         with torch.no_grad(), self.ema_weights():
             samples = sample_trajectories(
-                self.pipeline,
+                self.adapter,
                 prompts,
                 self.sampling,
                 generator=torch.Generator().manual_seed(self.args.seed),
@@ -245,7 +238,6 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a
         model card. With `ema_decay > 0` the saved LoRA weights are the moving average."""
-        from diffusers import StableDiffusion3Pipeline
         from peft import get_peft_model_state_dict
 
         output_dir = output_dir or self.args.output_dir
@@ -253,12 +245,13 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             return
         with self.ema_weights():
             lora = get_peft_model_state_dict(self.accelerator.unwrap_model(self.transformer))
-        StableDiffusion3Pipeline.save_lora_weights(output_dir, transformer_lora_layers=lora)
+        type(self.pipeline).save_lora_weights(output_dir, transformer_lora_layers=lora)
         self.create_model_card(output_dir)
 
     def create_model_card(self, output_dir: str) -> None:
         """Write `README.md`: method, paper, base model, reward functions and configuration."""
         trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
+        pipeline_class = self.adapter.pipeline_class  # the family's class, which loads any subclass's weights
         self._write_model_card(
             output_dir,
             model_card_name(self.pipeline.config._name_or_path),
@@ -267,8 +260,8 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 "trajectories of a flow-matching model, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470))."
             ),
             usage=(
-                "from diffusers import StableDiffusion3Pipeline\n\n"
-                'pipe = StableDiffusion3Pipeline.from_pretrained("{base_model}")\n'
+                f"from diffusers import {pipeline_class}\n\n"
+                f'pipe = {pipeline_class}.from_pretrained("{{base_model}}")\n'
                 'pipe.load_lora_weights("{model_name}")'
             ),
             tags=["flow-grpo", "lora", "text-to-image"],

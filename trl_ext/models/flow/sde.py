@@ -28,12 +28,18 @@ whose Euler–Maruyama step from σ to σ' (dt = σ' − σ < 0) is Gaussian:
 and log π(x' | x) is the mean over latent elements of log N(x'; mean, std²·(−dt)). a = `noise_level`; a → 0 gives
 the Euler ODE step. Rollout and recompute share one [`FlowSamplingConfig`], so the recomputed log-probability of a
 recorded transition equals the rollout's exactly (ratio 1 before the first update).
+
+The sampler is one for every pipeline family: what differs between families (latent packing, conditioning, guidance,
+timestep schedule, the transformer's call, decoding) comes from the family's adapter
+([`~trl_ext.models.flow.flow_adapter`]).
 """
 
 import math
 from dataclasses import dataclass
 
 import torch
+
+from .base import FlowAdapter
 
 
 @dataclass
@@ -45,10 +51,11 @@ class FlowSamplingConfig:
 
     Args:
         num_inference_steps: Denoising steps per rollout.
-        guidance_scale: Classifier-free guidance scale (<= 1: no CFG).
+        guidance_scale: Guidance scale: classifier-free guidance (SD3; <= 1: none) or the guidance embedding's value
+            (FLUX.1-dev), as the family's adapter applies it.
         noise_level: SDE noise level a (0: deterministic ODE sampling).
         height, width: Image size in pixels.
-        max_sequence_length: T5 prompt length.
+        max_sequence_length: Prompt length of the (T5) text encoder.
     """
 
     num_inference_steps: int
@@ -57,10 +64,6 @@ class FlowSamplingConfig:
     height: int
     width: int
     max_sequence_length: int
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self.guidance_scale > 1.0
 
 
 @dataclass
@@ -87,7 +90,7 @@ def sde_step_with_logprob(
 
     Args:
         velocity (`torch.Tensor`): The model's (CFG-mixed) velocity at `sample`.
-        sample (`torch.Tensor`): x at `sigma`, shape (B, C, H, W).
+        sample (`torch.Tensor`): x at `sigma`, shape (B, ...) (e.g. (B, C, H, W), or FLUX's packed (B, L, 4C)).
         sigma, sigma_next (`float` or `torch.Tensor`): Scheduler sigmas of this step and the next (scalars or (B,)).
         sigma_max (`float` or `torch.Tensor`): The scheduler's second sigma, used instead of σ when σ = 1.
         noise_level (`float`): a ≥ 0.
@@ -138,11 +141,14 @@ class FlowTrajectory:
 
     Attributes:
         images (`torch.Tensor`): Decoded images (B, 3, H, W) in [0, 1].
-        latents (`torch.Tensor`): x at every step, (B, T + 1, C, h, w); `latents[:, i + 1]` follows `latents[:, i]`.
+        latents (`torch.Tensor`): x at every step, (B, T + 1, ...) in the family's latent layout (FLUX: packed);
+            `latents[:, i + 1]` follows `latents[:, i]`.
         log_probs (`torch.Tensor`): log π(x_{i+1} | x_i), (B, T).
         sigmas (`torch.Tensor`): The scheduler's T + 1 sigmas.
         timesteps (`torch.Tensor`): The scheduler's T timesteps.
-        prompt_embeds, pooled_prompt_embeds (`torch.Tensor`): Conditioning (with the unconditional half first under CFG).
+        conditioning (`dict[str, torch.Tensor]`): The transformer's conditioning inputs, one row per image (under
+            true CFG 2B rows, the unconditional half first), as the adapter encoded them.
+        adapter ([`FlowAdapter`]): The family adapter that sampled them (and recomputes their log-probabilities).
     """
 
     images: torch.Tensor
@@ -150,52 +156,15 @@ class FlowTrajectory:
     log_probs: torch.Tensor
     sigmas: torch.Tensor
     timesteps: torch.Tensor
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
+    conditioning: dict[str, torch.Tensor]
+    adapter: FlowAdapter
 
 
-def encode_prompts(pipeline, prompts: list[str], config: FlowSamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """SD3 prompt embeddings for `prompts`, with the empty-prompt (unconditional) half first under CFG."""
-    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(
-        prompt=prompts,
-        prompt_2=None,
-        prompt_3=None,
-        device=pipeline.transformer.device,
-        do_classifier_free_guidance=config.do_classifier_free_guidance,
-        max_sequence_length=config.max_sequence_length,
-    )
-    if config.do_classifier_free_guidance:
-        embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
-    return embeds, pooled
+def as_flow_adapter(pipeline) -> FlowAdapter:
+    """`pipeline` itself if it is a [`FlowAdapter`], else the adapter of its family."""
+    from .registry import flow_adapter
 
-
-def predict_velocity(
-    transformer,
-    latents: torch.Tensor,
-    timestep: torch.Tensor,
-    prompt_embeds,
-    pooled_prompt_embeds,
-    config: FlowSamplingConfig,
-) -> torch.Tensor:
-    """The (CFG-mixed) velocity v_θ(x_t, t) of an `SD3Transformer2DModel`."""
-    model_input = torch.cat([latents, latents]) if config.do_classifier_free_guidance else latents
-    timestep = (
-        timestep.reshape(-1).expand(model_input.size(0))
-        if timestep.numel() == 1
-        else timestep.repeat(model_input.size(0) // timestep.numel())
-    )
-    dtype = getattr(transformer, "module", transformer).dtype  # a DDP-wrapped transformer has no `dtype`
-    velocity = transformer(
-        hidden_states=model_input.to(dtype),
-        timestep=timestep,
-        encoder_hidden_states=prompt_embeds,
-        pooled_projections=pooled_prompt_embeds,
-        return_dict=False,
-    )[0]
-    if config.do_classifier_free_guidance:
-        unconditional, conditional = velocity.chunk(2)
-        velocity = unconditional + config.guidance_scale * (conditional - unconditional)
-    return velocity
+    return pipeline if isinstance(pipeline, FlowAdapter) else flow_adapter(pipeline)
 
 
 @torch.no_grad()
@@ -210,40 +179,33 @@ def sample_trajectories(
     """Sample images for `prompts` with the SDE, recording latents, timesteps and per-step log-probabilities.
 
     Args:
-        pipeline (`StableDiffusion3Pipeline`): Supplies the text encoders, scheduler, VAE and (by default) transformer.
+        pipeline (a supported diffusers pipeline or its [`FlowAdapter`]): Supplies the text encoders, scheduler, VAE
+            and (by default) transformer.
         prompts (`list[str]`): One prompt per image (repeat a prompt for a group).
-        config ([`FlowSamplingConfig`]): Steps, CFG, noise level, resolution.
+        config ([`FlowSamplingConfig`]): Steps, guidance, noise level, resolution.
         generator (`torch.Generator`, *optional*): For the initial noise and the SDE noise.
         transformer (*optional*): The transformer to sample with (e.g. the LoRA-wrapped one); defaults to the
             pipeline's.
     """
     from tqdm.auto import tqdm
 
-    transformer = transformer if transformer is not None else pipeline.transformer
+    adapter = as_flow_adapter(pipeline)
+    transformer = transformer if transformer is not None else adapter.pipeline.transformer
     device = transformer.device
-    prompt_embeds, pooled = encode_prompts(pipeline, prompts, config)
-    scheduler = pipeline.scheduler
-    scheduler.set_timesteps(config.num_inference_steps, device=device)
-    sigmas, timesteps = scheduler.sigmas.float(), scheduler.timesteps
-    latents = pipeline.prepare_latents(
-        len(prompts), transformer.config.in_channels, config.height, config.width, torch.float32, device, generator
-    )
+    conditioning = adapter.encode_prompts(prompts, config, device)
+    latents, sigmas, timesteps = adapter.prepare_latents(len(prompts), config, transformer, device, generator)
     all_latents, log_probs = [latents], []
     for i in tqdm(range(len(timesteps)), desc="sampling", disable=not show_progress):
-        velocity = predict_velocity(transformer, latents, timesteps[i], prompt_embeds, pooled, config)
+        velocity = adapter.predict_velocity(transformer, latents, timesteps[i], conditioning, config)
         step = sde_step_with_logprob(
             velocity, latents, sigmas[i], sigmas[i + 1], sigmas[1], config.noise_level, generator=generator
         )
         latents = step.prev_sample
         all_latents.append(latents)
         log_probs.append(step.log_prob)
-    vae = pipeline.vae
-    decoded = vae.decode(
-        (latents / vae.config.scaling_factor + vae.config.shift_factor).to(vae.dtype), return_dict=False
-    )[0]
-    images = (decoded.float() / 2 + 0.5).clamp(0, 1)
+    images = adapter.decode(latents, config)
     return FlowTrajectory(
-        images, torch.stack(all_latents, 1), torch.stack(log_probs, 1), sigmas, timesteps, prompt_embeds, pooled
+        images, torch.stack(all_latents, 1), torch.stack(log_probs, 1), sigmas, timesteps, conditioning, adapter
     )
 
 
@@ -254,16 +216,11 @@ def trajectory_step_log_prob(
 
     `indices` selects a sub-batch of the trajectory (for minibatches); the conditioning is sliced to match.
     """
+    adapter = trajectory.adapter
     indices = indices if indices is not None else torch.arange(trajectory.latents.size(0))
-    embeds, pooled = trajectory.prompt_embeds, trajectory.pooled_prompt_embeds
-    if config.do_classifier_free_guidance:
-        batch = trajectory.latents.size(0)
-        rows = torch.cat([indices, indices + batch])
-        embeds, pooled = embeds[rows], pooled[rows]
-    else:
-        embeds, pooled = embeds[indices], pooled[indices]
+    conditioning = adapter.select_conditioning(trajectory.conditioning, indices, trajectory.latents.size(0), config)
     latents = trajectory.latents[indices, step]
-    velocity = predict_velocity(transformer, latents, trajectory.timesteps[step], embeds, pooled, config)
+    velocity = adapter.predict_velocity(transformer, latents, trajectory.timesteps[step], conditioning, config)
     sigmas = trajectory.sigmas
     return sde_step_with_logprob(
         velocity,
