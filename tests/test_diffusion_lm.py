@@ -311,3 +311,26 @@ def test_sedd_adapter_trajectory_replays(tmp_path):
                 moved = step[rows, cols] == s
                 expected = p[moved].gather(-1, x[rows, cols][moved].unsqueeze(-1)).squeeze(-1)
                 torch.testing.assert_close(probs[rows, cols][moved], expected)
+
+
+def test_lora_trains_only_adapters_with_the_base_model_as_reference(masked_path, tmp_path):
+    args = _args(tmp_path, use_peft=True, lora_r=4, beta=0.1, max_steps=2)
+    trainer = DiffusionLMGRPOTrainer(masked_path, a_frequency, args, PROMPTS)
+    assert trainer.ref_model is None
+    trained = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in name for name in trained)
+    base = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if not p.requires_grad}
+    logs = trainer.training_step()
+    assert logs["diffusion_lm/ratio"] == 1.0 and logs["kl"] == 0.0  # adapters start at zero: policy = reference
+    trainer.state.global_step += 1
+    logs = trainer.training_step()
+    assert logs["kl"] > 0  # the adapters moved the policy away from the base model
+    for name, p in trainer.model.named_parameters():
+        if name in base:
+            assert torch.equal(p, base[name]), name
+    trainer.save_model(str(tmp_path / "merged"))
+    merged = AutoModelForMaskedLM.from_pretrained(tmp_path / "merged")
+    original = AutoModelForMaskedLM.from_pretrained(masked_path)
+    assert not any("lora" in name for name in merged.state_dict())
+    changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, original.state_dict()[n])]
+    assert changed and all("query" in n or "value" in n for n in changed), changed

@@ -88,9 +88,23 @@ class DiffusionLMGRPOConfig(TrainingArguments):
         ratio_normalization (`Literal["token", "sequence"]`, *optional*, defaults to `"token"`):
             `"token"` divides the log-ratio by `max_completion_length`, `"sequence"` does not.
         beta (`float`, *optional*, defaults to `0.0`):
-            Coefficient of the KL to the reference model (a frozen copy of the initial policy).
+            Coefficient of the KL to the reference model (a frozen copy of the initial policy, or the policy with its
+            LoRA adapters disabled when `use_peft`).
         reward_weights (`list[float]`, *optional*):
             Weights of the reward functions; all 1 by default.
+
+        > LoRA
+
+        use_peft (`bool`, *optional*, defaults to `False`):
+            Train LoRA adapters instead of the full model (the reference is then the model with them disabled); the
+            saved model has them merged.
+        lora_r (`int`, *optional*, defaults to `16`):
+            LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `32`):
+            LoRA alpha.
+        lora_target_modules (`list[str]`, *optional*):
+            Modules that receive adapters; peft's default for the architecture when unset (LLaDA's remote code has
+            none: name them, e.g. `["q_proj", "k_proj", "v_proj"]`).
 
         > Overridden TrainingArguments defaults
 
@@ -142,6 +156,12 @@ class DiffusionLMGRPOConfig(TrainingArguments):
     )
     beta: float = field(default=0.0, metadata={"help": "Coefficient of the KL to the reference model."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of the full model."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "LoRA target modules; peft's default for the architecture when unset."}
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of the optimizer."})
     bf16: bool | None = field(
         default=None,
@@ -164,6 +184,7 @@ class DiffusionLMGRPOConfig(TrainingArguments):
                 "num_likelihood_samples",
                 "num_iterations",
                 "num_mini_batches",
+                "lora_r",
             )
             + (("block_length",) if self.block_length is not None else ()),
             positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),

@@ -133,8 +133,16 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         )
 
     def _policy_and_reference(self, model, ref_model) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-        """The trained module and the reference (a frozen copy of the initial policy when `beta > 0`)."""
-        if self.args.beta > 0 and ref_model is None:
+        """The trained module (with LoRA adapters when `use_peft`) and the reference: `ref_model`, else, when `beta > 0`,
+        a frozen copy of the initial policy (none under LoRA: the reference is the policy with its adapters off)."""
+        args = self.args
+        if args.use_peft:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules)
+            )
+        elif args.beta > 0 and ref_model is None:
             ref_model = copy.deepcopy(model)
         return model, ref_model
 
@@ -161,14 +169,18 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
 
     def _reference_log_likelihood(self, sequences, completion_mask, draws) -> torch.Tensor:
         """The reference's estimate (K, B) on the same draws."""
-        return self.log_likelihood(self.ref_model, sequences, completion_mask, draws)
+        if self.ref_model is not None:
+            return self.log_likelihood(self.ref_model, sequences, completion_mask, draws)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
+            return self.log_likelihood(self.policy, sequences, completion_mask, draws)
 
     # The algorithm
 
     @property
     def policy(self) -> torch.nn.Module:
-        """The unwrapped policy."""
-        return self.accelerator.unwrap_model(self.model)
+        """The unwrapped policy (the base model, adapters included, under LoRA)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if self.args.use_peft else model
 
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, padding on the left."""
@@ -242,11 +254,15 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         return {**logs, **metrics}
 
     def save_model(self, output_dir: str | None = None) -> None:
-        """Save the policy and the tokenizer with `save_pretrained` and write the model card."""
+        """Save the policy (LoRA merged into the weights) and the tokenizer with `save_pretrained`, and write the model
+        card."""
         output_dir = output_dir or self.args.output_dir
         if not self.accelerator.is_main_process:
             return
-        self.policy.save_pretrained(output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        if self.args.use_peft:
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(output_dir)
         self.processing_class.save_pretrained(output_dir)
         self._write_model_card(
             output_dir,

@@ -87,18 +87,6 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
     def _default_adapter(self, model: SEDDModel) -> SEDDAdapter:
         return SEDDAdapter(model.config, self.args.sampling_steps, self.args.predictor)
 
-    def _policy_and_reference(self, model, ref_model):
-        args = self.args
-        if args.use_peft:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(
-                model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=args.lora_target_modules)
-            )
-        elif args.beta > 0 and ref_model is None:
-            ref_model = copy.deepcopy(model)
-        return model, ref_model
-
     @property
     def estimator(self) -> str:
         """SEDD's DWDSE bound: `"elbo"`."""
@@ -114,18 +102,6 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
 
     def _term_metrics(self, new: torch.Tensor) -> dict[str, float]:
         return {"sedd/elbo_nll": (-new).mean().item()}
-
-    def _reference_log_likelihood(self, sequences, completion_mask, draws) -> torch.Tensor:
-        if self.ref_model is not None:
-            return super()._reference_log_likelihood(sequences, completion_mask, draws)
-        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
-            return self.log_likelihood(self.policy, sequences, completion_mask, draws)
-
-    @property
-    def policy(self) -> SEDDModel:
-        """The unwrapped SEDD model (the base model under LoRA)."""
-        model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if self.args.use_peft else model
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
