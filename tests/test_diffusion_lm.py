@@ -334,3 +334,64 @@ def test_lora_trains_only_adapters_with_the_base_model_as_reference(masked_path,
     assert not any("lora" in name for name in merged.state_dict())
     changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, original.state_dict()[n])]
     assert changed and all("query" in n or "value" in n for n in changed), changed
+
+
+@pytest.mark.parametrize("use_peft", [False, True])
+def test_resume_from_checkpoint_is_bit_identical(masked_path, tmp_path, use_peft):
+    args = _args(tmp_path, max_steps=3, save_strategy="steps", save_steps=1, beta=0.1, use_peft=use_peft)
+    trainer = DiffusionLMGRPOTrainer(masked_path, a_frequency, args, PROMPTS)
+    trainer.train()
+    resumed = DiffusionLMGRPOTrainer(
+        masked_path, a_frequency, _args(tmp_path / "r", max_steps=3, beta=0.1, use_peft=use_peft), PROMPTS
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    assert resumed.global_step == 3
+    for a, b in zip(resumed.model.parameters(), trainer.model.parameters()):
+        assert torch.equal(a, b)
+    assert [e.get("reward") for e in resumed.state.log_history[1:]] == [
+        e.get("reward") for e in trainer.state.log_history[1:]
+    ]
+
+
+def test_sedd_trains_with_the_mean_field_estimator(tmp_path):
+    from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer
+
+    tokenizer = build_tiny_tokenizer()
+    path = save_tiny_sedd(tmp_path / "sedd", tokens=len(tokenizer))
+    values = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_prompt_length=4,
+        max_completion_length=12,
+        sampling_steps=8,
+        learning_rate=3e-3,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+        logging_steps=1,
+        lr_scheduler_type="constant",
+        estimator="mean_field",
+    )
+    prompts = Dataset.from_dict({"prompt": ["x=", "y=", "z=", "w="]})
+
+    def letter_a(prompts, completions, **kwargs):
+        return [c.count("a") / max(len(c), 1) for c in completions]
+
+    first = DiscreteDiffusionPPOTrainer(
+        path, letter_a, DiscreteDiffusionPPOConfig(**values, max_steps=1, beta=0.1), prompts, tokenizer
+    )
+    logs = first.training_step()
+    assert logs["sedd/ratio"] == 1.0 and logs["kl"] == 0.0 and "sedd/old_log_likelihood" in logs
+    args = DiscreteDiffusionPPOConfig(**values, max_steps=30, num_iterations=2, num_mini_batches=2)
+    trainer = DiscreteDiffusionPPOTrainer(path, letter_a, args, prompts, tokenizer)
+    trainer.train()
+    rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.2, rewards
+    uniform = save_tiny_sedd(tmp_path / "uniform", tokens=len(tokenizer), graph_type="uniform", noise_type="geometric")
+    with pytest.raises(ValueError, match="absorbing graph"):
+        DiscreteDiffusionPPOTrainer(
+            uniform, letter_a, DiscreteDiffusionPPOConfig(**values, max_steps=1), prompts, tokenizer
+        )

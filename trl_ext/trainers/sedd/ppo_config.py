@@ -59,6 +59,11 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
             K noise draws of the ELBO estimate.
         elbo_estimator (`Literal["antithetic", "iid"]`, *optional*, defaults to `"antithetic"`):
             Antithetic time draws (lower variance) or independent ones.
+        estimator (`Literal["elbo", "mean_field"]`, *optional*, defaults to `"elbo"`):
+            `"elbo"`: SEDD's DWDSE bound; `"mean_field"` (absorbing graph): d1's one-forward estimate from the
+            conditionals the scores give at t = 1 (completion fully masked, prompt masked w.p. `p_mask_prompt`).
+        p_mask_prompt (`float`, *optional*, defaults to `0.3`):
+            `"mean_field"`: probability that a prompt token is masked.
 
         > Objective
 
@@ -112,6 +117,12 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     elbo_estimator: Literal["antithetic", "iid"] = field(
         default="antithetic", metadata={"help": "'antithetic' (lower variance) or 'iid'."}
     )
+    estimator: Literal["elbo", "mean_field"] = field(
+        default="elbo", metadata={"help": "'elbo' (DWDSE) or 'mean_field' (d1's one-step estimate; absorbing graph)."}
+    )
+    p_mask_prompt: float = field(
+        default=0.3, metadata={"help": "'mean_field': probability that a prompt token is masked."}
+    )
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt (group size)."})
     scale_rewards: Literal["group", "batch", "none"] = field(
         default="group", metadata={"help": "Advantage std: 'group', 'batch' or 'none'."}
@@ -161,4 +172,6 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
             positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
             non_negative=("beta",),
         )
+        if not 0.0 <= self.p_mask_prompt <= 1.0:
+            raise ValueError(f"p_mask_prompt must be in [0, 1], got {self.p_mask_prompt}.")
         check_group_batch(self)

@@ -76,6 +76,8 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
     def _check_model_and_tokenizer(self, model: SEDDModel, processing_class) -> None:
         if processing_class.eos_token_id is None:
             raise ValueError("processing_class needs an eos_token_id (it pads the prompts).")
+        if self.args.estimator == "mean_field" and model.config.graph_type != "absorb":
+            raise ValueError("estimator='mean_field' needs the absorbing graph (its scores give the conditionals).")
         if len(processing_class) > model.config.tokens:
             raise ValueError(
                 f"The tokenizer has {len(processing_class)} tokens but the model only {model.config.tokens}."
@@ -88,19 +90,18 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
         return SEDDAdapter(model.config, self.args.sampling_steps, self.args.predictor)
 
     @property
-    def estimator(self) -> str:
-        """SEDD's DWDSE bound: `"elbo"`."""
-        return "elbo"
-
-    @property
     def num_likelihood_samples(self) -> int:
         """K = `args.num_sigma_samples`."""
         return self.args.num_sigma_samples
 
     def _likelihood_logs(self, old_per_draw: torch.Tensor) -> dict[str, float]:
+        if self.estimator != "elbo":
+            return super()._likelihood_logs(old_per_draw)
         return {"sedd/old_elbo_nll": (-old_per_draw.mean(0)).mean().item()}
 
     def _term_metrics(self, new: torch.Tensor) -> dict[str, float]:
+        if self.estimator != "elbo":
+            return super()._term_metrics(new)
         return {"sedd/elbo_nll": (-new).mean().item()}
 
     def save_model(self, output_dir: str | None = None) -> None:
