@@ -1,4 +1,4 @@
-"""Every diffusers flow-matching family the flow trainers support (SD3, FLUX.1), each loaded from a tiny directory
+"""Every diffusers flow-matching family the flow trainers support (SD3, FLUX.1, Qwen-Image), each loaded from a tiny directory
 through `DiffusionPipeline.from_pretrained` as users load real ones: the SDE sampler's deterministic limit is the
 pipeline's own sampler, the ratio is exactly 1 on-policy, the KL to the base model is the Gaussian KL, the LoRA loads
 with the pipeline's `load_lora_weights`, FLUX learns the brightness toy task (SD3's is in test_flow_grpo.py), two
@@ -11,12 +11,21 @@ from test_flow_grpo import PROMPTS, TINY_FLOW_ARGS, brightness
 
 from trl_ext import FlowGRPOConfig, FlowGRPOTrainer
 from trl_ext.models.flow import FlowSamplingConfig, sample_trajectories, trajectory_step_log_prob
-from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_flux, save_tiny_sd3
+from trl_ext.testing import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_flux, save_tiny_qwen_image, save_tiny_sd3
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAMILIES = {"sd3": (save_tiny_sd3, "StableDiffusion3Pipeline"), "flux": (save_tiny_flux, "FluxPipeline")}
+FAMILIES = {
+    "sd3": (save_tiny_sd3, "StableDiffusion3Pipeline"),
+    "flux": (save_tiny_flux, "FluxPipeline"),
+    "qwen_image": (save_tiny_qwen_image, "QwenImagePipeline"),
+}
+GUIDANCE = {  # how each pipeline's own __call__ takes a guidance scale of 4.5
+    "StableDiffusion3Pipeline": {"guidance_scale": 4.5},  # true CFG with the empty prompt
+    "FluxPipeline": {"guidance_scale": 4.5},  # the guidance embedding
+    "QwenImagePipeline": {"true_cfg_scale": 4.5, "negative_prompt": " "},  # true CFG, norm-rescaled
+}
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -76,9 +85,9 @@ def test_deterministic_limit_is_the_pipelines_own_sampler(family):
         height=32,
         width=32,
         num_inference_steps=4,
-        guidance_scale=4.5,
         max_sequence_length=TINY_SD3_MAX_SEQUENCE_LENGTH,
         generator=torch.Generator().manual_seed(0),
+        **GUIDANCE[family[0]],
         output_type="pt",
     ).images
     assert ours.log_probs.abs().max() == 0
@@ -175,6 +184,6 @@ def test_an_unsupported_pipeline_class_is_a_clear_error(tmp_path):
 
     with pytest.raises(
         ValueError,
-        match=r"StableDiffusionPipeline is not a supported .* support FluxPipeline, StableDiffusion3Pipeline\.",
+        match=r"StableDiffusionPipeline is not a supported .* support FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline\.",
     ):
         FlowGRPOTrainer(StableDiffusionPipeline(), brightness, _args(tmp_path), PROMPTS)

@@ -39,6 +39,7 @@ _import_structure = {
     "flux": ["TINY_FLUX_MAX_SEQUENCE_LENGTH", "save_tiny_flux"],
     "inversion": ["TinyVec2Text", "save_tiny_vec2text"],
     "qwen3_vl": ["build_tiny_qwen3_vl_processor", "save_tiny_qwen3_vl"],
+    "qwen_image": ["save_tiny_qwen_image"],
     "qwen_image_edit": ["save_tiny_qwen_image_edit"],
     "sedd": ["save_tiny_sedd"],
     "text": ["build_tiny_tokenizer", "save_tiny_qwen2", "save_tiny_qwen2_reward_model"],
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from .flux import TINY_FLUX_MAX_SEQUENCE_LENGTH, save_tiny_flux
     from .inversion import TinyVec2Text, save_tiny_vec2text
     from .qwen3_vl import build_tiny_qwen3_vl_processor, save_tiny_qwen3_vl
+    from .qwen_image import save_tiny_qwen_image
     from .qwen_image_edit import save_tiny_qwen_image_edit
     from .sedd import save_tiny_sedd
     from .text import build_tiny_tokenizer, save_tiny_qwen2, save_tiny_qwen2_reward_model

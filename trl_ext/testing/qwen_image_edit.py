@@ -27,31 +27,17 @@ from .text import build_tiny_tokenizer, init_tiny_weights
 from .vision_language import build_qwen_vl_processor, vision_special_token_ids
 
 
-def save_tiny_qwen_image_edit(path: str | os.PathLike, seed: int = 0) -> str:
-    """Build a tiny random `QwenImageEditPipeline` and save it with `save_pretrained` (processor included).
-
-    Load it with [`trl_ext.evaluation.image_edit.load_image_edit_pipeline`] (which passes the torchvision-free
-    processor explicitly) or `QwenImageEditPipeline.from_pretrained(path, processor=...)`.
-
-    Parameters:
-        path (`str` or `os.PathLike`):
-            Output directory (created if needed).
-        seed (`int`, *optional*, defaults to `0`):
-            Seed of the weight initialisation.
-
-    Returns:
-        `str`: `path`.
-    """
+def tiny_qwen_image_components(seed: int = 0) -> dict:
+    """The components Qwen-Image and Qwen-Image-Edit share, at toy sizes: `text_encoder` (Qwen2.5-VL), `tokenizer`,
+    `transformer` (`QwenImageTransformer2DModel`), `vae` (`AutoencoderKLQwenImage`) and `scheduler`."""
     import torch
     from diffusers import (
         AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
-        QwenImageEditPipeline,
         QwenImageTransformer2DModel,
     )
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    path = os.fspath(path)
     tokenizer = build_tiny_tokenizer()
     special = dict(zip(["vision_start", "vision_end", "image", "video"], vision_special_token_ids(tokenizer)))
     torch.manual_seed(seed)
@@ -103,14 +89,36 @@ def save_tiny_qwen_image_edit(path: str | os.PathLike, seed: int = 0) -> str:
         latents_mean=[0.0] * 4,
         latents_std=[1.0] * 4,
     )
-    pipeline = QwenImageEditPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        processor=build_qwen_vl_processor(tokenizer, "qwen2_vl"),
-        transformer=transformer,
-    )
+    return {
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "transformer": transformer,
+    }
+
+
+def save_tiny_qwen_image_edit(path: str | os.PathLike, seed: int = 0) -> str:
+    """Build a tiny random `QwenImageEditPipeline` and save it with `save_pretrained` (processor included).
+
+    Load it with [`trl_ext.evaluation.image_edit.load_image_edit_pipeline`] (which passes the torchvision-free
+    processor explicitly) or `QwenImageEditPipeline.from_pretrained(path, processor=...)`.
+
+    Parameters:
+        path (`str` or `os.PathLike`):
+            Output directory (created if needed).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the weight initialisation.
+
+    Returns:
+        `str`: `path`.
+    """
+    from diffusers import QwenImageEditPipeline
+
+    path = os.fspath(path)
+    components = tiny_qwen_image_components(seed)
+    tokenizer = components["tokenizer"]
+    pipeline = QwenImageEditPipeline(**components, processor=build_qwen_vl_processor(tokenizer, "qwen2_vl"))
     pipeline.save_pretrained(path)
     # The offline processor subclass is recorded under its own module; record the real class, as Qwen-Image-Edit does.
     index_file = os.path.join(path, "model_index.json")

@@ -12,11 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Flow-matching policies: the SDE step with its Gaussian log-probability ([`~trl_ext.models.flow.sde`]) and one small
-adapter per diffusers pipeline family ([`SD3Adapter`], [`FluxAdapter`]), chosen from the pipeline class by
+adapter per diffusers pipeline family ([`SD3Adapter`], [`FluxAdapter`], [`QwenImageAdapter`]), chosen from the pipeline class by
 [`flow_adapter`]."""
 
 from .base import FlowAdapter
 from .flux import FluxAdapter
+from .qwen_image import QwenImageAdapter
 from .registry import FLOW_ADAPTERS, flow_adapter
 from .sd3 import SD3Adapter
 from .sde import (
@@ -35,6 +36,7 @@ __all__ = [
     "FlowSamplingConfig",
     "FlowTrajectory",
     "FluxAdapter",
+    "QwenImageAdapter",
     "SD3Adapter",
     "SDEStepOutput",
     "flow_adapter",

@@ -33,6 +33,27 @@ from .base import FlowAdapter
 from .sde import FlowSamplingConfig
 
 
+def shifted_schedule(
+    scheduler, num_inference_steps: int, image_seq_len: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set `scheduler` up as FLUX / Qwen-Image do: `linspace(1, 1/T, T)` sigmas shifted by μ, which grows linearly
+    with the image's token count between the scheduler's base and max shifts. Returns its T + 1 sigmas (float32) and
+    T timesteps."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+    steps = num_inference_steps
+    sigmas = None if scheduler.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+    mu = calculate_shift(
+        image_seq_len,
+        scheduler.config.get("base_image_seq_len", 256),
+        scheduler.config.get("max_image_seq_len", 4096),
+        scheduler.config.get("base_shift", 0.5),
+        scheduler.config.get("max_shift", 1.15),
+    )
+    timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)
+    return scheduler.sigmas.float(), timesteps
+
+
 class FluxAdapter(FlowAdapter):
     """What FLUX.1 does its own way (see the module doc)."""
 
@@ -66,8 +87,6 @@ class FluxAdapter(FlowAdapter):
         device: torch.device,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-
         pipeline = self.pipeline
         latents, _ = pipeline.prepare_latents(
             batch_size,
@@ -78,18 +97,8 @@ class FluxAdapter(FlowAdapter):
             device,
             generator,
         )
-        steps = config.num_inference_steps
-        scheduler = pipeline.scheduler
-        sigmas = None if scheduler.config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
-        mu = calculate_shift(
-            latents.shape[1],
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.15),
-        )
-        timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=sigmas, mu=mu)
-        return latents, scheduler.sigmas.float(), timesteps
+        sigmas, timesteps = shifted_schedule(pipeline.scheduler, config.num_inference_steps, latents.shape[1], device)
+        return latents, sigmas, timesteps
 
     def predict_velocity(
         self,

@@ -15,11 +15,12 @@
 
 from .base import FlowAdapter
 from .flux import FluxAdapter
+from .qwen_image import QwenImageAdapter
 from .sd3 import SD3Adapter
 
 
 FLOW_ADAPTERS: dict[str, type[FlowAdapter]] = {
-    adapter.pipeline_class: adapter for adapter in (SD3Adapter, FluxAdapter)
+    adapter.pipeline_class: adapter for adapter in (SD3Adapter, FluxAdapter, QwenImageAdapter)
 }
 """Adapter class per diffusers pipeline class name."""
 

@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`FlowGRPOTrainer`]: Flow-GRPO with LoRA for diffusers flow-matching text-to-image pipelines (SD3 / SD3.5, FLUX.1)."""
+"""[`FlowGRPOTrainer`]: Flow-GRPO with LoRA for diffusers flow-matching text-to-image pipelines (SD3 / SD3.5, FLUX.1,
+Qwen-Image)."""
 
 import contextlib
 import os
@@ -32,7 +33,8 @@ from .config import FlowGRPOConfig
 class FlowGRPOTrainer(GroupPolicyTrainer):
     r"""
     Flow-GRPO for flow-matching text-to-image models with LoRA: every pipeline family with an adapter in
-    [`~trl_ext.models.flow`] (`StableDiffusion3Pipeline`, `FluxPipeline`), chosen from the pipeline's class.
+    [`~trl_ext.models.flow`] (`StableDiffusion3Pipeline`, `FluxPipeline`, `QwenImagePipeline`), chosen from the
+    pipeline's class.
 
     Each step samples `num_generations` images per prompt with the SDE sampler of [`~trl_ext.models.flow.sde`],
     recording every latent and per-step log-probability; scores the images with the reward functions; computes group
@@ -42,7 +44,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
     averaged over latent elements like the log-probabilities. [`FlowRTPOTrainer`] adds the Flow-RTPO prompt editor.
 
     Args:
-        pipeline (`str`, `StableDiffusion3Pipeline` or `FluxPipeline`):
+        pipeline (`str`, `StableDiffusion3Pipeline`, `FluxPipeline` or `QwenImagePipeline`):
             A pipeline or its path / Hub id (loaded with `DiffusionPipeline.from_pretrained`, which picks the class).
             A path is loaded with the frozen weights in the mixed-precision dtype (`bf16` / `fp16`, else fp32) and the
             VAE in fp32; the LoRA weights always train in fp32. Any other pipeline class is a `ValueError` that

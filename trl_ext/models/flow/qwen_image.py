@@ -1,0 +1,148 @@
+# Copyright 2026 The trl_ext Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""[`QwenImageAdapter`]: Qwen-Image (`QwenImagePipeline`) for the flow SDE sampler.
+
+What Qwen-Image does its own way, as diffusers' `QwenImagePipeline` does it:
+
+- latents are packed 2x2 as FLUX's (one token of 4C channels per patch) and unpacked to the video VAE's
+  (B, C, 1, h, w) layout to decode, with the VAE's per-channel `latents_mean` / `latents_std`;
+- conditioning is the last hidden state of the Qwen2.5-VL text encoder over the prompt in its system template (the
+  template's tokens dropped), padded within the batch, with its attention mask (`None` when nothing is padded);
+- guidance is true classifier-free guidance: with `guidance_scale > 1` a second pass on the negative prompt `" "`,
+  mixed as neg + s·(cond − neg) and rescaled to the conditional velocity's norm per token;
+- the schedule is FLUX's (`linspace(1, 1/T, T)` sigmas shifted by μ from the image's token count) and the
+  transformer takes the timestep divided by 1000 and the latent grid as `img_shapes`.
+"""
+
+import torch
+
+from .base import FlowAdapter
+from .flux import shifted_schedule
+from .sde import FlowSamplingConfig
+
+
+NEGATIVE_PROMPT = " "
+"""The unconditional prompt of the true CFG (diffusers' documented way to enable it for Qwen-Image)."""
+
+
+class QwenImageAdapter(FlowAdapter):
+    """What Qwen-Image does its own way (see the module doc)."""
+
+    pipeline_class = "QwenImagePipeline"
+
+    def uses_true_cfg(self, config: FlowSamplingConfig) -> bool:
+        return config.guidance_scale > 1.0
+
+    def _latent_size(self, pixels: int) -> int:
+        return 2 * (pixels // (self.pipeline.vae_scale_factor * 2))
+
+    def check_resolution(self, resolution: int) -> None:
+        factor = self.pipeline.vae_scale_factor * 2
+        if resolution % factor:
+            raise ValueError(
+                f"resolution={resolution} must be a multiple of {factor} (the VAE's downsampling factor "
+                f"{self.pipeline.vae_scale_factor} times Qwen-Image's 2x2 latent packing)."
+            )
+
+    def _encode(self, prompts: list[str], prefix: str, config: FlowSamplingConfig, device) -> dict:
+        embeds, mask = self.pipeline.encode_prompt(
+            prompt=prompts, device=device, max_sequence_length=config.max_sequence_length
+        )
+        encoded = {f"{prefix}encoder_hidden_states": embeds}
+        if mask is not None:
+            encoded[f"{prefix}encoder_hidden_states_mask"] = mask
+        return encoded
+
+    def encode_prompts(
+        self, prompts: list[str], config: FlowSamplingConfig, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        conditioning = self._encode(prompts, "", config, device)
+        if self.uses_true_cfg(config):
+            conditioning.update(self._encode([NEGATIVE_PROMPT] * len(prompts), "negative_", config, device))
+        return conditioning
+
+    def select_conditioning(
+        self,
+        conditioning: dict[str, torch.Tensor],
+        indices: torch.Tensor,
+        batch_size: int,
+        config: FlowSamplingConfig,
+    ) -> dict[str, torch.Tensor]:
+        return {name: value[indices] for name, value in conditioning.items()}  # one row per image, negatives apart
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        config: FlowSamplingConfig,
+        transformer: torch.nn.Module,
+        device: torch.device,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latents = self.pipeline.prepare_latents(
+            batch_size,
+            transformer.config.in_channels // 4,
+            config.height,
+            config.width,
+            torch.float32,
+            device,
+            generator,
+        )
+        sigmas, timesteps = shifted_schedule(
+            self.pipeline.scheduler, config.num_inference_steps, latents.shape[1], device
+        )
+        return latents, sigmas, timesteps
+
+    def predict_velocity(
+        self,
+        transformer: torch.nn.Module,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        conditioning: dict[str, torch.Tensor],
+        config: FlowSamplingConfig,
+    ) -> torch.Tensor:
+        batch, device = latents.size(0), latents.device
+        scale = self.pipeline.vae_scale_factor
+        img_shapes = [[(1, config.height // scale // 2, config.width // scale // 2)]] * batch
+        guidance = None
+        if getattr(transformer, "module", transformer).config.guidance_embeds:
+            guidance = torch.full((batch,), config.guidance_scale, device=device, dtype=torch.float32)
+        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep
+
+        def velocity(prefix: str) -> torch.Tensor:
+            return transformer(
+                hidden_states=latents.to(self.transformer_dtype(transformer)),
+                timestep=timestep.to(latents.dtype) / 1000,
+                guidance=guidance,
+                encoder_hidden_states=conditioning[f"{prefix}encoder_hidden_states"],
+                encoder_hidden_states_mask=conditioning.get(f"{prefix}encoder_hidden_states_mask"),
+                img_shapes=img_shapes,
+                return_dict=False,
+            )[0]
+
+        conditional = velocity("")
+        if not self.uses_true_cfg(config):
+            return conditional
+        unconditional = velocity("negative_")
+        mixed = unconditional + config.guidance_scale * (conditional - unconditional)
+        return mixed * (torch.norm(conditional, dim=-1, keepdim=True) / torch.norm(mixed, dim=-1, keepdim=True))
+
+    def decode(self, latents: torch.Tensor, config: FlowSamplingConfig) -> torch.Tensor:
+        vae = self.pipeline.vae
+        unpacked = self.pipeline._unpack_latents(latents, config.height, config.width, self.pipeline.vae_scale_factor)
+        unpacked = unpacked.to(vae.dtype)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(unpacked.device, unpacked.dtype)
+        std = torch.tensor(vae.config.latents_std).view(shape).to(unpacked.device, unpacked.dtype)
+        decoded = vae.decode(unpacked * std + mean, return_dict=False)[0][:, :, 0]
+        return (decoded.float() / 2 + 0.5).clamp(0, 1)
