@@ -240,7 +240,7 @@ def test_bad_settings_raise_clear_errors(masked_path, tmp_path):
     with pytest.raises(ValueError, match="number of blocks"):
         _args(tmp_path, max_completion_length=8, block_length=2, sampling_steps=6)
     with pytest.raises(ValueError, match="estimator"):
-        _args(tmp_path, estimator="trace")
+        _args(tmp_path, estimator="exact")
 
 
 @pytest.mark.parametrize("estimator", ["elbo", "mean_field"])
@@ -395,3 +395,47 @@ def test_sedd_trains_with_the_mean_field_estimator(tmp_path):
         DiscreteDiffusionPPOTrainer(
             uniform, letter_a, DiscreteDiffusionPPOConfig(**values, max_steps=1), prompts, tokenizer
         )
+
+
+def test_trace_is_the_chain_rule_for_one_token_per_step_with_exact_posteriors(joint):
+    """One token per step, exact posteriors: the trace log-probability is log p(y | c) whatever the order; with a
+    factorised joint it is sum_i log q_i(y_i) for any grouping of positions into steps."""
+    from trl_ext.models.diffusion_lm import Trajectory, trace_log_likelihood
+
+    y = torch.tensor([[2, 0, 1, 1]])
+    truth = math.log(joint[tuple(y[0].tolist())].item() / joint[2].sum().item())
+    adapter = MaskedDiffusionLMAdapter(MASK)
+    for order in ([-1, 0, 1, 2], [-1, 2, 0, 1], [-1, 1, 2, 0]):
+        trajectory = Trajectory(torch.tensor([order]), torch.ones(1, L))
+        got = trace_log_likelihood(adapter, JointOracle(joint), y, trajectory)
+        assert got.item() == pytest.approx(truth, rel=1e-6)
+    # two tokens in one step: mean-field within the step, not log p(y | c)
+    grouped = Trajectory(torch.tensor([[-1, 0, 0, 1]]), torch.ones(1, L))
+    expected = (
+        math.log(marginal(joint, {0: 2}, 1, 0))
+        + math.log(marginal(joint, {0: 2}, 2, 1))
+        + math.log(marginal(joint, {0: 2, 1: 0, 2: 1}, 3, 1))
+    )
+    got = trace_log_likelihood(adapter, JointOracle(joint), y, grouped)
+    assert got.item() == pytest.approx(expected, rel=1e-6) and abs(got.item() - truth) > 1e-3
+    q = torch.softmax(torch.randn(L, V, generator=torch.Generator().manual_seed(4), dtype=torch.float64), -1)
+    factorised = (
+        q[0][:, None, None, None] * q[1][None, :, None, None] * q[2][None, None, :, None] * q[3][None, None, None]
+    )
+    got = trace_log_likelihood(adapter, JointOracle(factorised), y, grouped)
+    assert got.item() == pytest.approx(sum(math.log(q[i, y[0, i]].item()) for i in range(1, L)), rel=1e-6)
+
+
+def test_trace_recomputes_the_recorded_probabilities_and_trains(masked_path, tmp_path):
+    args = _args(tmp_path, estimator="trace", beta=0.1, temperature=0.9)
+    trainer = DiffusionLMGRPOTrainer(masked_path, a_frequency, args, PROMPTS)
+    logs = trainer.training_step()
+    assert logs["diffusion_lm/ratio"] == 1.0 and logs["kl"] == 0.0
+    assert logs["diffusion_lm/trace_recompute_error"] < 1e-4  # the sampler's probabilities, recomputed
+    args = _args(tmp_path, estimator="trace", num_trace_steps=4, max_steps=30, num_iterations=2, num_mini_batches=2)
+    trainer = DiffusionLMGRPOTrainer(masked_path, a_frequency, args, PROMPTS)
+    trainer.train()
+    rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+    assert sum(rewards[:5]) / 5 < 0.1 and sum(rewards[-5:]) / 5 > 0.5, rewards
+    with pytest.raises(ValueError, match="temperature"):
+        _args(tmp_path, estimator="trace", temperature=0.0)

@@ -13,10 +13,16 @@
 # limitations under the License.
 """Discrete diffusion language models behind one interface: a [`DiffusionLMAdapter`] per family (SEDD, masked
 diffusion LMs in the LLaDA / MDLM convention) and the likelihood estimators the RL trainers use (`"elbo"`,
-`"mean_field"`)."""
+`"mean_field"`, `"trace"`)."""
 
 from .base import DiffusionLMAdapter, DiffusionLMSample, Trajectory
-from .estimators import ESTIMATORS, masked_diffusion_elbo, mean_field_log_likelihood, sample_likelihood_draws
+from .estimators import (
+    ESTIMATORS,
+    masked_diffusion_elbo,
+    mean_field_log_likelihood,
+    sample_likelihood_draws,
+    trace_log_likelihood,
+)
 from .masked import MaskedDiffusionLMAdapter, load_masked_diffusion_lm, num_transfer_tokens
 from .sedd import SEDDAdapter
 
@@ -33,4 +39,5 @@ __all__ = [
     "mean_field_log_likelihood",
     "num_transfer_tokens",
     "sample_likelihood_draws",
+    "trace_log_likelihood",
 ]

@@ -34,6 +34,10 @@ class Trajectory:
     step: torch.Tensor
     token_probs: torch.Tensor
 
+    def select(self, index: torch.Tensor) -> "Trajectory":
+        """The trajectories of a subset of the sequences (for minibatches)."""
+        return Trajectory(self.step[index], self.token_probs[index])
+
 
 @dataclass
 class DiffusionLMSample:
@@ -72,6 +76,14 @@ class DiffusionLMAdapter:
         diffusion time of each row in [0, 1] (families whose network takes no time ignore it). Only the positions
         where `noisy` holds the mask token are meaningful."""
         raise NotImplementedError
+
+    def step_log_probs(
+        self, model: torch.nn.Module, sequences: torch.Tensor, trajectory: Trajectory, step: int
+    ) -> torch.Tensor:
+        """log of the probability, in the distribution the sampler drew from at `step`, of each token committed at
+        `step` (B, L), recomputed with `model` on the sequence as it was before that step (one forward); 0 elsewhere.
+        A family whose sampler records no trajectory raises `NotImplementedError`."""
+        raise NotImplementedError(f"{type(self).__name__} has no trajectory log-probabilities.")
 
     def elbo(
         self, model: torch.nn.Module, sequences: torch.Tensor, completion_mask: torch.Tensor, draws

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Sequence log-likelihood estimators of discrete diffusion LMs, over any family adapter: the masked-diffusion ELBO
-(MDLM / LLaDA) and d1's one-step mean-field estimate. Each returns one estimate per draw (K, B): the estimate is their
+(MDLM / LLaDA), d1's one-step mean-field estimate and the sampled trajectory's log-probability (trace). Each returns one estimate per draw (K, B): the estimate is their
 mean over the K draws, their spread the estimator's noise. The draws ([`ElboDraws`]: times t (K, B) and uniforms u
 (K, B, L)) are drawn once and reused for the old, the new and the reference policy (common random numbers: the
 log-ratio is exactly 0 before an update)."""
@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from ..sedd.likelihood import ElboDraws, sample_elbo_draws
-from .base import DiffusionLMAdapter
+from .base import DiffusionLMAdapter, Trajectory
 
 
 def sample_likelihood_draws(
@@ -106,4 +106,32 @@ def mean_field_log_likelihood(
     return torch.stack(estimates)
 
 
-ESTIMATORS = {"elbo": masked_diffusion_elbo, "mean_field": mean_field_log_likelihood}
+def trace_log_likelihood(
+    adapter: DiffusionLMAdapter,
+    model: torch.nn.Module,
+    sequences: torch.Tensor,
+    trajectory: Trajectory,
+    steps: list[int] | None = None,
+) -> torch.Tensor:
+    r"""The log-probability of the sampled trajectory under the sampler (TraceRL's; Flow-GRPO's for images), (1, B).
+
+    With D_s the positions committed at sampler step s and x_s the sequence before step s,
+
+        log π_θ(trajectory) = Σ_s Σ_{i ∈ D_s} log p_θ^T(y^i | x_s, c),
+
+    p^T the distribution the sampler drew from (softmax(logits / temperature)); one forward per step in `steps` (all
+    recorded steps by default; a subset, kept for the old, new and reference policies alike, is the partial sum over
+    those steps, as Flow-GRPO's SDE window). No draw noise. It leaves out the probability of *which* positions each
+    step committed (a deterministic function of the logits under low-confidence remasking, as TraceRL does), so it
+    is not log p_θ(y | c): exact only for one token per step with the model's exact conditionals (the chain rule in
+    the sampled order), mean-field within a step otherwise.
+    """
+    if steps is None:
+        steps = sorted(int(s) for s in trajectory.step.unique().tolist() if s >= 0)
+    total = torch.zeros(sequences.size(0), device=sequences.device)
+    for step in steps:
+        total = total + adapter.step_log_probs(model, sequences, trajectory, step).sum(1)
+    return total.unsqueeze(0)
+
+
+ESTIMATORS = {"elbo": masked_diffusion_elbo, "mean_field": mean_field_log_likelihood, "trace": trace_log_likelihood}

@@ -99,6 +99,19 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         log_probs = torch.log_softmax(self.logits(model, noisy), dim=-1)
         return log_probs.gather(-1, clean.unsqueeze(-1)).squeeze(-1)
 
+    def step_log_probs(
+        self, model: torch.nn.Module, sequences: torch.Tensor, trajectory: Trajectory, step: int
+    ) -> torch.Tensor:
+        """log softmax(logits(x_s) / temperature)[i, y_i] at the positions committed at `step`, where x_s is the
+        sequence before the step (positions committed at `step` or later masked); 0 elsewhere."""
+        if self.temperature == 0:
+            raise ValueError("A trajectory sampled at temperature 0 (argmax) has no log-probability to train.")
+        before = torch.where(trajectory.step >= step, torch.full_like(sequences, self.mask_token_id), sequences)
+        before = torch.where(trajectory.step < 0, sequences, before)  # the prompt stays
+        log_probs = torch.log_softmax(self.logits(model, before) / self.temperature, dim=-1)
+        log_probs = log_probs.gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+        return torch.where(trajectory.step == step, log_probs, torch.zeros_like(log_probs))
+
     @torch.no_grad()
     def sample(
         self,

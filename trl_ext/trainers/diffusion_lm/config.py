@@ -61,15 +61,19 @@ class DiffusionLMGRPOConfig(TrainingArguments):
 
         > Likelihood
 
-        estimator (`Literal["elbo", "mean_field"]`, *optional*, defaults to `"elbo"`):
+        estimator (`Literal["elbo", "mean_field", "trace"]`, *optional*, defaults to `"elbo"`):
             `"elbo"`: the family's ELBO with K draws of (t, mask) (MDLM's 1/t-weighted masked cross-entropy);
-            `"mean_field"`: d1's one-forward estimate (completion fully masked, prompt partly masked), cheap and biased.
+            `"mean_field"`: d1's one-forward estimate (completion fully masked, prompt partly masked), cheap and biased;
+            `"trace"`: the log-probability of the sampled trajectory (TraceRL's), one forward per trained step.
         num_likelihood_samples (`int`, *optional*, defaults to `2`):
             K draws of the estimate.
         elbo_estimator (`Literal["antithetic", "iid"]`, *optional*, defaults to `"antithetic"`):
             Antithetic draws (stratified times, complementary masks in pairs) or independent ones.
         p_mask_prompt (`float`, *optional*, defaults to `0.3`):
             `"mean_field"`: probability that a prompt token is masked (d1's).
+        num_trace_steps (`int`, *optional*):
+            `"trace"`: sampler steps whose terms are trained, drawn at random per rollout (the same for the old, new
+            and reference policies); all steps when unset.
 
         > Objective
 
@@ -130,8 +134,9 @@ class DiffusionLMGRPOConfig(TrainingArguments):
     remasking: Literal["low_confidence", "random"] = field(
         default="low_confidence", metadata={"help": "'low_confidence' (LLaDA's default) or 'random'."}
     )
-    estimator: Literal["elbo", "mean_field"] = field(
-        default="elbo", metadata={"help": "'elbo' (the family's ELBO) or 'mean_field' (d1's one-step estimate)."}
+    estimator: Literal["elbo", "mean_field", "trace"] = field(
+        default="elbo",
+        metadata={"help": "'elbo' (the family's ELBO), 'mean_field' (d1's one-step estimate) or 'trace' (TraceRL's)."},
     )
     num_likelihood_samples: int = field(default=2, metadata={"help": "K draws of the likelihood estimate."})
     elbo_estimator: Literal["antithetic", "iid"] = field(
@@ -139,6 +144,9 @@ class DiffusionLMGRPOConfig(TrainingArguments):
     )
     p_mask_prompt: float = field(
         default=0.3, metadata={"help": "'mean_field': probability that a prompt token is masked."}
+    )
+    num_trace_steps: int | None = field(
+        default=None, metadata={"help": "'trace': sampler steps trained per rollout (random); all when unset."}
     )
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt (group size)."})
     scale_rewards: Literal["group", "batch", "none"] = field(
@@ -190,6 +198,10 @@ class DiffusionLMGRPOConfig(TrainingArguments):
             positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
             non_negative=("beta", "temperature"),
         )
+        if self.estimator == "trace" and self.temperature == 0:
+            raise ValueError("estimator='trace' needs temperature > 0 (an argmax trajectory has no log-probability).")
+        if self.num_trace_steps is not None and not 1 <= self.num_trace_steps <= self.sampling_steps:
+            raise ValueError(f"num_trace_steps must be in [1, sampling_steps], got {self.num_trace_steps}.")
         if not 0.0 <= self.p_mask_prompt <= 1.0:
             raise ValueError(f"p_mask_prompt must be in [0, 1], got {self.p_mask_prompt}.")
         block_length = self.block_length or self.max_completion_length

@@ -27,6 +27,7 @@ from ...models.diffusion_lm import (
     MaskedDiffusionLMAdapter,
     load_masked_diffusion_lm,
     mean_field_log_likelihood,
+    trace_log_likelihood,
 )
 from ...rl.advantages import compute_advantages
 from ...rl.kl import kl_divergence
@@ -89,6 +90,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         self.train_dataset = train_dataset
         self.processing_class = processing_class
         self.adapter = adapter if adapter is not None else self._default_adapter(model)
+        self._trace_steps: list[int] | None = None  # "trace": this rollout's trained sampler steps (None: all)
         self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
         model, ref_model = self._policy_and_reference(model, ref_model)
         if ref_model is not None:
@@ -167,12 +169,12 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         """What each update logs of the new policy's estimate (B,)."""
         return {f"{self.metric_prefix}/log_likelihood": new.mean().item()}
 
-    def _reference_log_likelihood(self, sequences, completion_mask, draws) -> torch.Tensor:
+    def _reference_log_likelihood(self, sequences, completion_mask, draws, trajectory=None) -> torch.Tensor:
         """The reference's estimate (K, B) on the same draws."""
         if self.ref_model is not None:
-            return self.log_likelihood(self.ref_model, sequences, completion_mask, draws)
+            return self.log_likelihood(self.ref_model, sequences, completion_mask, draws, trajectory)
         with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the reference is the base model
-            return self.log_likelihood(self.policy, sequences, completion_mask, draws)
+            return self.log_likelihood(self.policy, sequences, completion_mask, draws, trajectory)
 
     # The algorithm
 
@@ -200,10 +202,13 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             texts.append(self.processing_class.decode(ids, skip_special_tokens=True))
         return texts
 
-    def log_likelihood(self, model, sequences, completion_mask, draws) -> torch.Tensor:
-        """The estimate of [`estimator`] of log p(completion | prompt) per draw (K, B)."""
+    def log_likelihood(self, model, sequences, completion_mask, draws, trajectory=None) -> torch.Tensor:
+        """The estimate of [`estimator`] of log p(completion | prompt) per draw (K, B) (`"trace"`: (1, B), over this
+        rollout's trained steps)."""
         if self.estimator == "elbo":
             return self.adapter.elbo(model, sequences, completion_mask, draws)
+        if self.estimator == "trace":
+            return trace_log_likelihood(self.adapter, model, sequences, trajectory, self._trace_steps)
         return mean_field_log_likelihood(
             self.adapter, model, sequences, completion_mask, draws, self.args.p_mask_prompt
         )
@@ -213,7 +218,8 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         args, device = self.args, self.accelerator.device
         prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
         prompt_ids = self._encode_prompts(prompts).to(device)
-        sequences = self.adapter.sample(self.policy, prompt_ids, args.max_completion_length, self._generator).sequences
+        sample = self.adapter.sample(self.policy, prompt_ids, args.max_completion_length, self._generator)
+        sequences, trajectory = sample.sequences, sample.trajectory
         rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, completions=self._decode(sequences))
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
 
@@ -227,14 +233,27 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             generator=self._generator,
             device=device,
         )
+        self._trace_steps = None
+        if self.estimator == "trace":
+            if trajectory is None:
+                raise ValueError(f"{type(self.adapter).__name__}'s sampler records no trajectory for 'trace'.")
+            if getattr(args, "num_trace_steps", None):
+                chosen = torch.randperm(int(trajectory.step.max()) + 1, generator=self._generator)
+                self._trace_steps = sorted(chosen[: args.num_trace_steps].tolist())
         with torch.no_grad():
-            old_per_draw = self.log_likelihood(self.policy, sequences, completion_mask, draws)
+            old_per_draw = self.log_likelihood(self.policy, sequences, completion_mask, draws, trajectory)
             old = old_per_draw.mean(0)
             ref = None
             if args.beta > 0:
-                ref = self._reference_log_likelihood(sequences, completion_mask, draws).mean(0)
+                ref = self._reference_log_likelihood(sequences, completion_mask, draws, trajectory).mean(0)
         normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
         logs = {**self._likelihood_logs(old_per_draw), **self.scorer.logs(rewards_per_func, rewards)}
+        if self.estimator == "trace":  # the sampler's recorded probabilities against their recomputation
+            in_trace = trajectory.step >= 0
+            if self._trace_steps is not None:
+                in_trace &= torch.isin(trajectory.step, torch.tensor(self._trace_steps, device=device))
+            recorded = torch.where(in_trace, trajectory.token_probs.log(), torch.zeros_like(trajectory.token_probs))
+            logs[f"{self.metric_prefix}/trace_recompute_error"] = (recorded.sum(1) - old).abs().max().item()
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs
@@ -243,7 +262,11 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
 
         def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
             new = self.log_likelihood(
-                trained, sequences[micro_batch], completion_mask[micro_batch], draws.select(micro_batch)
+                trained,
+                sequences[micro_batch],
+                completion_mask[micro_batch],
+                draws.select(micro_batch),
+                None if trajectory is None else trajectory.select(micro_batch),
             ).mean(0)
             kl = None
             if ref is not None:
