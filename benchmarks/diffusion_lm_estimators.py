@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """The likelihood estimators of `DiffusionLMGRPOTrainer` on one tiny masked diffusion LM, in one run: per estimator
-(and K), the time of a training step (rollout + likelihoods + update) and, after that one update, the noise of the
+(and K; trace over every sampler step), the time of a training step (rollout + likelihoods + update) and, after that one update, the noise of the
 log-ratio log p̂_new − log p̂_old across fresh draws (its standard deviation over draws, averaged over the completions;
 0 for an estimator without draw noise; sequence log-ratios, not divided by the length; the K-draw column is the
 one-draw spread / √K). Prints a table, then JSON as the last line.
@@ -74,15 +74,17 @@ def measure(path: str, output_dir: str, estimator: str, k: int, args) -> dict:
     # the log-ratio of the updated policy to the initial one on fresh draws, for fresh completions
     prompt_ids = trainer._encode_prompts(["x =", "y =", "z =", "w ="] * 4)
     generator = torch.Generator().manual_seed(1)
-    sequences = trainer.adapter.sample(trainer.policy, prompt_ids, args.completion_length, generator).sequences
+    sample = trainer.adapter.sample(trainer.policy, prompt_ids, args.completion_length, generator)
+    sequences, trajectory = sample.sequences, sample.trajectory
+    trainer._trace_steps = None  # trace: every step
     completion_mask = torch.zeros_like(sequences, dtype=torch.bool)
     completion_mask[:, config.max_prompt_length :] = True
     draws = trainer.adapter.sample_draws(len(sequences), sequences.size(1), args.draws, "iid", generator=generator)
     with torch.no_grad():
-        new = trainer.log_likelihood(trainer.policy, sequences, completion_mask, draws)
-        old = trainer.log_likelihood(before, sequences, completion_mask, draws)
-    log_ratio = new - old  # (draws, B): one draw each; a K-draw estimate averages K of them
-    per_draw_std = log_ratio.std(0).mean().item()
+        new = trainer.log_likelihood(trainer.policy, sequences, completion_mask, draws, trajectory)
+        old = trainer.log_likelihood(before, sequences, completion_mask, draws, trajectory)
+    log_ratio = new - old  # (draws, B): one draw each; a K-draw estimate averages K of them (trace: (1, B), no draws)
+    per_draw_std = log_ratio.std(0).mean().item() if log_ratio.size(0) > 1 else 0.0
     return {
         "estimator": estimator,
         "K": k,
@@ -103,7 +105,7 @@ def main():
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = save_tiny_masked_diffusion_lm(os.path.join(tmp, "model"))
-        for estimator, k in (("elbo", 1), ("elbo", 2), ("elbo", 4), ("mean_field", 1)):
+        for estimator, k in (("elbo", 1), ("elbo", 2), ("elbo", 4), ("mean_field", 1), ("trace", 1)):
             results.append(measure(path, os.path.join(tmp, f"{estimator}{k}"), estimator, k, args))
     print(f"{'estimator':<11} {'K':>2} {'s/step':>7} {'std(log-ratio), 1 draw':>23} {'K draws':>8} {'mean':>8}")
     for r in results:
