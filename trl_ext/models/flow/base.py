@@ -45,6 +45,11 @@ class FlowAdapter:
         """Whether each velocity mixes an unconditional and a conditional pass (classifier-free guidance)."""
         return False
 
+    def lora_exclude_modules(self) -> list[str] | None:
+        """Modules among the LoRA targets whose output never reaches the velocity: they get no adapter (a LoRA weight
+        without gradient would make DDP wait for it forever). `None`: none."""
+        return None
+
     def check_resolution(self, resolution: int) -> None:
         """Raise a `ValueError` when the transformer cannot render `resolution` x `resolution` images."""
         raise NotImplementedError

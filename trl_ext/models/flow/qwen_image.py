@@ -44,6 +44,11 @@ class QwenImageAdapter(FlowAdapter):
     def uses_true_cfg(self, config: FlowSamplingConfig) -> bool:
         return config.guidance_scale > 1.0
 
+    def lora_exclude_modules(self) -> list[str] | None:
+        # every block is dual-stream and the last one's text output is discarded: its text projection is unused
+        last = len(self.pipeline.transformer.transformer_blocks) - 1
+        return [f"transformer_blocks.{last}.attn.to_add_out"]
+
     def _latent_size(self, pixels: int) -> int:
         return 2 * (pixels // (self.pipeline.vae_scale_factor * 2))
 

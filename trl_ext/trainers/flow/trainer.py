@@ -105,6 +105,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 lora_alpha=args.lora_alpha,
                 init_lora_weights="gaussian",
                 target_modules=args.lora_target_modules,
+                exclude_modules=self.adapter.lora_exclude_modules(),
             )
         )
         cast_training_params(transformer, torch.float32)  # LoRA weights train in fp32 whatever the base dtype
