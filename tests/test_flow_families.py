@@ -202,3 +202,15 @@ def test_an_unsupported_pipeline_class_is_a_clear_error(tmp_path):
         match=r"StableDiffusionPipeline is not a supported .* support FluxPipeline, QwenImagePipeline, StableDiffusion3Pipeline\.",
     ):
         FlowGRPOTrainer(StableDiffusionPipeline(), brightness, _args(tmp_path), PROMPTS)
+
+
+def test_fitted_tiny_qwen_image_vae_decodes_latent_colour(tmp_path):
+    """After `vae_fit_steps`, image brightness follows the latents (a random tiny decoder's moves by about 0.02)."""
+    from diffusers import AutoencoderKLQwenImage
+
+    vae = AutoencoderKLQwenImage.from_pretrained(save_tiny_qwen_image(tmp_path, vae_fit_steps=60), subfolder="vae")
+    latents = torch.zeros(2, 4, 1, 4, 4)
+    latents[0, :3], latents[1, :3] = 1.5, -1.5
+    with torch.no_grad():
+        images = vae.decode(latents).sample[:, :, 0]
+    assert images[0].mean() - images[1].mean() > 0.3
