@@ -4,7 +4,6 @@
 
 import itertools
 import math
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -217,9 +216,7 @@ def test_ratio_is_one_and_kl_zero_before_the_first_update(masked_path, tmp_path,
 def test_grpo_raises_a_token_frequency_reward(masked_path, tmp_path, estimator):
     args = _args(tmp_path, max_steps=30, num_iterations=2, num_mini_batches=2, estimator=estimator)
     trainer = DiffusionLMGRPOTrainer(masked_path, a_frequency, args, PROMPTS)
-    start = time.process_time()  # CPU time: wall time on the shared 2-core machine varies 50x with the load
-    trainer.train()
-    assert time.process_time() - start < 120  # ~1.5 s of wall time on an idle machine
+    trainer.train()  # ~1.5 s on an idle 2-core machine; speed lives in benchmarks/, never in a timed test
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     assert len(rewards) == 30
     assert sum(rewards[:5]) / 5 < 0.1 and sum(rewards[-5:]) / 5 > 0.5, rewards

@@ -6,15 +6,12 @@ import pytest
 
 def test_import_is_light_and_lazy():
     code = (
-        "import sys, time; t = time.perf_counter(); import trl_ext; elapsed = time.perf_counter() - t; "
+        "import sys; import trl_ext; "
         "heavy = [m for m in ('diffusers', 'vec2text', 'detoxify', 'deepspeed', 'trl', 'transformers') if m in sys.modules]; "
-        "print(elapsed, heavy)"
+        "print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(
-        maxsplit=1
-    )
-    assert float(out[0]) < 2.0
-    assert out[1].strip() == "[]"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # no heavy module imported: speed itself is not asserted (no timed tests)
 
 
 def test_public_names_resolve_lazily():
