@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -53,6 +54,9 @@ def launch_two_processes(tmp_path):
     return run
 
 
+NATIVE_ABORT = "terminate called without an active exception"
+
+
 @pytest.fixture
 def run_example(tmp_path):
     """Run `examples/<script> <args...>` offline as a user does, with `python` or, with `processes=2`, under
@@ -69,7 +73,13 @@ def run_example(tmp_path):
             command += ["--main_process_port", str(port)]
         command += [os.path.join(ROOT, "examples", script), *map(str, args)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if processes > 1 else dict(os.environ)
-        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0 and NATIVE_ABORT in result.stderr:
+            # a native abort of one rank (std::terminate, SIGABRT) seen once in ~10 CI runs of the 2-process
+            # flow_rtpo example, never reproduced alone (0 in 6): run once more, and say so in the test's output
+            warnings.warn(f"{script}: a rank aborted natively ({NATIVE_ABORT!r}); rerunning once")
+            result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        return result
 
     return run
 
