@@ -133,7 +133,8 @@ def sedd_ppo(cli, device, dtype, workdir, ratio: RatioProbe):
 
     import trl_ext.trainers.group_update as group_update
     from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer
-    from trl_ext.testing.published import build_sized_tokenizer, sedd_model
+    from trl_ext.testing.published import sedd_model
+    from trl_ext.testing.text import build_tiny_tokenizer
 
     hub_id = cli.model or "louaaron/sedd-small"
     cuda = device == "cuda"
@@ -147,7 +148,7 @@ def sedd_ppo(cli, device, dtype, workdir, ratio: RatioProbe):
         beta=0.04,
     )
     # SEDD's GPT-2 vocabulary (50257): the offline byte-level tokenizer grown to it, with its end-of-text token last
-    tokenizer = build_sized_tokenizer(50257)
+    tokenizer = build_tiny_tokenizer(50257)
     args = DiscreteDiffusionPPOConfig(
         **common(cli, workdir, gradient_checkpointing=False),
         **settings,
@@ -181,7 +182,7 @@ def flow_grpo(cli, device, dtype, workdir, ratio: RatioProbe):
         **common(cli, workdir, gradient_checkpointing=True),
         **settings,
     )
-    pipeline = sd3_5_medium_pipeline(dtype, "cuda" if cuda else "cpu")
+    pipeline = sd3_5_medium_pipeline(dtype, device)
     ratio.wrap_loss(group_update)
     prompts = [
         f"a photo of a {animal} on a {thing}" for animal in ("cat", "dog", "fox", "owl") for thing in ("boat", "car")
@@ -196,7 +197,8 @@ def tprl(cli, device, dtype, workdir, ratio: RatioProbe):
 
     from trl_ext import TPRLGRPOConfig, TPRLGRPOTrainer
     from trl_ext.data.colour_shapes import colour_question_dataset
-    from trl_ext.testing.published import QWEN2_5_VL_3B, build_sized_tokenizer, qwen2_5_vl_3b
+    from trl_ext.testing.published import QWEN2_5_VL_3B, qwen2_5_vl_3b
+    from trl_ext.testing.text import build_tiny_tokenizer
     from trl_ext.testing.vision_language import build_qwen_vl_processor
 
     cuda = device == "cuda"
@@ -213,14 +215,14 @@ def tprl(cli, device, dtype, workdir, ratio: RatioProbe):
         num_iterations=2,  # TRL then keeps the rollout's log-probabilities: the first mini-batch's ratio is measured
         lora=not cuda,
     )
-    tokenizer = build_sized_tokenizer(151936 - 271)  # Qwen's 151665 tokens; the embedding is padded to 151936
+    tokenizer = build_tiny_tokenizer(151936 - 271)  # Qwen's 151665 tokens; the embedding is padded to 151936
     processor = build_qwen_vl_processor(tokenizer, image_processor=Qwen2VLImageProcessorPil(max_pixels=448 * 448))
     trainer_settings = {k: v for k, v in settings.items() if k not in ("image_size", "lora")}
     args = TPRLGRPOConfig(
         **common(cli, workdir, gradient_checkpointing=True),
         **trainer_settings,
     )
-    model = qwen2_5_vl_3b(tokenizer, dtype, "cuda" if cuda else "cpu")
+    model = qwen2_5_vl_3b(tokenizer, dtype, device)
     peft_config = (
         LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
         if settings["lora"]
@@ -275,7 +277,8 @@ def ppo(cli, device, dtype, workdir, ratio: RatioProbe):
 
     import trl_ext.trainers.ppo.trainer as ppo_trainer
     from trl_ext import PPOConfig, PPOTrainer
-    from trl_ext.testing.published import QWEN2_5_1_5B, build_sized_tokenizer, qwen2_5_causal_lm
+    from trl_ext.testing.published import QWEN2_5_1_5B, qwen2_5_causal_lm
+    from trl_ext.testing.text import build_tiny_tokenizer
 
     cuda = device == "cuda"
     settings = dict(
@@ -285,11 +288,10 @@ def ppo(cli, device, dtype, workdir, ratio: RatioProbe):
         num_mini_batches=1,
         lora=not cuda,
     )
-    tokenizer = build_sized_tokenizer(151936 - 271)
-    target = "cuda" if cuda else "cpu"
-    policy = qwen2_5_causal_lm(tokenizer, dtype, target)
-    reward_model = qwen2_5_causal_lm(tokenizer, dtype, target, num_labels=1)
-    value_model = qwen2_5_causal_lm(tokenizer, dtype, target, num_labels=1)
+    tokenizer = build_tiny_tokenizer(151936 - 271)
+    policy = qwen2_5_causal_lm(tokenizer, dtype, device)
+    reward_model = qwen2_5_causal_lm(tokenizer, dtype, device, num_labels=1)
+    value_model = qwen2_5_causal_lm(tokenizer, dtype, device, num_labels=1)
     args = PPOConfig(
         num_sample_generations=0,
         **common(cli, workdir, gradient_checkpointing=True),

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from trl_ext.testing import published
+from trl_ext.testing.text import build_tiny_tokenizer
 
 
 # parameter counts of the published checkpoints: SEDD from the reference code's model (research notes, sedd.md), Qwen
@@ -19,7 +20,7 @@ def test_sedd_architectures_have_the_published_parameter_counts(hub_id, count):
 
 
 def test_qwen_architectures_have_the_published_parameter_counts():
-    tokenizer = published.build_sized_tokenizer(151665)
+    tokenizer = build_tiny_tokenizer(151665)
     policy = published.qwen2_5_causal_lm(tokenizer, torch.bfloat16, "meta")
     assert sum(p.numel() for p in policy.parameters()) == 1_543_714_304
     reward = published.qwen2_5_causal_lm(tokenizer, torch.bfloat16, "meta", num_labels=1)
@@ -34,8 +35,8 @@ def test_unknown_sedd_checkpoint_is_refused():
         published.sedd_model("louaaron/sedd-large", device="meta")
 
 
-def test_sized_tokenizer_has_the_vocabulary_size_and_decodes_every_id():
-    tokenizer = published.build_sized_tokenizer(50257)
+def test_tokenizer_grown_to_a_vocabulary_size_decodes_every_id():
+    tokenizer = build_tiny_tokenizer(50257)
     assert len(tokenizer) == 50257
     text = "x^2 + y = 1, naïve"
     assert tokenizer.decode(tokenizer(text).input_ids) == text

@@ -13,13 +13,13 @@
 # limitations under the License.
 """The published architectures users train, with random weights: the configs of `louaaron/sedd-small` / `-medium`,
 `stabilityai/stable-diffusion-3.5-medium`, `Qwen/Qwen2.5-VL-3B-Instruct` and `Qwen/Qwen2.5-1.5B-Instruct`, copied from
-their `config.json` files, and offline tokenizers with the published vocabulary sizes. For real-size runs
-(`benchmarks/real_size.py`): shapes, precisions and memory as users meet them, without a download."""
+their `config.json` files; `build_tiny_tokenizer(vocab_size)` gives the offline tokenizer of a published vocabulary
+size. For real-size runs (`benchmarks/real_size.py`): shapes, precisions and memory as users meet them, without a
+download."""
 
 from contextlib import contextmanager
 
 import torch
-from transformers import PreTrainedTokenizerFast
 
 
 SEDD_CONFIGS = {
@@ -132,50 +132,16 @@ def default_dtype_and_device(dtype: torch.dtype, device: torch.device | str):
         torch.set_default_dtype(previous)
 
 
-def build_sized_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """[`build_tiny_tokenizer`](trl_ext.testing.text) grown to `vocab_size` tokens with the published vocabulary's size.
-
-    The extra tokens are strings of two or three byte symbols that encoding never produces (there are no merges), so
-    text still encodes byte by byte; a random model's samples over the whole vocabulary decode to text (bytes), as a
-    real tokenizer's would. The special tokens keep their place after the regular ones, as in Qwen's vocabulary.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from .text import CHATML_CHAT_TEMPLATE, CHATML_SPECIAL_TOKENS, VISION_SPECIAL_TOKENS
-
-    special = CHATML_SPECIAL_TOKENS + VISION_SPECIAL_TOKENS
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    regular = vocab_size - len(special)
-    for first in alphabet:
-        for second in alphabet:
-            for third in ("", *alphabet):
-                if len(vocab) == regular:
-                    break
-                vocab[first + second + third] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(special)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left"
-    )
-    tokenizer.chat_template = CHATML_CHAT_TEMPLATE
-    return tokenizer
-
-
 def sedd_model(hub_id: str, length: int = 1024, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """A random `SEDDModel` with the architecture of `hub_id` (`louaaron/sedd-small` or `-medium`)."""
     from ..models.sedd import SEDDConfig, SEDDModel
+    from .sedd import perturb_zero_initialised_layers
 
     if hub_id not in SEDD_CONFIGS:
         raise ValueError(f"Unknown SEDD checkpoint {hub_id!r}; choose one of {sorted(SEDD_CONFIGS)}.")
     with default_dtype_and_device(dtype, device):
         model = SEDDModel(SEDDConfig(tokens=50257, length=length, dropout=0.0, **SEDD_CONFIGS[hub_id]))
-        with torch.no_grad():  # SEDD zero-initialises its modulation and output layers: make the output depend on x
-            for name, parameter in model.named_parameters():
-                if "adaLN_modulation" in name or "output_layer.linear" in name:
-                    parameter.normal_(0.0, 0.02)
+        perturb_zero_initialised_layers(model)
     return model
 
 

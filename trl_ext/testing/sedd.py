@@ -19,6 +19,15 @@ import os
 import torch
 
 
+def perturb_zero_initialised_layers(model) -> None:
+    """Draw SEDD's zero-initialised modulation and output layers from N(0, 0.02), so that a random model's output
+    depends on its input."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "adaLN_modulation" in name or "output_layer.linear" in name:
+                parameter.normal_(0.0, 0.02)
+
+
 def save_tiny_sedd(
     path: str | os.PathLike, tokens: int = 50257, published_layout: bool = False, seed: int = 0, **overrides
 ) -> str:
@@ -40,10 +49,7 @@ def save_tiny_sedd(
     values.update(overrides)
     torch.manual_seed(seed)
     model = SEDDModel(SEDDConfig(**values))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "adaLN_modulation" in name or "output_layer.linear" in name:
-                parameter.normal_(0.0, 0.02)
+    perturb_zero_initialised_layers(model)
     if not published_layout:
         model.save_pretrained(path)
         return path

@@ -44,14 +44,28 @@ CHATML_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     """An offline byte-level BPE tokenizer (256 byte tokens, no merges) with ChatML and Qwen vision special tokens.
 
     Every string round-trips. `eos_token` is `<|im_end|>`, `pad_token` is `<|endoftext|>`, padding is on the left (as
     TRL's generation expects), and the chat template accepts string content and Qwen-VL style
     `[{"type": "image"}, {"type": "text", "text": ...}]` content.
+
+    With `vocab_size` (a published vocabulary's size, special tokens included) the vocabulary grows with strings of two
+    or three byte symbols that encoding never produces (there are no merges): text still encodes byte by byte, and a
+    random model's samples over the whole vocabulary decode to text (bytes), as a real tokenizer's would. The special
+    tokens keep their place after the regular ones, as in Qwen's vocabulary.
     """
-    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    if vocab_size is not None:
+        regular = vocab_size - len(CHATML_SPECIAL_TOKENS + VISION_SPECIAL_TOKENS)
+        for first in alphabet:
+            for second in alphabet:
+                for third in ("", *alphabet):
+                    if len(vocab) == regular:
+                        break
+                    vocab[first + second + third] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
