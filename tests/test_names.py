@@ -20,6 +20,7 @@ from trl_ext import (
     RLHFConfig,
 )
 from trl_ext.rl.losses import clipped_surrogate_loss, clipped_value_loss
+from trl_ext.trainers.group_config import GroupPolicyConfig
 
 
 COLUMNS = (
@@ -100,3 +101,40 @@ def test_loss_arguments_have_trls_names():
         "returns",
         "cliprange_value",
     ]
+
+
+GROUP_CONFIGS = (DiffusionLMGRPOConfig, DiscreteDiffusionPPOConfig, FlowGRPOConfig, FlowRTPOConfig)
+
+
+@pytest.mark.parametrize("cls", GROUP_CONFIGS)
+@pytest.mark.parametrize(
+    "field, value",
+    [("epsilon", 0.0), ("epsilon_high", -0.1), ("beta", -1.0), ("num_mini_batches", 0), ("lora_r", 0)],
+)
+def test_group_configs_share_one_validation(cls, field, value):
+    assert issubclass(cls, GroupPolicyConfig)
+    with pytest.raises(ValueError, match=field):
+        cls(output_dir="o", use_cpu=True, **{field: value})
+
+
+@pytest.mark.parametrize("cls", GROUP_CONFIGS)
+def test_group_configs_check_the_group_batch_and_default_bf16_off_on_cpu(cls):
+    assert cls(output_dir="o", use_cpu=True).bf16 is False  # TRL's True would make TrainingArguments raise on a CPU
+    with pytest.raises(ValueError, match="num_generations must be >= 2"):
+        cls(output_dir="o", use_cpu=True, num_generations=1)
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        cls(output_dir="o", use_cpu=True, per_device_train_batch_size=6, num_generations=4)
+    with pytest.raises(ValueError, match="scale_rewards must be one of"):
+        cls(output_dir="o", use_cpu=True, scale_rewards="prompt")
+
+
+def test_group_configs_keep_their_methods_published_defaults():
+    # Flow-GRPO's published settings (its config/base.py), GRPO's for the diffusion LMs
+    flow = FlowGRPOConfig(output_dir="o", use_cpu=True)
+    assert (flow.scale_rewards, flow.epsilon, flow.beta, flow.learning_rate) == ("batch", 1e-4, 0.04, 3e-4)
+    assert (flow.lora_r, flow.lora_alpha, "attn.to_q" in flow.lora_target_modules) == (32, 64, True)
+    for cls in (DiffusionLMGRPOConfig, DiscreteDiffusionPPOConfig):
+        config = cls(output_dir="o", use_cpu=True)
+        assert (config.scale_rewards, config.epsilon, config.beta, config.learning_rate) == ("group", 0.2, 0.0, 1e-5)
+    assert DiffusionLMGRPOConfig(output_dir="o", use_cpu=True).lora_target_modules is None
+    assert DiscreteDiffusionPPOConfig(output_dir="o", use_cpu=True).lora_target_modules[0] == "attn_qkv"

@@ -16,14 +16,13 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from transformers import TrainingArguments
-
 from ...models.flow import FlowSamplingConfig
-from ..validation import check_group_batch, check_literal_fields, check_ranges, default_bf16
+from ..group_config import GroupPolicyConfig
+from ..validation import check_ranges
 
 
 @dataclass
-class FlowGRPOConfig(TrainingArguments):
+class FlowGRPOConfig(GroupPolicyConfig):
     r"""
     Configuration class for [`FlowGRPOTrainer`]: GRPO on the denoising trajectories of a flow-matching text-to-image
     model (Flow-GRPO, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470)). [`FlowRTPOConfig`] adds the
@@ -57,7 +56,7 @@ class FlowGRPOConfig(TrainingArguments):
 
         num_generations (`int`, *optional*, defaults to `4`):
             Images per prompt (the group size).
-        scale_rewards (`Literal["batch", "group", "none"]`, *optional*, defaults to `"batch"`):
+        scale_rewards (`Literal["group", "batch", "none"]`, *optional*, defaults to `"batch"`):
             Advantage standard deviation: the batch's (Flow-GRPO's `global_std`), the group's, or none.
         adv_clip_max (`float`, *optional*, defaults to `5.0`):
             Advantages are clipped to [-adv_clip_max, adv_clip_max].
@@ -111,8 +110,7 @@ class FlowGRPOConfig(TrainingArguments):
     noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (Flow-GRPO: 0.7)."})
     resolution: int = field(default=512, metadata={"help": "Image height and width in pixels."})
     max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
-    num_generations: int = field(default=4, metadata={"help": "Images per prompt (the GRPO group size)."})
-    scale_rewards: Literal["batch", "group", "none"] = field(
+    scale_rewards: Literal["group", "batch", "none"] = field(
         default="batch",
         metadata={"help": "Advantage std: 'batch' (Flow-GRPO's global_std), 'group' (per prompt) or 'none'."},
     )
@@ -122,9 +120,6 @@ class FlowGRPOConfig(TrainingArguments):
     epsilon: float = field(
         default=1e-4, metadata={"help": "PPO clipping range of the per-step ratio (Flow-GRPO: 1e-4)."}
     )
-    epsilon_high: float | None = field(
-        default=None, metadata={"help": "Upper clipping range of the per-step ratio (DAPO); defaults to epsilon."}
-    )
     beta: float = field(
         default=0.04,
         metadata={"help": "KL coefficient to the reference (the base model, LoRA disabled); 0 disables it."},
@@ -132,8 +127,6 @@ class FlowGRPOConfig(TrainingArguments):
     timestep_fraction: float = field(
         default=0.99, metadata={"help": "Fraction of the denoising steps trained on (the first int(T * fraction))."}
     )
-    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer updates per rollout batch."})
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
@@ -171,34 +164,21 @@ class FlowGRPOConfig(TrainingArguments):
     num_sample_prompts: int = field(default=4, metadata={"help": "Prompts rendered by `sample_steps`."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the optimizer (Flow-GRPO: 3e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision; unset: on where the device supports it (a CUDA GPU with bf16), off on a CPU."
-        },
-    )
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = default_bf16(self)
         super().__post_init__()
-        check_literal_fields(self)
         check_ranges(
             self,
             at_least_one=(
                 "num_inference_steps",
                 "resolution",
                 "max_sequence_length",
-                "num_mini_batches",
-                "lora_r",
                 "ema_update_interval",
                 "num_sample_prompts",
             ),
-            positive=("epsilon", "adv_clip_max", "noise_level")
-            + (("epsilon_high",) if self.epsilon_high is not None else ()),
-            non_negative=("beta", "guidance_scale", "sample_steps"),
+            positive=("adv_clip_max", "noise_level"),
+            non_negative=("guidance_scale", "sample_steps"),
         )
-        check_group_batch(self)
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}.")
         if int(self.num_inference_steps * self.timestep_fraction) < 1:

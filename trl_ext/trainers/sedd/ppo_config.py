@@ -16,13 +16,12 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from transformers import TrainingArguments
-
-from ..validation import check_group_batch, check_literal_fields, check_ranges, default_bf16
+from ..group_config import GroupPolicyConfig
+from ..validation import check_ranges
 
 
 @dataclass
-class DiscreteDiffusionPPOConfig(TrainingArguments):
+class DiscreteDiffusionPPOConfig(GroupPolicyConfig):
     r"""
     Configuration class for [`DiscreteDiffusionPPOTrainer`]: PPO for SEDD language models, whose sequence
     log-likelihood is the multi-sample ELBO estimate of [`~trl_ext.models.sedd.elbo`].
@@ -123,41 +122,18 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
     p_mask_prompt: float = field(
         default=0.3, metadata={"help": "'mean_field': probability that a prompt token is masked."}
     )
-    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (group size)."})
-    scale_rewards: Literal["group", "batch", "none"] = field(
-        default="group", metadata={"help": "Advantage std: 'group', 'batch' or 'none'."}
-    )
-    epsilon: float = field(default=0.2, metadata={"help": "Lower clipping range of the ratio."})
-    epsilon_high: float | None = field(
-        default=None, metadata={"help": "Upper clipping range (DAPO); defaults to epsilon."}
-    )
     num_iterations: int = field(default=1, metadata={"help": "Epochs over each rollout batch."})
-    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches (optimizer updates) per epoch."})
     ratio_normalization: Literal["token", "sequence"] = field(
         default="token",
         metadata={"help": "'token': log-ratio divided by the response length (ESPO-style); 'sequence': not divided."},
     )
-    beta: float = field(default=0.0, metadata={"help": "Coefficient of the KL to the reference model."})
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of the full model."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["attn_qkv", "attn_out", "mlp.0", "mlp.2"], metadata={"help": "LoRA target modules."}
     )
-    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of the optimizer."})
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision; unset: on where the device supports it (a CUDA GPU with bf16), off on a CPU."
-        },
-    )
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = default_bf16(self)
         super().__post_init__()
-        check_literal_fields(self)
         check_ranges(
             self,
             at_least_one=(
@@ -166,12 +142,7 @@ class DiscreteDiffusionPPOConfig(TrainingArguments):
                 "sampling_steps",
                 "num_sigma_samples",
                 "num_iterations",
-                "num_mini_batches",
-                "lora_r",
             ),
-            positive=("epsilon",) + (("epsilon_high",) if self.epsilon_high is not None else ()),
-            non_negative=("beta",),
         )
         if not 0.0 <= self.p_mask_prompt <= 1.0:
             raise ValueError(f"p_mask_prompt must be in [0, 1], got {self.p_mask_prompt}.")
-        check_group_batch(self)
