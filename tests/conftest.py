@@ -106,3 +106,74 @@ def tiny_ppo_models(tmp_path_factory):
         "policy": save_tiny_qwen2(root / "policy"),
         "reward": save_tiny_qwen2_reward_model(root / "reward", seed=1),
     }
+
+
+@pytest.fixture(scope="session")
+def judge_dir(tmp_path_factory):
+    """A tiny Qwen3-VL judge saved to a directory (test_vlm_judge.py and test_vlm_judge_http.py share it)."""
+    from trl_ext.testing import save_tiny_qwen3_vl
+
+    return save_tiny_qwen3_vl(tmp_path_factory.mktemp("judge") / "tiny_qwen3_vl")
+
+
+@pytest.fixture(scope="module")
+def judge(judge_dir):
+    """The tiny judge loaded through `LocalVLMJudge.from_pretrained`, on the CPU (per module: tests change its
+    settings)."""
+    from trl_ext.rewards import LocalVLMJudge
+
+    return LocalVLMJudge.from_pretrained(str(judge_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def judge_images():
+    """Four source images of different sizes and modes, as real benchmark images come."""
+    from PIL import Image
+
+    return [
+        Image.new("RGB", (64, 48), (200, 30, 30)),
+        Image.new("RGBA", (40, 90), (10, 200, 10, 128)),
+        Image.new("P", (128, 64), 3),
+        Image.new("L", (70, 70), 90),
+    ]
+
+
+TPRL_MAX_COMPLETION_LENGTH = 4
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory):
+    """A tiny Qwen2.5-VL, its torchvision-free processor, and 16 colour questions (test_tprl_grpo_trainer*.py)."""
+    from trl_ext.data import colour_question_dataset
+    from trl_ext.testing import load_qwen_vl_processor, save_tiny_qwen_vl
+
+    path = save_tiny_qwen_vl(tmp_path_factory.mktemp("tiny_vl"), variant="qwen2_5_vl")
+    return path, load_qwen_vl_processor(path), colour_question_dataset(16)
+
+
+@pytest.fixture
+def tprl_args():
+    """Build a TPRL / GRPO config for one CPU step on the tiny VLM: `tprl_args(config_class, output_dir, processor,
+    **overrides)`."""
+    from trl_ext.testing import vision_special_token_ids
+
+    def build(config_class, output_dir, processor, **overrides):
+        values = dict(
+            output_dir=str(output_dir),
+            per_device_train_batch_size=8,
+            num_generations=4,
+            max_completion_length=TPRL_MAX_COMPLETION_LENGTH,
+            max_steps=1,
+            learning_rate=0.03,
+            bf16=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            seed=0,
+            generation_kwargs={"suppress_tokens": vision_special_token_ids(processor.tokenizer)},
+        )
+        values.update(overrides)
+        return config_class(**values)
+
+    return build
