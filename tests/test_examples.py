@@ -117,3 +117,62 @@ def test_tprl_example_on_a_model_directory_without_tiny(run_example, tmp_path):
     result = run_example("tprl_grpo_vlm.py", *args, *small, "--report_to", "none", "--output_dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "reward: first" in result.stdout and (tmp_path / "out" / "processor_config.json").is_file()
+
+
+CPU_ONE_STEP = ("--max_steps", "1", "--use_cpu", "true", "--bf16", "false", "--report_to", "none")
+
+
+def _save_sedd_setup(directory):
+    """A tiny SEDD, its tokenizer and a local copy of S1K-1.1's `solution` column, as relative paths."""
+    from trl_ext.testing import build_tiny_tokenizer, save_tiny_sedd
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.save_pretrained(directory / "tokenizer")
+    save_tiny_sedd(directory / "sedd", tokens=len(tokenizer), hidden_size=64)
+    rows = [{"solution": f"We get $x^{{{i}}} + \\frac{{1}}{{{i + 1}}}$, so $\\sqrt{{{i}}}$."} for i in range(32)]
+    (directory / "s1k.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return (
+        "--model",
+        "sedd",
+        "--tokenizer",
+        "tokenizer",
+        "--dataset",
+        "s1k.jsonl",
+        "--per_device_train_batch_size",
+        "4",
+    )
+
+
+def _save_sd3(directory):
+    from trl_ext.testing import save_tiny_sd3
+
+    save_tiny_sd3(directory / "sd3")  # the directory is named like the model key "sd3": the directory wins
+    small = ("--resolution", "64", "--num_inference_steps", "2", "--max_sequence_length", "16")
+    return ("--mode", "flow_grpo", "--model", "sd3", "--per_device_train_batch_size", "4", *small)
+
+
+def _save_qwen2(directory):
+    from trl_ext.testing import save_tiny_qwen2
+
+    save_tiny_qwen2(directory / "qwen2")
+    small = ("--per_device_train_batch_size", "8", "--max_completion_length", "4", "--num_prompts", "8")
+    return ("--model_name_or_path", "qwen2", *small)
+
+
+# (script, how to write its model directory and the arguments that name it, the summary line)
+MODEL_DIRECTORY_RUNS = {
+    "sedd_sft": ("sedd_sft.py", _save_sedd_setup, "score-entropy loss per token"),
+    "flow_grpo": ("flow_rtpo.py", _save_sd3, "brightness reward: first"),
+    "grpo_extended": ("grpo_extended.py", _save_qwen2, "letter_share reward: first"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_DIRECTORY_RUNS))
+def test_example_on_model_directories_without_tiny(name, run_example, tmp_path):
+    """Users point the examples at their own directories (relative paths, a tokenizer and a dataset beside the model):
+    `--tokenizer <dir>` and `--model sd3` next to a directory `sd3` failed while every `--tiny` run passed."""
+    script, save, summary = MODEL_DIRECTORY_RUNS[name]
+    args = save(tmp_path)
+    result = run_example(script, *args, *CPU_ONE_STEP, "--output_dir", "out")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert summary in result.stdout and (tmp_path / "out" / "README.md").is_file()

@@ -52,6 +52,20 @@ def test_sources_are_tried_in_order(layout, tmp_path):
     assert (resolved.source, resolved.path, resolved.repo_id) == ("hf_cache", snapshot, "org/model")
 
 
+def test_a_key_that_is_a_directory_is_read_as_one(layout, tmp_path, monkeypatch):
+    # as transformers' from_pretrained reads it: a directory named like a model key or a Hub id wins, relative or not
+    sources, explicit, snapshot = layout
+    monkeypatch.chdir(tmp_path)
+    _write_model(tmp_path / "policy", "cwd")
+    _write_model(tmp_path / "org" / "model", "cwd")
+    for key in ("policy", "org/model", str(tmp_path / "policy")):
+        resolved = resolve_pretrained(key, sources)
+        assert (resolved.source, resolved.path) == ("local_path", key)
+    assert resolve_pretrained("policy", sources, local_path=explicit).path == explicit  # an explicit one still first
+    os.rename(tmp_path / "policy", tmp_path / "moved")
+    assert resolve_pretrained("policy", sources).source == "local_base_path"
+
+
 def test_local_name_defaults_to_the_last_part_of_the_hub_id(tmp_path):
     _write_model(tmp_path / "stable-diffusion-3.5-medium", "local")
     sources = ModelSources(use_local=True, local_base_path=str(tmp_path), cache_dir=str(tmp_path / "cache"))

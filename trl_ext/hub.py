@@ -142,14 +142,15 @@ def resolve_pretrained(
     local_path: str | os.PathLike | None = None,
     allow_patterns: list[str] | str | None = None,
 ) -> ResolvedSource:
-    """Find a model's directory: `local_path`, then `local_base_path/<local name>`, the HF cache, then the Hub.
+    """Find a model's directory: `local_path` (or `key` itself when it is an existing directory, as transformers'
+    `from_pretrained` reads it), then `local_base_path/<local name>`, the HF cache, then the Hub.
 
     Each source is tried in that order; the first that has the model wins and is logged. The Hub is skipped in
     offline mode (`HF_HUB_OFFLINE=1`).
 
     Args:
         key (`str`):
-            A model key of `sources` (e.g. `"sd3"`) or a Hub id.
+            A directory, a model key of `sources` (e.g. `"sd3"`) or a Hub id.
         sources (`ModelSources`, *optional*):
             Defaults to `ModelSources()` (no local base path, the default Hub ids).
         local_path (`str` or `os.PathLike`, *optional*):
@@ -169,6 +170,8 @@ def resolve_pretrained(
     sources = sources if sources is not None else ModelSources()
     repo_id = sources.hub_id(key)
     tried: list[str] = []
+    if local_path is None and os.path.isdir(key):
+        local_path = key
 
     def found(path: str, source: SourceKind) -> ResolvedSource:
         logger.info(f"Loading {key!r} from {source.replace('_', ' ')}: {path}")

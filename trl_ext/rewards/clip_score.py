@@ -13,8 +13,6 @@
 # limitations under the License.
 """CLIP image-text agreement as a reward on images."""
 
-import os
-
 import torch
 
 from ..hub import ModelSources, resolve_pretrained
@@ -36,7 +34,7 @@ class CLIPScoreReward:
     ):
         from transformers import CLIPModel, CLIPProcessor
 
-        path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+        path = resolve_pretrained(model, sources).path
         self.model = CLIPModel.from_pretrained(path).to(device).eval()
         self.processor = CLIPProcessor.from_pretrained(path)
         self.scale = scale

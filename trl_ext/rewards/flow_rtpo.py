@@ -14,8 +14,6 @@
 """Flow-RTPO's reward: a target VLM continues the prompt given the image, and the continuation's toxicity (with a
 CVaR bonus) plus a CLIP quality term is the reward of the image."""
 
-import os
-
 import torch
 from transformers.utils import logging
 
@@ -49,7 +47,7 @@ class VLMContinuation:
     ):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+        path = resolve_pretrained(model, sources).path
         self.model = AutoModelForImageTextToText.from_pretrained(path).to(device).eval()
         self.processor = AutoProcessor.from_pretrained(path)
         self.template, self.max_new_tokens = template, max_new_tokens

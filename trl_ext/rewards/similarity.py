@@ -13,8 +13,6 @@
 # limitations under the License.
 """Semantic similarity of completions to a reference text with sentence-transformers."""
 
-import os
-
 import torch
 
 from ..hub import ModelSources, resolve_pretrained
@@ -40,7 +38,7 @@ class SemanticSimilarityReward:
     ):
         from sentence_transformers import SentenceTransformer
 
-        path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+        path = resolve_pretrained(model, sources).path
         self.model = SentenceTransformer(path, device=device)
         self.reference_column = reference_column
 

@@ -52,7 +52,7 @@ def load_image_edit_pipeline(model: str, sources=None, dtype: str = "auto", devi
     from ...hub import resolve_device_and_dtype, resolve_pretrained
     from ...models.processors import load_vlm_processor
 
-    path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+    path = resolve_pretrained(model, sources).path
     device, torch_dtype = resolve_device_and_dtype(device, dtype)
     kwargs = {}
     with open(os.path.join(path, "model_index.json")) as f:

@@ -18,7 +18,6 @@ masked and is unmasked block by block, each step committing the masked positions
 is most confident (low-confidence remasking)."""
 
 import logging
-import os
 from typing import Literal
 
 import torch
@@ -36,7 +35,7 @@ def load_masked_diffusion_lm(name_or_path: str, trust_remote_code: bool = False,
     """Load a masked diffusion LM: a directory, a `trl_ext.hub` key or a Hub id, through `AutoModelForMaskedLM`; with
     `trust_remote_code=True` (LLaDA, Dream: their code registers `AutoModel`), `AutoModel` when the masked-LM class does
     not know the config. `kwargs` go to `from_pretrained` (`dtype`, ...)."""
-    path = name_or_path if os.path.isdir(name_or_path) else resolve_pretrained(name_or_path).path
+    path = resolve_pretrained(name_or_path).path
     try:
         return AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError:

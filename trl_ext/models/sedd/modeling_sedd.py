@@ -220,8 +220,7 @@ class SEDDModel(nn.Module):
 
         from ...hub import resolve_pretrained
 
-        local = name_or_path if os.path.isdir(name_or_path) else None
-        resolved = resolve_pretrained(name_or_path, sources, local_path=local)
+        resolved = resolve_pretrained(name_or_path, sources)
         path = resolved.path
         with open(os.path.join(path, CONFIG_NAME)) as f:
             config = SEDDConfig.from_hydra(json.load(f))

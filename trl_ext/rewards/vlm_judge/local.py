@@ -14,7 +14,6 @@
 """[`LocalVLMJudge`]: a chat VLM (`AutoModelForImageTextToText`) run in this process as a judge."""
 
 import importlib.util
-import os
 from collections.abc import Sequence
 
 from transformers.utils import logging
@@ -91,7 +90,7 @@ class LocalVLMJudge:
 
         from ...hub import resolve_device_and_dtype, resolve_pretrained
 
-        path = resolve_pretrained(model, sources, local_path=model if os.path.isdir(model) else None).path
+        path = resolve_pretrained(model, sources).path
         device, torch_dtype = resolve_device_and_dtype(device, dtype)
         if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
             logger.warning("flash_attention_2 was asked for but flash_attn is not installed: using SDPA.")
