@@ -42,32 +42,51 @@ class TinyModelsArguments:
 
 def main(args: TinyModelsArguments) -> None:
     from detoxify import Detoxify
-    from diffusers import StableDiffusion3Pipeline
+    from diffusers import DiffusionPipeline
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, CLIPModel
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForSequenceClassification,
+        CLIPModel,
+    )
+
+    from trl_ext.evaluation.image_edit import load_image_edit_pipeline
+    from trl_ext.models.diffusion_lm import load_masked_diffusion_lm
+    from trl_ext.models.sedd import SEDDModel
 
     families = {
         "qwen2": (testing.save_tiny_qwen2, AutoModelForCausalLM.from_pretrained),
-        "qwen2_5_vl": (testing.save_tiny_qwen_vl, AutoModelForImageTextToText.from_pretrained),
+        "qwen2_reward_model": (
+            testing.save_tiny_qwen2_reward_model,
+            AutoModelForSequenceClassification.from_pretrained,
+        ),
+        "qwen_vl": (testing.save_tiny_qwen_vl, AutoModelForImageTextToText.from_pretrained),
+        "qwen3_vl": (testing.save_tiny_qwen3_vl, AutoModelForImageTextToText.from_pretrained),
         "llava_next": (testing.save_tiny_llava_next, AutoModelForImageTextToText.from_pretrained),
         "clip": (testing.save_tiny_clip, CLIPModel.from_pretrained),
         "gtr_t5": (testing.save_tiny_gtr_t5, SentenceTransformer),
-        "sd3": (testing.save_tiny_sd3, StableDiffusion3Pipeline.from_pretrained),
+        "sd3": (testing.save_tiny_sd3, DiffusionPipeline.from_pretrained),
+        "flux": (testing.save_tiny_flux, DiffusionPipeline.from_pretrained),
+        "qwen_image": (testing.save_tiny_qwen_image, DiffusionPipeline.from_pretrained),
+        "qwen_image_edit": (testing.save_tiny_qwen_image_edit, load_image_edit_pipeline),  # torchvision-free processor
+        "sedd": (testing.save_tiny_sedd, SEDDModel.from_pretrained),
+        "masked_diffusion_lm": (testing.save_tiny_masked_diffusion_lm, load_masked_diffusion_lm),
     }
     for name, (save, load) in families.items():
         start = time.perf_counter()
         path = save(os.path.join(args.output_dir, name))
         load(path)
-        print(f"{name:<12} saved and reloaded from {path} in {time.perf_counter() - start:.1f} s")
+        print(f"{name:<20} saved and reloaded from {path} in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     tiny = testing.save_tiny_detoxify(os.path.join(args.output_dir, "detoxify"))
     Detoxify("original", checkpoint=tiny.checkpoint, huggingface_config_path=tiny.huggingface_config_path)
-    print(f"{'detoxify':<12} saved and reloaded from {tiny.checkpoint} in {time.perf_counter() - start:.1f} s")
+    print(f"{'detoxify':<20} saved and reloaded from {tiny.checkpoint} in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
     parts = testing.save_tiny_vec2text(os.path.join(args.output_dir, "vec2text"))
     Vec2TextInverter.from_pretrained(**parts.as_kwargs(), device="cpu")
     print(
-        f"{'vec2text':<12} saved and reloaded from {os.path.dirname(parts.inversion)} in {time.perf_counter() - start:.1f} s"
+        f"{'vec2text':<20} saved and reloaded from {os.path.dirname(parts.inversion)} in {time.perf_counter() - start:.1f} s"
     )
 
 

@@ -176,3 +176,13 @@ def test_example_on_model_directories_without_tiny(name, run_example, tmp_path):
     result = run_example(script, *args, *CPU_ONE_STEP, "--output_dir", "out")
     assert result.returncode == 0, result.stderr[-4000:]
     assert summary in result.stdout and (tmp_path / "out" / "README.md").is_file()
+
+
+def test_tiny_models_writes_and_reloads_every_family(run_example, tmp_path):
+    import trl_ext.testing
+
+    result = run_example("tiny_models.py", "--output_dir", "tiny")
+    assert result.returncode == 0, result.stderr[-4000:]
+    reloaded = [line.split()[0] for line in result.stdout.splitlines() if " saved and reloaded from " in line]
+    factories = [name.removeprefix("save_tiny_") for name in trl_ext.testing.__all__ if name.startswith("save_tiny_")]
+    assert sorted(reloaded) == sorted(factories) == sorted(os.listdir(tmp_path / "tiny"))
