@@ -159,11 +159,17 @@ def _save_qwen2(directory):
     return ("--model_name_or_path", "qwen2", *small)
 
 
-# (script, how to write its model directory and the arguments that name it, the summary line)
+# (script, how to write its model directory and the arguments that name it, further arguments, the summary line)
 MODEL_DIRECTORY_RUNS = {
-    "sedd_sft": ("sedd_sft.py", _save_sedd_setup, "score-entropy loss per token"),
-    "flow_grpo": ("flow_rtpo.py", _save_sd3, "brightness reward: first"),
-    "grpo_extended": ("grpo_extended.py", _save_qwen2, "letter_share reward: first"),
+    "sedd_sft": ("sedd_sft.py", _save_sedd_setup, (), "score-entropy loss per token"),
+    "sedd_latex_ppo": (
+        "sedd_latex_ppo.py",
+        _save_sedd_setup,
+        ("--sft_steps", "1", "--max_prompt_length", "8", "--max_completion_length", "16", "--sampling_steps", "8"),
+        "LaTeX reward: first",
+    ),
+    "flow_grpo": ("flow_rtpo.py", _save_sd3, (), "brightness reward: first"),
+    "grpo_extended": ("grpo_extended.py", _save_qwen2, (), "letter_share reward: first"),
 }
 
 
@@ -171,9 +177,8 @@ MODEL_DIRECTORY_RUNS = {
 def test_example_on_model_directories_without_tiny(name, run_example, tmp_path):
     """Users point the examples at their own directories (relative paths, a tokenizer and a dataset beside the model):
     `--tokenizer <dir>` and `--model sd3` next to a directory `sd3` failed while every `--tiny` run passed."""
-    script, save, summary = MODEL_DIRECTORY_RUNS[name]
-    args = save(tmp_path)
-    result = run_example(script, *args, *CPU_ONE_STEP, "--output_dir", "out")
+    script, save, extra, summary = MODEL_DIRECTORY_RUNS[name]
+    result = run_example(script, *save(tmp_path), *extra, *CPU_ONE_STEP, "--output_dir", "out")
     assert result.returncode == 0, result.stderr[-4000:]
     assert summary in result.stdout and (tmp_path / "out" / "README.md").is_file()
 
