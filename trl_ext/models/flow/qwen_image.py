@@ -27,8 +27,7 @@ What Qwen-Image does its own way, as diffusers' `QwenImagePipeline` does it:
 
 import torch
 
-from .base import FlowAdapter
-from .flux import shifted_schedule
+from .base import PackedFlowAdapter
 from .sde import FlowSamplingConfig
 
 
@@ -36,10 +35,11 @@ NEGATIVE_PROMPT = " "
 """The unconditional prompt of the true CFG (diffusers' documented way to enable it for Qwen-Image)."""
 
 
-class QwenImageAdapter(FlowAdapter):
+class QwenImageAdapter(PackedFlowAdapter):
     """What Qwen-Image does its own way (see the module doc)."""
 
     pipeline_class = "QwenImagePipeline"
+    family_name = "Qwen-Image"
 
     def uses_true_cfg(self, config: FlowSamplingConfig) -> bool:
         return config.guidance_scale > 1.0
@@ -48,17 +48,6 @@ class QwenImageAdapter(FlowAdapter):
         # every block is dual-stream and the last one's text output is discarded: its text projection is unused
         last = len(self.pipeline.transformer.transformer_blocks) - 1
         return [f"transformer_blocks.{last}.attn.to_add_out"]
-
-    def _latent_size(self, pixels: int) -> int:
-        return 2 * (pixels // (self.pipeline.vae_scale_factor * 2))
-
-    def check_resolution(self, resolution: int) -> None:
-        factor = self.pipeline.vae_scale_factor * 2
-        if resolution % factor:
-            raise ValueError(
-                f"resolution={resolution} must be a multiple of {factor} (the VAE's downsampling factor "
-                f"{self.pipeline.vae_scale_factor} times Qwen-Image's 2x2 latent packing)."
-            )
 
     def _encode(self, prompts: list[str], prefix: str, config: FlowSamplingConfig, device) -> dict:
         embeds, mask = self.pipeline.encode_prompt(
@@ -86,27 +75,27 @@ class QwenImageAdapter(FlowAdapter):
     ) -> dict[str, torch.Tensor]:
         return {name: value[indices] for name, value in conditioning.items()}  # one row per image, negatives apart
 
-    def prepare_latents(
+    def initial_noise(
         self,
         batch_size: int,
         config: FlowSamplingConfig,
-        transformer: torch.nn.Module,
+        channels: int,
         device: torch.device,
         generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        latents = self.pipeline.prepare_latents(
-            batch_size,
-            transformer.config.in_channels // 4,
-            config.height,
-            config.width,
-            torch.float32,
-            device,
-            generator,
+    ) -> torch.Tensor:
+        return self.pipeline.prepare_latents(
+            batch_size, channels, config.height, config.width, torch.float32, device, generator
         )
-        sigmas, timesteps = shifted_schedule(
-            self.pipeline.scheduler, config.num_inference_steps, latents.shape[1], device
-        )
-        return latents, sigmas, timesteps
+
+    def image_grids(self, config: FlowSamplingConfig, conditioning: dict[str, torch.Tensor]) -> list[tuple]:
+        """The transformer's `img_shapes` entry of one sample: the (frames, rows, columns) of packed tokens of each
+        image in its token sequence."""
+        scale = self.pipeline.vae_scale_factor
+        return [(1, config.height // scale // 2, config.width // scale // 2)]
+
+    def model_input(self, latents: torch.Tensor, conditioning: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The transformer's image tokens at `latents` (already in its dtype)."""
+        return latents
 
     def predict_velocity(
         self,
@@ -116,36 +105,31 @@ class QwenImageAdapter(FlowAdapter):
         conditioning: dict[str, torch.Tensor],
         config: FlowSamplingConfig,
     ) -> torch.Tensor:
-        batch, device = latents.size(0), latents.device
-        scale = self.pipeline.vae_scale_factor
-        img_shapes = [[(1, config.height // scale // 2, config.width // scale // 2)]] * batch
-        guidance = None
-        if getattr(transformer, "module", transformer).config.guidance_embeds:
-            guidance = torch.full((batch,), config.guidance_scale, device=device, dtype=torch.float32)
-        timestep = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep
+        batch, tokens = latents.shape[:2]
+        img_shapes = [self.image_grids(config, conditioning)] * batch
+        guidance = self.guidance_input(transformer, config, batch, latents.device)
+        timestep = self.row_timesteps(timestep, batch)
+        model_input = self.model_input(latents.to(self.transformer_dtype(transformer)), conditioning)
 
         def velocity(prefix: str) -> torch.Tensor:
             return transformer(
-                hidden_states=latents.to(self.transformer_dtype(transformer)),
+                hidden_states=model_input,
                 timestep=timestep.to(latents.dtype) / 1000,
                 guidance=guidance,
                 encoder_hidden_states=conditioning[f"{prefix}encoder_hidden_states"],
                 encoder_hidden_states_mask=conditioning.get(f"{prefix}encoder_hidden_states_mask"),
                 img_shapes=img_shapes,
                 return_dict=False,
-            )[0]
+            )[0][:, :tokens]  # the noisy latents' tokens (an editor appends the condition image's)
 
         conditional = velocity("")
         if not self.uses_true_cfg(config):
             return conditional
-        unconditional = velocity("negative_")
-        mixed = unconditional + config.guidance_scale * (conditional - unconditional)
-        return mixed * (torch.norm(conditional, dim=-1, keepdim=True) / torch.norm(mixed, dim=-1, keepdim=True))
+        return self.mix_guidance(velocity("negative_"), conditional, config.guidance_scale, rescale=True)
 
     def decode(self, latents: torch.Tensor, config: FlowSamplingConfig) -> torch.Tensor:
         vae = self.pipeline.vae
-        unpacked = self.pipeline._unpack_latents(latents, config.height, config.width, self.pipeline.vae_scale_factor)
-        unpacked = unpacked.to(vae.dtype)
+        unpacked = self.unpack(latents, config).to(vae.dtype)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(unpacked.device, unpacked.dtype)
         std = torch.tensor(vae.config.latents_std).view(shape).to(unpacked.device, unpacked.dtype)

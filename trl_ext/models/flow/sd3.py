@@ -102,8 +102,7 @@ class SD3Adapter(FlowAdapter):
             return_dict=False,
         )[0]
         if cfg:
-            unconditional, conditional = velocity.chunk(2)
-            velocity = unconditional + config.guidance_scale * (conditional - unconditional)
+            velocity = self.mix_guidance(*velocity.chunk(2), config.guidance_scale)
         return velocity
 
     def decode(self, latents: torch.Tensor, config: FlowSamplingConfig) -> torch.Tensor:
