@@ -52,7 +52,7 @@ def main(args: TinyModelsArguments) -> None:
     )
 
     from trl_ext.evaluation.image_edit import load_image_edit_pipeline
-    from trl_ext.models.diffusion_lm import load_masked_diffusion_lm
+    from trl_ext.models.diffusion_lm import load_diffusion_lm, load_masked_diffusion_lm
     from trl_ext.models.sedd import SEDDModel
 
     families = {
@@ -72,6 +72,7 @@ def main(args: TinyModelsArguments) -> None:
         "qwen_image_edit": (testing.save_tiny_qwen_image_edit, load_image_edit_pipeline),  # torchvision-free processor
         "sedd": (testing.save_tiny_sedd, SEDDModel.from_pretrained),
         "masked_diffusion_lm": (testing.save_tiny_masked_diffusion_lm, load_masked_diffusion_lm),
+        "diffusion_gemma": (testing.save_tiny_diffusion_gemma, load_diffusion_lm),  # DiffusionGemmaForBlockDiffusion
     }
     for name, (save, load) in families.items():
         start = time.perf_counter()

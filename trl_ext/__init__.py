@@ -22,7 +22,7 @@ __version__ = "0.1.0.dev0"
 
 _import_structure = {
     "hub": ["ModelSources", "resolve_pretrained", "scoped_env"],
-    "models.diffusion_lm": ["DiffusionLMAdapter", "MaskedDiffusionLMAdapter", "SEDDAdapter"],
+    "models.diffusion_lm": ["DiffusionGemmaAdapter", "DiffusionLMAdapter", "MaskedDiffusionLMAdapter", "SEDDAdapter"],
     "models.prompt_editor": ["PromptEditorPolicy"],
     "models.sedd": ["SEDDConfig", "SEDDModel"],
     "models.vec2text_inversion": ["Vec2TextInverter"],
@@ -48,7 +48,7 @@ _import_structure = {
 
 if TYPE_CHECKING:
     from .hub import ModelSources, resolve_pretrained, scoped_env
-    from .models.diffusion_lm import DiffusionLMAdapter, MaskedDiffusionLMAdapter, SEDDAdapter
+    from .models.diffusion_lm import DiffusionGemmaAdapter, DiffusionLMAdapter, MaskedDiffusionLMAdapter, SEDDAdapter
     from .models.prompt_editor import PromptEditorPolicy
     from .models.sedd import SEDDConfig, SEDDModel
     from .models.vec2text_inversion import Vec2TextInverter

@@ -1,5 +1,5 @@
-"""Two DiffusionLMGRPOTrainer steps on the tiny masked diffusion LM under `accelerate launch` with two CPU processes;
-each rank writes its initial and final weights and the prompts it drew to `output_dir/rank<i>.json`."""
+"""Two DiffusionLMGRPOTrainer steps on a tiny diffusion LM (masked, or DiffusionGemma) under `accelerate launch` with
+two CPU processes; each rank writes its initial and final weights and the prompts it drew to `output_dir/rank<i>.json`."""
 
 import json
 import os
@@ -19,9 +19,9 @@ def flatten(model) -> list[float]:
 def main(model_path: str, output_dir: str, estimator: str) -> None:
     seen = []
 
-    def a_frequency(prompts, completions, **kwargs):
+    def lowercase_share(prompts, completions, **kwargs):  # varies within a group for random models of both families
         seen.extend(prompts)
-        return [c.split().count("a") / max(len(c.split()), 1) for c in completions]
+        return [sum(ch.islower() for ch in c) / max(len(c), 1) for c in completions]
 
     args = DiffusionLMGRPOConfig(
         output_dir=output_dir,
@@ -42,7 +42,7 @@ def main(model_path: str, output_dir: str, estimator: str) -> None:
         beta=0.1,
     )
     prompts = Dataset.from_dict({"prompt": ["x =", "y =", "z =", "w =", "a =", "b =", "c =", "d ="]})
-    trainer = DiffusionLMGRPOTrainer(model_path, a_frequency, args, prompts)
+    trainer = DiffusionLMGRPOTrainer(model_path, lowercase_share, args, prompts)
     initial = flatten(trainer.policy)
     trainer.train()
     state = PartialState()

@@ -25,7 +25,7 @@ from ..import_utils import lazy_getattr
 
 _import_structure = {
     "diffusion": ["TINY_SD3_MAX_SEQUENCE_LENGTH", "save_tiny_sd3"],
-    "diffusion_lm": ["save_tiny_masked_diffusion_lm"],
+    "diffusion_lm": ["save_tiny_diffusion_gemma", "save_tiny_masked_diffusion_lm"],
     "encoders": [
         "DETOXIFY_ORIGINAL_CLASSES",
         "TinyDetoxify",
@@ -54,7 +54,7 @@ _import_structure = {
 
 if TYPE_CHECKING:
     from .diffusion import TINY_SD3_MAX_SEQUENCE_LENGTH, save_tiny_sd3
-    from .diffusion_lm import save_tiny_masked_diffusion_lm
+    from .diffusion_lm import save_tiny_diffusion_gemma, save_tiny_masked_diffusion_lm
     from .encoders import (
         DETOXIFY_ORIGINAL_CLASSES,
         TinyDetoxify,

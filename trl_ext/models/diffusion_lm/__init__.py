@@ -12,10 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Discrete diffusion language models behind one interface: a [`DiffusionLMAdapter`] per family (SEDD, masked
-diffusion LMs in the LLaDA / MDLM convention) and the likelihood estimators the RL trainers use (`"elbo"`,
+diffusion LMs in the LLaDA / MDLM convention, transformers' DiffusionGemma) and the likelihood estimators the RL trainers use (`"elbo"`,
 `"mean_field"`, `"trace"`)."""
 
 from .base import DiffusionLMAdapter, DiffusionLMSample, Trajectory
+from .diffusion_gemma import (
+    CanvasTrajectory,
+    DiffusionGemmaAdapter,
+    entropy_bound_acceptance,
+    is_diffusion_gemma,
+    load_diffusion_lm,
+)
 from .estimators import (
     ESTIMATORS,
     masked_diffusion_elbo,
@@ -29,11 +36,16 @@ from .sedd import SEDDAdapter
 
 __all__ = [
     "ESTIMATORS",
+    "CanvasTrajectory",
+    "DiffusionGemmaAdapter",
     "DiffusionLMAdapter",
     "DiffusionLMSample",
     "MaskedDiffusionLMAdapter",
     "SEDDAdapter",
     "Trajectory",
+    "entropy_bound_acceptance",
+    "is_diffusion_gemma",
+    "load_diffusion_lm",
     "load_masked_diffusion_lm",
     "masked_diffusion_elbo",
     "mean_field_log_likelihood",

@@ -38,6 +38,23 @@ class Trajectory:
         """The trajectories of a subset of the sequences (for minibatches)."""
         return Trajectory(self.step[index], self.token_probs[index])
 
+    @property
+    def num_steps(self) -> int:
+        """The sampler's steps (the last recorded step + 1)."""
+        return int(self.step.max()) + 1
+
+    def recorded_steps(self) -> list[int]:
+        """The steps that committed at least one position, in order."""
+        return sorted(int(s) for s in self.step.unique().tolist() if s >= 0)
+
+    def recorded_log_probs(self, steps: list[int] | None = None) -> torch.Tensor:
+        """Σ over `steps` (all by default) of the log of the recorded probabilities of the committed tokens (B,): the
+        sampler's own trace log-probability."""
+        in_trace = self.step >= 0
+        if steps is not None:
+            in_trace &= torch.isin(self.step, torch.tensor(steps, device=self.step.device))
+        return torch.where(in_trace, self.token_probs.log(), torch.zeros_like(self.token_probs)).sum(1)
+
 
 @dataclass
 class DiffusionLMSample:
@@ -57,6 +74,10 @@ class DiffusionLMAdapter:
     """
 
     mask_token_id: int
+    estimators: tuple[str, ...] = ("elbo", "mean_field", "trace")  # the likelihood estimators the family supports
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Set up a loaded policy for training (e.g. freeze parts text RL never runs); nothing by default."""
 
     def sample(
         self,
@@ -64,9 +85,11 @@ class DiffusionLMAdapter:
         prompt_ids: torch.Tensor,
         completion_length: int,
         generator: torch.Generator | None = None,
+        prompt_mask: torch.Tensor | None = None,
     ) -> DiffusionLMSample:
         """Complete each row of `prompt_ids` (B, P) with `completion_length` tokens; the result's sequences are
-        (B, P + `completion_length`), the prompt unchanged."""
+        (B, P + `completion_length`), the prompt unchanged. `prompt_mask` (B, P) is False on left padding (a family
+        whose network takes an attention mask uses it)."""
         raise NotImplementedError
 
     def token_log_probs(

@@ -23,6 +23,7 @@ import torch
 
 from ..sedd.likelihood import ElboDraws, sample_elbo_draws
 from .base import DiffusionLMAdapter, Trajectory
+from .diffusion_gemma import CanvasTrajectory
 
 
 def sample_likelihood_draws(
@@ -110,7 +111,7 @@ def trace_log_likelihood(
     adapter: DiffusionLMAdapter,
     model: torch.nn.Module,
     sequences: torch.Tensor,
-    trajectory: Trajectory,
+    trajectory: Trajectory | CanvasTrajectory,
     steps: list[int] | None = None,
 ) -> torch.Tensor:
     r"""The log-probability of the sampled trajectory under the sampler (TraceRL's; Flow-GRPO's for images), (1, B).
@@ -127,7 +128,7 @@ def trace_log_likelihood(
     the sampled order), mean-field within a step otherwise.
     """
     if steps is None:
-        steps = sorted(int(s) for s in trajectory.step.unique().tolist() if s >= 0)
+        steps = trajectory.recorded_steps()
     total = torch.zeros(sequences.size(0), device=sequences.device)
     for step in steps:
         total = total + adapter.step_log_probs(model, sequences, trajectory, step).sum(1)

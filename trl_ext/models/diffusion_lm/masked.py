@@ -118,6 +118,7 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         prompt_ids: torch.Tensor,
         completion_length: int,
         generator: torch.Generator | None = None,
+        prompt_mask: torch.Tensor | None = None,
     ) -> DiffusionLMSample:
         """LLaDA's sampler: the completion starts as `completion_length` mask tokens; block b (left to right) gets
         `steps / num_blocks` steps; each step runs the network on the whole sequence, draws a token x̂^i ~

@@ -44,6 +44,7 @@ class SEDDAdapter(DiffusionLMAdapter):
         prompt_ids: torch.Tensor,
         completion_length: int,
         generator: torch.Generator | None = None,
+        prompt_mask: torch.Tensor | None = None,
     ) -> DiffusionLMSample:
         """SEDD's sampler with the prompt positions fixed (inpainting). For the absorbing graph the [`Trajectory`] holds
         the step at which each position was unmasked (`steps` for the final denoising step) and the probability of its

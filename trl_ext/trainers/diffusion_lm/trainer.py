@@ -23,9 +23,11 @@ from transformers import AutoTokenizer, PreTrainedModel, TrainerCallback
 
 from ...hub import model_card_name
 from ...models.diffusion_lm import (
+    DiffusionGemmaAdapter,
     DiffusionLMAdapter,
     MaskedDiffusionLMAdapter,
-    load_masked_diffusion_lm,
+    is_diffusion_gemma,
+    load_diffusion_lm,
     mean_field_log_likelihood,
     trace_log_likelihood,
 )
@@ -41,10 +43,16 @@ MASKED_USAGE = """from transformers import AutoModelForMaskedLM, AutoTokenizer
 model = AutoModelForMaskedLM.from_pretrained("{model_name}")
 tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
 
+DIFFUSION_GEMMA_USAGE = """from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+model = DiffusionGemmaForBlockDiffusion.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
+
 
 class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
     r"""
-    GRPO for discrete diffusion language models (masked diffusion LMs in the LLaDA / MDLM convention by default).
+    GRPO for discrete diffusion language models: masked diffusion LMs in the LLaDA / MDLM convention, and transformers'
+    `DiffusionGemmaForBlockDiffusion` (recognised from its config; `"trace"` only).
 
     Rollouts come from the family's sampler conditioned on each prompt; the policy's log-likelihood of a completion is
     estimated by `args.estimator` (`"elbo"`: the family's ELBO; `"mean_field"`: d1's one-step estimate) on K draws
@@ -53,7 +61,8 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
 
     Args:
         model (`str` or `PreTrainedModel`): The policy: a bidirectional masked LM (any `AutoModelForMaskedLM`; LLaDA /
-            Dream with `args.trust_remote_code=True`), or a path / `trl_ext.hub` key / Hub id.
+            Dream with `args.trust_remote_code=True`) or a `DiffusionGemmaForBlockDiffusion`, or a path / `trl_ext.hub`
+            key / Hub id of one.
         reward_funcs (callable or list of callables): TRL-convention rewards
             `fn(prompts, completions, **columns) -> list[float | None]` (`None` masks a sample).
         args ([`DiffusionLMGRPOConfig`]): Configuration.
@@ -64,7 +73,10 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
             loop.
         adapter ([`~trl_ext.models.diffusion_lm.DiffusionLMAdapter`], *optional*): The family; defaults to a
-            [`~trl_ext.models.diffusion_lm.MaskedDiffusionLMAdapter`] with the config's sampler settings.
+            [`~trl_ext.models.diffusion_lm.MaskedDiffusionLMAdapter`] with the config's sampler settings, or for a
+            DiffusionGemma model a [`~trl_ext.models.diffusion_lm.DiffusionGemmaAdapter`] with `sampling_steps /
+            num_blocks` steps per block at the constant temperature `temperature` (pass your own adapter for
+            `generate`'s 0.8 → 0.4 schedule).
     """
 
     _name = "DiffusionLM-GRPO"
@@ -90,6 +102,12 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         self.train_dataset = train_dataset
         self.processing_class = processing_class
         self.adapter = adapter if adapter is not None else self._default_adapter(model)
+        if args.estimator not in self.adapter.estimators:
+            raise ValueError(
+                f"estimator={args.estimator!r} is not available for {type(self.adapter).__name__} (it supports "
+                f"{', '.join(self.adapter.estimators)})."
+            )
+        self.adapter.prepare_model(model)
         self._trace_steps: list[int] | None = None  # "trace": this rollout's trained sampler steps (None: all)
         self.base_model_name = model_card_name(getattr(model, "name_or_path", None))
         model, ref_model = self._policy_and_reference(model, ref_model)
@@ -109,7 +127,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         if isinstance(model, str):
             if processing_class is None:
                 processing_class = AutoTokenizer.from_pretrained(model, trust_remote_code=self.args.trust_remote_code)
-            model = load_masked_diffusion_lm(model, trust_remote_code=self.args.trust_remote_code)
+            model = load_diffusion_lm(model, trust_remote_code=self.args.trust_remote_code)
         if processing_class is None:
             raise ValueError("Pass processing_class (the tokenizer) when model is not a path.")
         return model, processing_class
@@ -125,8 +143,24 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         return pad if pad is not None else processing_class.eos_token_id
 
     def _default_adapter(self, model) -> DiffusionLMAdapter:
-        """The family adapter when none is given: a masked diffusion LM with the config's sampler settings."""
+        """The family adapter when none is given: DiffusionGemma's for a DiffusionGemma model, else a masked diffusion
+        LM's, with the config's sampler settings."""
         args = self.args
+        if is_diffusion_gemma(model):
+            canvas_length = model.config.canvas_length
+            if (args.block_length or canvas_length) != canvas_length:
+                raise ValueError(
+                    f"block_length must be the model's canvas_length ({canvas_length}) for DiffusionGemma."
+                )
+            if args.max_completion_length % canvas_length:
+                raise ValueError(
+                    f"max_completion_length ({args.max_completion_length}) must be a multiple of DiffusionGemma's "
+                    f"canvas_length ({canvas_length})."
+                )
+            steps = args.sampling_steps // (args.max_completion_length // canvas_length)
+            if steps < 1 or args.temperature <= 0:
+                raise ValueError("DiffusionGemma needs sampling_steps >= the number of blocks and temperature > 0.")
+            return DiffusionGemmaAdapter.from_model(model, steps=steps, t_min=args.temperature, t_max=args.temperature)
         mask_token_id = args.mask_token_id if args.mask_token_id is not None else self.processing_class.mask_token_id
         if mask_token_id is None:
             raise ValueError("The tokenizer has no mask token: set args.mask_token_id.")
@@ -184,14 +218,17 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if self.args.use_peft else model
 
-    def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, padding on the left."""
+    def _encode_prompts(self, prompts: list[str], return_mask: bool = False):
+        """Prompt ids (N, `max_prompt_length`): each prompt's last tokens, right-aligned, padding on the left; with
+        `return_mask`, also the mask (N, `max_prompt_length`) of the real tokens (False on the padding)."""
         length, pad = self.args.max_prompt_length, self._pad_token_id(self.processing_class)
         ids = torch.full((len(prompts), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.bool)
         for row, prompt in enumerate(prompts):
             tokens = self.processing_class(prompt, add_special_tokens=False)["input_ids"][-length:]
             ids[row, length - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
-        return ids
+            mask[row, length - len(tokens) :] = True
+        return (ids, mask) if return_mask else ids
 
     def _decode(self, sequences: torch.Tensor) -> list[str]:
         """Decode the completion positions, stopping at the first EOS."""
@@ -217,8 +254,10 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         """One rollout batch and its GRPO epochs."""
         args, device = self.args, self.accelerator.device
         prompts, columns, group_ids = self._sample_prompts(self.train_dataset, args.num_generations)
-        prompt_ids = self._encode_prompts(prompts).to(device)
-        sample = self.adapter.sample(self.policy, prompt_ids, args.max_completion_length, self._generator)
+        prompt_ids, prompt_mask = (t.to(device) for t in self._encode_prompts(prompts, return_mask=True))
+        sample = self.adapter.sample(
+            self.policy, prompt_ids, args.max_completion_length, self._generator, prompt_mask=prompt_mask
+        )
         sequences, trajectory = sample.sequences, sample.trajectory
         rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, completions=self._decode(sequences))
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).to(device)
@@ -238,7 +277,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             if trajectory is None:
                 raise ValueError(f"{type(self.adapter).__name__}'s sampler records no trajectory for 'trace'.")
             if getattr(args, "num_trace_steps", None):
-                chosen = torch.randperm(int(trajectory.step.max()) + 1, generator=self._generator)
+                chosen = torch.randperm(trajectory.num_steps, generator=self._generator)
                 self._trace_steps = sorted(chosen[: args.num_trace_steps].tolist())
         with torch.no_grad():
             old_per_draw = self.log_likelihood(self.policy, sequences, completion_mask, draws, trajectory)
@@ -249,11 +288,8 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         normalizer = float(args.max_completion_length) if args.ratio_normalization == "token" else 1.0
         logs = {**self._likelihood_logs(old_per_draw), **self.scorer.logs(rewards_per_func, rewards)}
         if self.estimator == "trace":  # the sampler's recorded probabilities against their recomputation
-            in_trace = trajectory.step >= 0
-            if self._trace_steps is not None:
-                in_trace &= torch.isin(trajectory.step, torch.tensor(self._trace_steps, device=device))
-            recorded = torch.where(in_trace, trajectory.token_probs.log(), torch.zeros_like(trajectory.token_probs))
-            logs[f"{self.metric_prefix}/trace_recompute_error"] = (recorded.sum(1) - old).abs().max().item()
+            recorded = trajectory.recorded_log_probs(self._trace_steps)
+            logs[f"{self.metric_prefix}/trace_recompute_error"] = (recorded - old).abs().max().item()
         if not self.any_process_scored(unscored):  # no reward anywhere: no update
             self.skipped_steps += 1
             return logs
@@ -287,14 +323,15 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(output_dir)
         self.processing_class.save_pretrained(output_dir)
+        family = "DiffusionGemma block" if isinstance(self.adapter, DiffusionGemmaAdapter) else "masked"
         self._write_model_card(
             output_dir,
             self.base_model_name,
             summary=(
-                "A masked diffusion language model fine-tuned with `trl_ext.DiffusionLMGRPOTrainer`: GRPO whose "
+                f"A {family} diffusion language model fine-tuned with `trl_ext.DiffusionLMGRPOTrainer`: GRPO whose "
                 f"sequence log-likelihood is the `{self.args.estimator}` estimate with "
                 f"{self.args.num_likelihood_samples} draws on common random numbers."
             ),
-            usage=MASKED_USAGE,
-            tags=["diffusion-lm", "masked-diffusion", "grpo"],
+            usage=DIFFUSION_GEMMA_USAGE if isinstance(self.adapter, DiffusionGemmaAdapter) else MASKED_USAGE,
+            tags=["diffusion-lm", "diffusion-gemma" if family != "masked" else "masked-diffusion", "grpo"],
         )
