@@ -437,3 +437,53 @@ def test_trace_recomputes_the_recorded_probabilities_and_trains(masked_path, tmp
     assert sum(rewards[:5]) / 5 < 0.1 and sum(rewards[-5:]) / 5 > 0.5, rewards
     with pytest.raises(ValueError, match="temperature"):
         _args(tmp_path, estimator="trace", temperature=0.0)
+
+
+class ToySEDD(torch.nn.Module):
+    """SEDD's interface (trunk, head, config) with log-scores known by hand: log s(x_t, σ)_{i, y} = table[i, y] − 0.1·σ
+    at every masked position i (tokens 0, 1; the mask token is 2)."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+        self.config = SimpleNamespace(graph_type="absorb", mask_index=2, noise_type="loglinear")
+
+    def trunk(self, x, sigma):
+        positions = torch.arange(x.size(1)).expand_as(x)
+        return positions, sigma
+
+    def head(self, positions, sigma, x, sigma_rows):
+        return torch.cat([self.table[positions] - 0.1 * sigma[:, None], torch.zeros(len(positions), 1)], -1)
+
+
+def test_sedd_trace_is_the_product_of_the_step_transition_probabilities_by_hand():
+    """Absorbing SEDD, analytic steps from t = 1 to 1e-5 over 3 steps then the denoising step: each unmasked token's
+    probability is κ_s·exp(log s_y) (moves scaled to 1 when they exceed it), κ_s = exp(σ̄(t_s) − σ̄(t_{s+1})) − 1 with
+    σ̄(t) = −log(1 − 0.999 t); at the denoising step softmax(log s). The trace is the sum of their logs."""
+    from trl_ext.models.diffusion_lm import Trajectory, trace_log_likelihood
+
+    table = torch.tensor([[0.0, 0.0], [0.5, -1.0], [2.0, 1.5], [-0.3, 0.2]])
+    adapter = SEDDAdapter(ToySEDD(table).config, steps=3)
+    sequences = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0]])
+    steps = torch.tensor([[-1, 0, 2, 3], [-1, 1, 1, 0]])
+    trajectory = Trajectory(steps, torch.ones(2, L))
+
+    def total_noise(t):
+        return -math.log(1 - 0.999 * t)
+
+    times = [1 - s * (1 - 1e-5) / 3 for s in range(4)]
+    expected = [0.0, 0.0]
+    for row in range(2):
+        for i in range(1, L):
+            s, y = steps[row, i].item(), sequences[row, i].item()
+            if s < 3:
+                sigma = total_noise(times[s])
+                kappa = math.exp(sigma - total_noise(times[s + 1])) - 1
+                moves = [kappa * math.exp(table[i, v].item() - 0.1 * sigma) for v in range(2)]
+                expected[row] += math.log(moves[y] / max(1.0, sum(moves)))
+            else:
+                sigma = total_noise(1e-5)
+                scores = [math.exp(table[i, v].item() - 0.1 * sigma) for v in range(2)]
+                expected[row] += math.log(scores[y] / sum(scores))
+    got = trace_log_likelihood(adapter, ToySEDD(table), sequences, trajectory)
+    torch.testing.assert_close(got[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from ..sedd import ElboDraws, SEDDModel, elbo, generate, get_noise, sample_elbo_draws
-from ..sedd.sampling import masked_row_log_scores
+from ..sedd.sampling import masked_row_log_scores, predictor_kappa, transition_probabilities
 from .base import DiffusionLMAdapter, DiffusionLMSample, Trajectory
 
 
@@ -32,10 +32,14 @@ class SEDDAdapter(DiffusionLMAdapter):
         predictor (`Literal["analytic", "euler"]`): The sampler's predictor.
     """
 
+    eps = 1e-5  # the sampler's last time (then the denoising step at σ̄(eps)), as generate's default
+
     def __init__(self, config, steps: int = 128, predictor: Literal["analytic", "euler"] = "analytic"):
         self.config, self.steps, self.predictor = config, steps, predictor
         self.noise = get_noise(config)
         self.mask_token_id = config.mask_index if config.graph_type == "absorb" else -1
+        if config.graph_type != "absorb":  # every position moves at every step: no trajectory, no conditionals
+            self.estimators = ("elbo",)
 
     @torch.no_grad()
     def sample(
@@ -69,6 +73,34 @@ class SEDDAdapter(DiffusionLMAdapter):
         )
         sequences, steps, probabilities = sequences
         return DiffusionLMSample(sequences, None if steps is None else Trajectory(steps, probabilities))
+
+    def step_log_probs(self, model: SEDDModel, sequences: torch.Tensor, trajectory: Trajectory, step: int):
+        r"""log of the probability, in the transition of sampler step s (`step`), of each token unmasked at that step
+        (B, L), 0 elsewhere, recomputed with `model` on the sequence as it was before the step (positions unmasked at s
+        or later masked again). For s < `steps` the analytic / Euler step from t_s to t_{s+1} (t = linspace(1, ε,
+        `steps` + 1)): P(move to y) = κ_s·s_θ(x_s, σ̄(t_s))_y, renormalised as the sampler does when the moves exceed 1
+        ([`~trl_ext.models.sedd.transition_probabilities`]); for s = `steps` the denoising step,
+        softmax(log s_θ(x_s, σ̄(ε))). It leaves out the probabilities of staying masked (which positions move), as
+        TraceRL leaves out the selection."""
+        before = torch.where(trajectory.step >= step, torch.full_like(sequences, self.mask_token_id), sequences)
+        batch, device = sequences.size(0), sequences.device
+        times = torch.linspace(1.0, self.eps, self.steps + 1)
+        if step < self.steps:
+            sigma = self.noise.total_noise(times[step]).expand(batch).to(device)
+            kappa = predictor_kappa(self.noise, times[step], times[step + 1], self.predictor).to(device)
+        else:
+            sigma = self.noise.total_noise(torch.tensor(self.eps)).expand(batch).to(device)
+        log_probs = torch.zeros(sequences.shape, device=device)
+        for rows, cols, log_scores in masked_row_log_scores(model, before, sigma):
+            log_scores = log_scores.float()
+            if step < self.steps:
+                probs = transition_probabilities(log_scores, kappa).clamp(min=0)
+                probs = probs / probs.sum(-1, keepdim=True)
+                log_prob = probs.gather(-1, sequences[rows, cols].unsqueeze(-1))[:, 0].log()
+            else:
+                log_prob = torch.log_softmax(log_scores, -1).gather(-1, sequences[rows, cols].unsqueeze(-1))[:, 0]
+            log_probs = log_probs.index_put((rows, cols), log_prob)
+        return torch.where(trajectory.step == step, log_probs, torch.zeros_like(log_probs))
 
     def token_log_probs(self, model: SEDDModel, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor):
         """For the absorbing graph, the score at a masked position i is s_θ(x_t)_{i,y} = e^{−σ̄}/(1 − e^{−σ̄}) ·
