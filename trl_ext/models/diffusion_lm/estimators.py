@@ -47,6 +47,7 @@ def masked_diffusion_elbo(
     sequences: torch.Tensor,
     completion_mask: torch.Tensor,
     draws: ElboDraws,
+    block_length: int | None = None,
 ) -> torch.Tensor:
     r"""The masked-diffusion (MDLM / LLaDA) evidence lower bound on log p_θ(y | prompt), one estimate per draw.
 
@@ -57,22 +58,38 @@ def masked_diffusion_elbo(
     and draw k of (t_k, u_k) gives the estimate (1/t_k) Σ_{i ∈ completion, u_k^i < t_k} log p_θ(y^i | y_{t_k}, c), one
     forward each. Its expectation over draws is the bound (tight when p_θ's conditionals are the data's posteriors).
 
+    With `block_length` (block diffusion, LLaDA's semi-autoregressive sampler), the bound is the sum over the blocks
+    y^1, …, y^n of the completion of each block's MDLM bound given the clean previous blocks, the later blocks all
+    masked (as the block sampler sees them):
+
+        log p_θ(y | c) = Σ_b log p_θ(y^b | c, y^{<b}) ≥ Σ_b E_t E_{y^b_t} [ (1/t) Σ_{i ∈ b : y_t^i = M}
+            log p_θ(y^i | c, y^{<b}, y^b_t, M…M) ],
+
+    one forward per block and draw (the draw's t and uniforms serve every block).
+
     Args:
         adapter ([`DiffusionLMAdapter`]): The family (mask token, conditionals).
         model: The network (policy, old policy or reference).
         sequences (`torch.Tensor` (B, L)): Prompt and completion.
         completion_mask (`torch.Tensor` (B, L) bool): The completion positions (the only ones ever masked).
         draws ([`ElboDraws`]): K draws: `t` (K, B), `u` (K, B, L).
+        block_length (`int`, *optional*): Positions per block (the completion one block when unset).
 
     Returns:
         `torch.Tensor` (K, B): the per-draw estimates of log p_θ(y | c).
     """
+    offset = completion_mask.long().cumsum(1) - 1  # index within the completion
+    block = torch.where(completion_mask, offset // (block_length or sequences.size(1)), torch.full_like(offset, -1))
+    mask_ids = torch.full_like(sequences, adapter.mask_token_id)
     estimates = []
     for t, u in zip(draws.t, draws.u):
-        masked = completion_mask & (u < t.unsqueeze(1))
-        noisy = torch.where(masked, torch.full_like(sequences, adapter.mask_token_id), sequences)
-        log_probs = adapter.token_log_probs(model, noisy, sequences, t)
-        estimates.append((log_probs * masked).sum(1) / t)
+        estimate = torch.zeros(sequences.size(0), device=sequences.device)
+        for b in range(int(block.max()) + 1):
+            masked = (block == b) & (u < t.unsqueeze(1))
+            noisy = torch.where(masked | (block > b), mask_ids, sequences)
+            log_probs = adapter.token_log_probs(model, noisy, sequences, t)
+            estimate = estimate + (log_probs * masked).sum(1) / t
+        estimates.append(estimate)
     return torch.stack(estimates)
 
 

@@ -91,6 +91,13 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         logits[..., self.mask_token_id] = float("-inf")
         return logits
 
+    def elbo(self, model: torch.nn.Module, sequences: torch.Tensor, completion_mask: torch.Tensor, draws):
+        """The masked-diffusion bound ([`~trl_ext.models.diffusion_lm.masked_diffusion_elbo`]), per block of
+        `block_length` when the sampler has blocks (the bound of the factorisation the block sampler draws from)."""
+        from .estimators import masked_diffusion_elbo
+
+        return masked_diffusion_elbo(self, model, sequences, completion_mask, draws, self.block_length)
+
     def token_log_probs(
         self, model: torch.nn.Module, noisy: torch.Tensor, clean: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
