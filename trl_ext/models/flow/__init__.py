@@ -12,13 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Flow-matching policies: the SDE step with its Gaussian log-probability ([`~trl_ext.models.flow.sde`]) and one small
-adapter per diffusers pipeline family ([`SD3Adapter`], [`FluxAdapter`], [`QwenImageAdapter`]), chosen from the pipeline class by
+adapter per diffusers pipeline family ([`SD3Adapter`], [`FluxAdapter`], [`QwenImageAdapter`], [`QwenImageEditAdapter`]), chosen from the pipeline class by
 [`flow_adapter`]."""
 
 from .base import FlowAdapter
 from .flux import FluxAdapter
 from .qwen_image import QwenImageAdapter
-from .registry import FLOW_ADAPTERS, flow_adapter
+from .qwen_image_edit import QwenImageEditAdapter
+from .registry import FLOW_ADAPTERS, flow_adapter, load_flow_pipeline
 from .sd3 import SD3Adapter
 from .sde import (
     FlowSamplingConfig,
@@ -37,9 +38,11 @@ __all__ = [
     "FlowTrajectory",
     "FluxAdapter",
     "QwenImageAdapter",
+    "QwenImageEditAdapter",
     "SD3Adapter",
     "SDEStepOutput",
     "flow_adapter",
+    "load_flow_pipeline",
     "sample_trajectories",
     "sde_step_with_logprob",
     "trajectory_step_log_prob",
