@@ -22,14 +22,32 @@ from ...import_utils import lazy_getattr
 
 
 _import_structure = {
-    "data": ["CATEGORY_SLUGS", "EditDataError", "EditItem", "category_slug", "items_from_records", "load_edit_items"],
+    "compare": ["compare_reports", "write_comparison"],
+    "data": [
+        "CATEGORY_SLUGS",
+        "EditDataError",
+        "EditItem",
+        "category_slug",
+        "edit_records_dataset",
+        "items_from_records",
+        "load_edit_items",
+    ],
     "editors": ["DiffusersImageEditor", "ImageEditor", "load_image_edit_pipeline"],
     "report": ["STD_DDOF", "build_report", "summarize", "write_report"],
     "runner": ["ImageEditBenchmarkConfig", "RunMismatchError", "run_benchmark", "run_metadata"],
 }
 
 if TYPE_CHECKING:
-    from .data import CATEGORY_SLUGS, EditDataError, EditItem, category_slug, items_from_records, load_edit_items
+    from .compare import compare_reports, write_comparison
+    from .data import (
+        CATEGORY_SLUGS,
+        EditDataError,
+        EditItem,
+        category_slug,
+        edit_records_dataset,
+        items_from_records,
+        load_edit_items,
+    )
     from .editors import DiffusersImageEditor, ImageEditor, load_image_edit_pipeline
     from .report import STD_DDOF, build_report, summarize, write_report
     from .runner import ImageEditBenchmarkConfig, RunMismatchError, run_benchmark, run_metadata

@@ -250,3 +250,29 @@ def load_edit_items(
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
         raise EditDataError(f"{name}: no records.")
     return items
+
+
+def edit_records_dataset(items: list[EditItem]):
+    """The training dataset of an image-editing policy (`FlowGRPOTrainer` on `QwenImageEditPipeline`) from benchmark
+    items: `prompt` (the instruction), `source_image` (the image to edit, RGB), `category`, `reference` (the expected
+    outcome, `""` when unknown) and `id` — the columns [`~trl_ext.rewards.vlm_judge.VLMJudgeReward`] reads."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {
+            "prompt": [item.instruction for item in items],
+            "source_image": [item.image.convert("RGB") for item in items],
+            "category": [item.category for item in items],
+            "reference": [item.reference or "" for item in items],
+            "id": [item.id for item in items],
+        },
+        features=datasets.Features(
+            {
+                "prompt": datasets.Value("string"),
+                "source_image": datasets.Image(),
+                "category": datasets.Value("string"),
+                "reference": datasets.Value("string"),
+                "id": datasets.Value("string"),
+            }
+        ),
+    )

@@ -142,6 +142,14 @@ def write_chart(report: dict[str, Any], path: str) -> bool:
     axis.set_ylim(0, high)
     axis.set_ylabel(f"mean judge score (std, ddof={STD_DDOF})")
     axis.set_title("Score per category (n_scored/n)")
+    save_figure(figure, path)
+    return True
+
+
+def save_figure(figure, path: str) -> None:
+    """Save a matplotlib `figure` as a PNG at `path` atomically (temporary file, then `os.replace`) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
@@ -153,7 +161,6 @@ def write_chart(report: dict[str, Any], path: str) -> bool:
         plt.close(figure)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return True
 
 
 def render_markdown(
