@@ -219,7 +219,8 @@ def test_grpo_raises_a_token_frequency_reward(masked_path, tmp_path, estimator):
     trainer.train()  # ~1.5 s on an idle 2-core machine; speed lives in benchmarks/, never in a timed test
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     assert len(rewards) == 30
-    assert sum(rewards[:5]) / 5 < 0.1 and sum(rewards[-5:]) / 5 > 0.5, rewards
+    # (the first reward is the untrained policy's; with the padding out of attention mean-field learns within 5 steps)
+    assert rewards[0] < 0.1 and sum(rewards[-5:]) / 5 > 0.5, rewards
 
 
 def test_saved_model_reloads(masked_path, tmp_path):

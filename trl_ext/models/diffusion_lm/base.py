@@ -79,6 +79,10 @@ class DiffusionLMAdapter:
     def prepare_model(self, model: torch.nn.Module) -> None:
         """Set up a loaded policy for training (e.g. freeze parts text RL never runs); nothing by default."""
 
+    def padding(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The positions (B, L) that are prompt padding, which no estimator masks; none by default."""
+        return torch.zeros_like(sequences, dtype=torch.bool)
+
     def sample(
         self,
         model: torch.nn.Module,

@@ -103,8 +103,8 @@ def mean_field_log_likelihood(
 ) -> torch.Tensor:
     r"""d1's (diffu-GRPO's) one-step mean-field estimate of log p_θ(y | prompt), one estimate per draw.
 
-    Every completion token is masked, each prompt token is masked with probability `p_mask_prompt` (positions with
-    u_k^i < `p_mask_prompt`), and one forward gives
+    Every completion token is masked, each prompt token (never the adapter's padding) is masked with probability
+    `p_mask_prompt` (positions with u_k^i < `p_mask_prompt`), and one forward gives
 
         log p_θ(y | c) ≈ Σ_{i ∈ completion} log p_θ(y^i | c̃_k, M, …, M),
 
@@ -114,10 +114,10 @@ def mean_field_log_likelihood(
     Returns:
         `torch.Tensor` (K, B): the per-draw estimates.
     """
-    estimates = []
+    estimates, padding = [], adapter.padding(sequences)
     ones = torch.ones(sequences.size(0), device=sequences.device)
     for u in draws.u:
-        masked = completion_mask | (~completion_mask & (u < p_mask_prompt))
+        masked = completion_mask | (~completion_mask & ~padding & (u < p_mask_prompt))
         noisy = torch.where(masked, torch.full_like(sequences, adapter.mask_token_id), sequences)
         log_probs = adapter.token_log_probs(model, noisy, sequences, ones)
         estimates.append((log_probs * completion_mask).sum(1))

@@ -64,9 +64,18 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         temperature (`float`): Tokens are drawn from softmax(logits / temperature); 0 takes the argmax.
         remasking (`Literal["low_confidence", "random"]`): Which masked positions of the block a step commits: those
             with the highest model probability (at temperature 1) of their drawn token, or random ones (LLaDA's two).
+        pad_token_id (`int`, *optional*): The token that left-pads prompts. When set, each row's leading run of it is
+            padding: the network gets an `attention_mask` without it (and, with `position_ids=True`, positions counted
+            from the first real token, so a padded prompt is the unpadded one), and no estimator ever masks it. Unset,
+            padding tokens are ordinary tokens the network sees: LLaDA's and d1's convention (their prompts are padded
+            with EOS, which LLaDA's SFT data also pads with).
+        position_ids (`bool`): Pass `position_ids` too (the network's forward takes them, e.g. BERT's absolute
+            positions); needs `pad_token_id`.
 
     The mask token's own logit is excluded (−∞) from the sampler and from [`token_log_probs`] alike: a committed
-    position never holds the mask token, and the likelihood is that of the distribution sampled from.
+    position never holds the mask token, and the likelihood is that of the distribution sampled from. (d1's
+    diffu-GRPO takes its log-softmax over the whole vocabulary, the mask token included, so its log-probabilities are
+    lower by log(1 − p(mask)) at each position.)
     """
 
     def __init__(
@@ -76,6 +85,8 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         block_length: int | None = None,
         temperature: float = 1.0,
         remasking: Literal["low_confidence", "random"] = "low_confidence",
+        pad_token_id: int | None = None,
+        position_ids: bool = False,
     ):
         if remasking not in ("low_confidence", "random"):
             raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}.")
@@ -84,10 +95,23 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
         self.mask_token_id = mask_token_id
         self.steps, self.block_length = steps, block_length
         self.temperature, self.remasking = temperature, remasking
+        self.pad_token_id, self.position_ids = pad_token_id, position_ids
+
+    def padding(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The left padding (B, L): each row's leading run of `pad_token_id` (none when it is unset)."""
+        if self.pad_token_id is None:
+            return torch.zeros_like(sequences, dtype=torch.bool)
+        return (sequences == self.pad_token_id).long().cumprod(1).bool()
 
     def logits(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """The network's logits (B, L, V) in float32, the mask token's set to −∞."""
-        logits = model(input_ids=ids).logits.float()
+        kwargs = {}
+        if self.pad_token_id is not None:
+            real = ~self.padding(ids)
+            kwargs["attention_mask"] = real.long()
+            if self.position_ids:
+                kwargs["position_ids"] = (real.long().cumsum(1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, **kwargs).logits.float()
         logits[..., self.mask_token_id] = float("-inf")
         return logits
 

@@ -15,6 +15,7 @@
 adapter ([`~trl_ext.models.diffusion_lm.DiffusionLMAdapter`]) with the likelihood estimator as an option."""
 
 import copy
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -164,8 +165,17 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
         mask_token_id = args.mask_token_id if args.mask_token_id is not None else self.processing_class.mask_token_id
         if mask_token_id is None:
             raise ValueError("The tokenizer has no mask token: set args.mask_token_id.")
+        # left padding out of the attention (and positions from the first real token) where the network takes them
+        accepts = inspect.signature(model.forward).parameters
+        pad = self._pad_token_id(self.processing_class) if "attention_mask" in accepts else None
         return MaskedDiffusionLMAdapter(
-            mask_token_id, args.sampling_steps, args.block_length, args.temperature, args.remasking
+            mask_token_id,
+            args.sampling_steps,
+            args.block_length,
+            args.temperature,
+            args.remasking,
+            pad_token_id=pad,
+            position_ids=pad is not None and "position_ids" in accepts,
         )
 
     def _policy_and_reference(self, model, ref_model) -> tuple[torch.nn.Module, torch.nn.Module | None]:
