@@ -153,3 +153,24 @@ def test_elbo_of_draws_that_mask_nothing_is_zero_and_backpropagates(sedd_path):
     assert torch.equal(nll, torch.zeros(3)) and nll.requires_grad
     nll.sum().backward()
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
+def test_trace_ratio_is_one_recorded_probabilities_recomputed_and_it_trains(sedd_path, tokenizer, tmp_path):
+    """SEDD 'trace' (absorbing graph): the old policy's trace is the sampler's recorded transition probabilities
+    recomputed, the ratio is 1 and the KL 0 before the update; a letter-a reward rises; the uniform graph refuses it."""
+    trainer = DiscreteDiffusionPPOTrainer(
+        sedd_path, distinct_characters, _args(tmp_path, beta=0.1, estimator="trace"), PROMPTS, tokenizer
+    )
+    logs = trainer.training_step()
+    assert logs["sedd/ratio"] == 1.0 and logs["kl"] == 0.0 and logs["grad_norm"] > 0
+    assert logs["sedd/trace_recompute_error"] < 1e-3
+    args = _args(tmp_path, estimator="trace", max_steps=30, num_iterations=2, num_mini_batches=2)
+    trainer = DiscreteDiffusionPPOTrainer(sedd_path, letter_a_frequency, args, PROMPTS, tokenizer)
+    trainer.train()
+    rewards = [h["reward"] for h in trainer.state.log_history]
+    assert np.mean(rewards[:5]) < 0.1 and np.mean(rewards[-5:]) > 0.5, rewards
+    uniform = save_tiny_sedd(tmp_path / "uniform", tokens=len(tokenizer), graph_type="uniform", noise_type="geometric")
+    with pytest.raises(ValueError, match="supports elbo"):
+        DiscreteDiffusionPPOTrainer(
+            uniform, letter_a_frequency, _args(tmp_path, estimator="trace"), PROMPTS, tokenizer
+        )

@@ -52,7 +52,9 @@ class DiffusionLMGRPOConfig(GroupPolicyConfig):
         sampling_steps (`int`, *optional*, defaults to `64`):
             Sampler steps over the completion, split equally between the blocks.
         block_length (`int`, *optional*):
-            Positions per block of the sampler (unmasked left to right); the whole completion when unset.
+            Positions per block of the sampler (unmasked left to right), and of the masked family's `"elbo"` (the sum
+            of each block's bound given the clean previous blocks); the whole completion when unset. DiffusionGemma's
+            is its `canvas_length`.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature; 0 takes the argmax (no exploration: a group then has one completion).
         remasking (`Literal["low_confidence", "random"]`, *optional*, defaults to `"low_confidence"`):
@@ -63,7 +65,8 @@ class DiffusionLMGRPOConfig(GroupPolicyConfig):
         estimator (`Literal["elbo", "mean_field", "trace"]`, *optional*, defaults to `"elbo"`):
             `"elbo"`: the family's ELBO with K draws of (t, mask) (MDLM's 1/t-weighted masked cross-entropy);
             `"mean_field"`: d1's one-forward estimate (completion fully masked, prompt partly masked), cheap and biased;
-            `"trace"`: the log-probability of the sampled trajectory (TraceRL's), one forward per trained step.
+            `"trace"`: the log-probability of the sampled trajectory (TraceRL's), one forward per trained step (the
+            only one for DiffusionGemma).
         num_likelihood_samples (`int`, *optional*, defaults to `2`):
             K draws of the estimate.
         elbo_estimator (`Literal["antithetic", "iid"]`, *optional*, defaults to `"antithetic"`):

@@ -58,9 +58,11 @@ class DiscreteDiffusionPPOConfig(GroupPolicyConfig):
             K noise draws of the ELBO estimate.
         elbo_estimator (`Literal["antithetic", "iid"]`, *optional*, defaults to `"antithetic"`):
             Antithetic time draws (lower variance) or independent ones.
-        estimator (`Literal["elbo", "mean_field"]`, *optional*, defaults to `"elbo"`):
+        estimator (`Literal["elbo", "mean_field", "trace"]`, *optional*, defaults to `"elbo"`):
             `"elbo"`: SEDD's DWDSE bound; `"mean_field"` (absorbing graph): d1's one-forward estimate from the
-            conditionals the scores give at t = 1 (completion fully masked, prompt masked w.p. `p_mask_prompt`).
+            conditionals the scores give at t = 1 (completion fully masked, prompt masked w.p. `p_mask_prompt`);
+            `"trace"` (absorbing graph): the sampled trajectory's log-probability, the transition probabilities of
+            the unmasked tokens, one forward per sampler step.
         p_mask_prompt (`float`, *optional*, defaults to `0.3`):
             `"mean_field"`: probability that a prompt token is masked.
 
@@ -116,8 +118,9 @@ class DiscreteDiffusionPPOConfig(GroupPolicyConfig):
     elbo_estimator: Literal["antithetic", "iid"] = field(
         default="antithetic", metadata={"help": "'antithetic' (lower variance) or 'iid'."}
     )
-    estimator: Literal["elbo", "mean_field"] = field(
-        default="elbo", metadata={"help": "'elbo' (DWDSE) or 'mean_field' (d1's one-step estimate; absorbing graph)."}
+    estimator: Literal["elbo", "mean_field", "trace"] = field(
+        default="elbo",
+        metadata={"help": "'elbo' (DWDSE), 'mean_field' (d1's one-step estimate) or 'trace' (absorbing graph)."},
     )
     p_mask_prompt: float = field(
         default=0.3, metadata={"help": "'mean_field': probability that a prompt token is masked."}
