@@ -56,6 +56,7 @@ class FlowSamplingConfig:
         noise_level: SDE noise level a (0: deterministic ODE sampling).
         height, width: Image size in pixels.
         max_sequence_length: Prompt length of the (T5) text encoder.
+        condition_area: Pixel area an editing family resizes the condition image to (`None`: the pipeline's own).
     """
 
     num_inference_steps: int
@@ -64,6 +65,7 @@ class FlowSamplingConfig:
     height: int
     width: int
     max_sequence_length: int
+    condition_area: int | None = None
 
 
 @dataclass
@@ -175,6 +177,7 @@ def sample_trajectories(
     generator: torch.Generator | None = None,
     transformer=None,
     show_progress: bool = False,
+    images: list | None = None,
 ) -> FlowTrajectory:
     """Sample images for `prompts` with the SDE, recording latents, timesteps and per-step log-probabilities.
 
@@ -186,13 +189,15 @@ def sample_trajectories(
         generator (`torch.Generator`, *optional*): For the initial noise and the SDE noise.
         transformer (*optional*): The transformer to sample with (e.g. the LoRA-wrapped one); defaults to the
             pipeline's.
+        images (`list[PIL.Image.Image]`, *optional*): The condition image of each prompt, for a family that edits
+            images (Qwen-Image-Edit: required there, refused elsewhere).
     """
     from tqdm.auto import tqdm
 
     adapter = as_flow_adapter(pipeline)
     transformer = transformer if transformer is not None else adapter.pipeline.transformer
     device = transformer.device
-    conditioning = adapter.encode_prompts(prompts, config, device)
+    conditioning = adapter.encode(prompts, config, device, images=images)
     latents, sigmas, timesteps = adapter.prepare_latents(len(prompts), config, transformer, device, generator)
     all_latents, log_probs = [latents], []
     for i in tqdm(range(len(timesteps)), desc="sampling", disable=not show_progress):

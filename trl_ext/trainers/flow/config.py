@@ -51,6 +51,9 @@ class FlowGRPOConfig(GroupPolicyConfig):
             Image height and width; a multiple of the VAE factor times the patch size (checked by the trainer).
         max_sequence_length (`int`, *optional*, defaults to `256`):
             T5 prompt length.
+        condition_area (`int`, *optional*):
+            Pixel area the image editor (Qwen-Image-Edit) resizes each condition image to, at its aspect ratio;
+            `None`: the pipeline's own (1024²). Text-to-image families ignore it.
 
         > Objective
 
@@ -110,6 +113,10 @@ class FlowGRPOConfig(GroupPolicyConfig):
     noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (Flow-GRPO: 0.7)."})
     resolution: int = field(default=512, metadata={"help": "Image height and width in pixels."})
     max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
+    condition_area: int | None = field(
+        default=None,
+        metadata={"help": "Condition-image pixel area of the image editor (Qwen-Image-Edit); None: the pipeline's 1024²."},
+    )
     scale_rewards: Literal["group", "batch", "none"] = field(
         default="batch",
         metadata={"help": "Advantage std: 'batch' (Flow-GRPO's global_std), 'group' (per prompt) or 'none'."},
@@ -179,6 +186,8 @@ class FlowGRPOConfig(GroupPolicyConfig):
             positive=("adv_clip_max", "noise_level"),
             non_negative=("guidance_scale", "sample_steps"),
         )
+        if self.condition_area is not None and self.condition_area < 32 * 32:
+            raise ValueError(f"condition_area must be at least 32 x 32 pixels (or None), got {self.condition_area}.")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}.")
         if int(self.num_inference_steps * self.timestep_fraction) < 1:
@@ -195,4 +204,5 @@ class FlowGRPOConfig(GroupPolicyConfig):
             height=self.resolution,
             width=self.resolution,
             max_sequence_length=self.max_sequence_length,
+            condition_area=self.condition_area,
         )

@@ -11,8 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""[`FlowGRPOTrainer`]: Flow-GRPO with LoRA for diffusers flow-matching text-to-image pipelines (SD3 / SD3.5, FLUX.1,
-Qwen-Image)."""
+"""[`FlowGRPOTrainer`]: Flow-GRPO with LoRA for diffusers flow-matching pipelines (SD3 / SD3.5, FLUX.1, Qwen-Image, and
+the Qwen-Image-Edit image editor)."""
 
 import contextlib
 import os
@@ -23,18 +23,31 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from ...hub import model_card_name
-from ...models.flow import FlowTrajectory, flow_adapter, sample_trajectories, trajectory_step_log_prob
+from ...models.flow import (
+    FlowTrajectory,
+    flow_adapter,
+    load_flow_pipeline,
+    sample_trajectories,
+    trajectory_step_log_prob,
+)
 from ...rl.advantages import compute_advantages
 from ...rl.scoring import RewardFunc
 from ..group_update import GroupPolicyTrainer, PolicyTerm
 from .config import FlowGRPOConfig
 
 
+SOURCE_IMAGE_COLUMN = "source_image"
+"""The dataset column holding the image each prompt edits, for an editing family (Qwen-Image-Edit); the VLM judge's
+reward reads the same column."""
+
+
 class FlowGRPOTrainer(GroupPolicyTrainer):
     r"""
     Flow-GRPO for flow-matching text-to-image models with LoRA: every pipeline family with an adapter in
-    [`~trl_ext.models.flow`] (`StableDiffusion3Pipeline`, `FluxPipeline`, `QwenImagePipeline`), chosen from the
-    pipeline's class.
+    [`~trl_ext.models.flow`] (`StableDiffusion3Pipeline`, `FluxPipeline`, `QwenImagePipeline`,
+    `QwenImageEditPipeline`), chosen from the pipeline's class. The image editor (`QwenImageEditPipeline`) edits the
+    `source_image` column's image of each prompt (an edit record: [`~trl_ext.evaluation.image_edit.edit_records_dataset`]),
+    and a group is `num_generations` edits of one record.
 
     Each step samples `num_generations` images per prompt with the SDE sampler of [`~trl_ext.models.flow.sde`],
     recording every latent and per-step log-probability; scores the images with the reward functions; computes group
@@ -56,7 +69,8 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         args ([`FlowGRPOConfig`]):
             Configuration.
         train_dataset (`datasets.Dataset` or `list[str]`):
-            Prompts (a `prompt` column); other columns reach the reward functions as keyword arguments.
+            Prompts (a `prompt` column); other columns reach the reward functions as keyword arguments. An editing
+            family needs a `source_image` column (PIL images), which the VLM judge's reward reads too.
         callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
             loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
     """
@@ -72,15 +86,13 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         train_dataset: Dataset | list[str],
         callbacks: list[TrainerCallback] | None = None,
     ):
-        from diffusers import DiffusionPipeline
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
 
         super().__init__(args, callbacks)
         if isinstance(pipeline, str):
             weight_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
-            pipeline = DiffusionPipeline.from_pretrained(pipeline, dtype=weight_dtype)
-            flow_adapter(pipeline)  # an unsupported class fails here, with the supported ones listed
+            pipeline = load_flow_pipeline(pipeline, dtype=weight_dtype)  # an unsupported class fails here
             pipeline.vae.to(torch.float32)  # decode in fp32, as Flow-GRPO does
         self.adapter = flow_adapter(pipeline)
         self.pipeline = pipeline.to(self.accelerator.device)
@@ -93,6 +105,11 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             train_dataset = Dataset.from_dict({"prompt": train_dataset})
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
             raise ValueError("train_dataset must have a non-empty 'prompt' column.")
+        if self.adapter.edits_images and SOURCE_IMAGE_COLUMN not in train_dataset.column_names:
+            raise ValueError(
+                f"{self.adapter.pipeline_class} edits images: train_dataset needs a {SOURCE_IMAGE_COLUMN!r} column (the "
+                "image each prompt edits, PIL), e.g. from trl_ext.evaluation.image_edit.edit_records_dataset."
+            )
         self.train_dataset = train_dataset
         self.adapter.check_resolution(args.resolution)
         self.sampling = args.sampling_config()
@@ -120,6 +137,10 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
 
             self.ema = EMAModel(self.trainable_params, decay=args.ema_decay)
             self.accelerator.register_for_checkpointing(self.ema)
+
+    def _condition_images(self, columns: dict[str, list]) -> list | None:
+        """The condition images of an editing family's samples (the `source_image` column), else `None`."""
+        return columns[SOURCE_IMAGE_COLUMN] if self.adapter.edits_images else None
 
     @property
     def images_per_prompt(self) -> int:
@@ -166,6 +187,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 self.sampling,
                 generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
+                images=self._condition_images(columns),
             )
         rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, images=trajectory.images)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(
@@ -208,13 +230,18 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         finally:
             self.ema.restore(self.trainable_params)
 
-    def save_samples(self, prompts: list[str] | None = None, directory: str | None = None) -> list[str]:
-        """Render `prompts` (default: the first `num_sample_prompts` training prompts) with a fixed seed and the EMA
-        weights (the live ones without EMA), and save them as PNG files in `directory` (default:
-        `output_dir/samples/step-<global_step>`). Returns the file paths."""
+    def save_samples(
+        self, prompts: list[str] | None = None, directory: str | None = None, images: list | None = None
+    ) -> list[str]:
+        """Render `prompts` (default: the first `num_sample_prompts` training prompts, with their source images for an
+        editing family; else `images`) with a fixed seed and the EMA weights (the live ones without EMA), and save
+        them as PNG files in `directory` (default: `output_dir/samples/step-<global_step>`). Returns the file paths."""
         from ...rewards.utils import to_pil_images
 
-        prompts = prompts or self.train_dataset["prompt"][: self.args.num_sample_prompts]
+        if prompts is None:
+            rows = self.train_dataset.select(range(min(self.args.num_sample_prompts, len(self.train_dataset))))
+            prompts = rows["prompt"]
+            images = rows[SOURCE_IMAGE_COLUMN] if self.adapter.edits_images else None
         directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
         with torch.no_grad(), self.ema_weights():
             samples = sample_trajectories(
@@ -223,6 +250,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 self.sampling,
                 generator=torch.Generator().manual_seed(self.args.seed),
                 transformer=self.accelerator.unwrap_model(self.transformer),
+                images=images,
             )
         if not self.accelerator.is_main_process:
             return []
