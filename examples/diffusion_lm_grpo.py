@@ -11,7 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""GRPO for a masked diffusion language model (LLaDA / MDLM convention) with the likelihood estimator as an option.
+"""GRPO for a discrete diffusion language model with the likelihood estimator as an option: a masked diffusion LM
+(LLaDA / MDLM convention), transformers' DiffusionGemma (`--family diffusion_gemma`, `--estimator trace`) or SEDD
+(`--family sedd`, through `DiscreteDiffusionPPOTrainer`).
 
 ```bash
 accelerate launch --config_file accelerate_configs/single_gpu.yaml examples/diffusion_lm_grpo.py \\
@@ -24,9 +26,12 @@ Offline on CPU, with a tiny random masked LM and a toy reward (the share of the 
 
 ```bash
 python examples/diffusion_lm_grpo.py --tiny --family masked --estimator mean_field --output_dir outputs/diffusion_lm
+python examples/diffusion_lm_grpo.py --tiny --family diffusion_gemma --estimator trace --output_dir outputs/dgemma
+python examples/diffusion_lm_grpo.py --tiny --family sedd --estimator elbo --output_dir outputs/sedd_grpo
 ```
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,28 +82,48 @@ class DiffusionLMScriptArguments:
     model: str = field(
         default="GSAI-ML/LLaDA-8B-Instruct", metadata={"help": "Masked diffusion LM: Hub id, hub key or local path."}
     )
-    family: Literal["masked"] = field(default="masked", metadata={"help": "Model family: 'masked' (LLaDA / MDLM)."})
+    family: Literal["masked", "diffusion_gemma", "sedd"] = field(
+        default="masked",
+        metadata={
+            "help": "Model family: 'masked' (LLaDA / MDLM), 'diffusion_gemma' (DiffusionGemmaForBlockDiffusion; "
+            "'trace' only) or 'sedd' (a SEDD model and --tokenizer, trained by DiscreteDiffusionPPOTrainer)."
+        },
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "'sedd': the tokenizer (GPT-2's for SEDD)."})
     reward: Literal["latex", "word_share"] = field(
         default="latex", metadata={"help": "'latex' (LaTeXReward) or 'word_share' (share of --target_word)."}
     )
     target_word: str = field(default="a", metadata={"help": "The word that 'word_share' rewards."})
-    tiny: bool = field(default=False, metadata={"help": "Offline tiny run on CPU: a tiny random masked LM."})
+    tiny: bool = field(default=False, metadata={"help": "Offline tiny run on CPU: a tiny random model of --family."})
 
 
 def main(script_args: DiffusionLMScriptArguments, training_args: DiffusionLMGRPOConfig) -> None:
-    model = script_args.model
+    model, tokenizer, family = script_args.model, script_args.tokenizer, script_args.family
     if script_args.tiny:
-        from trl_ext.testing import save_tiny_masked_diffusion_lm
+        from trl_ext import testing
 
-        path = os.path.join(training_args.output_dir, "tiny-masked-lm")
-        model = on_main_process(save_tiny_masked_diffusion_lm, path)
+        path = os.path.join(training_args.output_dir, f"tiny-{family}")
+        if family == "sedd":
+            tokenizer = testing.build_tiny_tokenizer()
+            model = on_main_process(testing.save_tiny_sedd, path, tokens=len(tokenizer))
+        else:
+            save = (
+                testing.save_tiny_diffusion_gemma
+                if family == "diffusion_gemma"
+                else testing.save_tiny_masked_diffusion_lm
+            )
+            model = on_main_process(save, path)
     target = script_args.target_word
 
     def word_share(prompts, completions, **kwargs):
         return [c.split().count(target) / max(len(c.split()), 1) for c in completions]
 
     reward = LaTeXReward() if script_args.reward == "latex" else word_share
-    trainer = DiffusionLMGRPOTrainer(model, reward, training_args, Dataset.from_dict({"prompt": PROMPTS}))
+    dataset = Dataset.from_dict({"prompt": PROMPTS})
+    if family == "sedd":
+        trainer = sedd_trainer(model, tokenizer, reward, training_args, dataset)
+    else:
+        trainer = DiffusionLMGRPOTrainer(model, reward, training_args, dataset)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     window = max(1, len(rewards) // 5)
@@ -110,6 +135,26 @@ def main(script_args: DiffusionLMScriptArguments, training_args: DiffusionLMGRPO
     trainer.save_model()
     if training_args.push_to_hub:
         trainer.push_to_hub()
+
+
+def sedd_trainer(model, tokenizer, reward, training_args: DiffusionLMGRPOConfig, dataset: Dataset):
+    """SEDD's entry point, `DiscreteDiffusionPPOTrainer`, on the parsed settings: every field its config shares with
+    `DiffusionLMGRPOConfig`, and K draws as its `num_sigma_samples`."""
+    from transformers import AutoTokenizer
+
+    from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer
+
+    if isinstance(tokenizer, str) or tokenizer is None:
+        if tokenizer is None:
+            raise ValueError(
+                "--family sedd needs --tokenizer (SEDD checkpoints ship none; GPT-2's for the published)."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    shared = {f.name for f in dataclasses.fields(DiscreteDiffusionPPOConfig) if f.init}
+    values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(training_args) if f.name in shared}
+    values.pop("lora_target_modules", None)  # the masked default (None) is no SEDD module list
+    args = DiscreteDiffusionPPOConfig(**values, num_sigma_samples=training_args.num_likelihood_samples)
+    return DiscreteDiffusionPPOTrainer(model, reward, args, dataset, tokenizer)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,16 @@ TWO_PROCESS_RUNS = {
     "sedd_sft": ("sedd_sft.py", ("--tiny", "--max_steps", "2"), "score-entropy loss per token"),
     "sedd_latex_ppo": ("sedd_latex_ppo.py", ("--tiny", "--sft_steps", "2", "--max_steps", "1"), "LaTeX reward: first"),
     "diffusion_lm_grpo": ("diffusion_lm_grpo.py", ("--tiny", "--max_steps", "1"), "word_share reward (elbo): first"),
+    "diffusion_lm_grpo_diffusion_gemma": (
+        "diffusion_lm_grpo.py",
+        ("--tiny", "--family", "diffusion_gemma", "--estimator", "trace", "--max_steps", "1"),
+        "word_share reward (trace): first",
+    ),
+    "diffusion_lm_grpo_sedd": (
+        "diffusion_lm_grpo.py",
+        ("--tiny", "--family", "sedd", "--max_steps", "1"),
+        "word_share reward (elbo): first",
+    ),
     "tprl_grpo_vlm": ("tprl_grpo_vlm.py", ("--tiny", "--max_steps", "1"), "reward: first"),
     "grpo_extended": ("grpo_extended.py", ("--tiny", "--max_steps", "2"), "letter_share reward: first"),
 }
