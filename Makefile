@@ -36,7 +36,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 # Each example runs offline on tiny random models with `--tiny`; every trainer issue adds its example here.
-DEMO_EXAMPLES := examples/tiny_models.py examples/tprl_grpo_vlm.py examples/grpo_extended.py examples/flow_rtpo.py examples/sedd_sft.py examples/sedd_latex_ppo.py examples/diffusion_lm_grpo.py examples/rlhf_pipeline.py
+DEMO_EXAMPLES := examples/tiny_models.py examples/tprl_grpo_vlm.py examples/grpo_extended.py examples/flow_rtpo.py examples/sedd_sft.py examples/sedd_latex_ppo.py examples/diffusion_lm_grpo.py examples/rlhf_pipeline.py examples/edit_grpo.py
 
 demo: $(STAMP)
 	@echo "make demo: offline runs on tiny random models (no download): $(DEMO_EXAMPLES)"

@@ -78,6 +78,11 @@ TWO_PROCESS_RUNS = {
     ),
     "tprl_grpo_vlm": ("tprl_grpo_vlm.py", ("--tiny", "--max_steps", "1"), "reward: first"),
     "grpo_extended": ("grpo_extended.py", ("--tiny", "--max_steps", "2"), "letter_share reward: first"),
+    "edit_grpo": (
+        "edit_grpo.py",
+        ("--tiny", "--max_steps", "1", "--max_records", "4"),
+        "Held-out benchmark (2 records)",
+    ),
 }
 
 
@@ -169,6 +174,19 @@ def _save_qwen2(directory):
     return ("--model_name_or_path", "qwen2", *small)
 
 
+def _save_edit_models(directory):
+    from trl_ext.testing import save_tiny_qwen3_vl, save_tiny_qwen_image_edit
+
+    save_tiny_qwen_image_edit(directory / "qwen_image_edit")
+    save_tiny_qwen3_vl(directory / "judge")
+    small = ("--resolution", "32", "--condition_area", "4096", "--num_inference_steps", "2", "--max_sequence_length")
+    return (
+        *("--model", "qwen_image_edit", "--judge", "judge", "--max_records", "4", "--min_digit_mass", "0"),
+        *(*small, "32", "--per_device_train_batch_size", "2", "--num_generations", "2"),
+        *("--eval_num_inference_steps", "2", "--logging_steps", "1"),
+    )
+
+
 # (script, how to write its model directory and the arguments that name it, further arguments, the summary line)
 MODEL_DIRECTORY_RUNS = {
     "sedd_sft": ("sedd_sft.py", _save_sedd_setup, (), "score-entropy loss per token"),
@@ -180,6 +198,7 @@ MODEL_DIRECTORY_RUNS = {
     ),
     "flow_grpo": ("flow_rtpo.py", _save_sd3, (), "brightness reward: first"),
     "grpo_extended": ("grpo_extended.py", _save_qwen2, (), "letter_share reward: first"),
+    "edit_grpo": ("edit_grpo.py", _save_edit_models, (), "Held-out benchmark (2 records)"),
 }
 
 

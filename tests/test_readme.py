@@ -89,6 +89,17 @@ def _flow_grpo(directory: str) -> list[tuple[str, str]]:
     return [('"stabilityai/stable-diffusion-3.5-medium"', repr(path)), ("max_steps=300", "max_steps=1")]
 
 
+def _edit_grpo(directory: str) -> list[tuple[str, str]]:
+    editor = testing.save_tiny_qwen_image_edit(os.path.join(directory, "qwen-image-edit"))
+    judge = testing.save_tiny_qwen3_vl(os.path.join(directory, "qwen3-vl"))
+    return [
+        ('"Qwen/Qwen-Image-Edit"', repr(editor)),
+        ('"Qwen/Qwen3-VL-8B-Instruct"', repr(judge)),
+        ("max_steps=300", "max_steps=1"),
+        ("resolution=512, condition_area=512 * 512", "resolution=32, condition_area=64 * 64, max_sequence_length=32"),
+    ]
+
+
 def _flow_grpo_flux(directory: str) -> list[tuple[str, str]]:
     # FLUX.1's latent geometry (VAE 8x, 2x2 packing), so that the config's default 512 px works as on the real model
     path = testing.save_tiny_flux(os.path.join(directory, "flux"), published_geometry=True, vae_fit_steps=0)
@@ -157,6 +168,7 @@ CASES = {
     "from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer, SEDDModel": _sedd_ppo,
     "def brightness(prompts, images, **kwargs):": _flow_grpo,
     'FlowGRPOTrainer("black-forest-labs/FLUX.1-dev"': _flow_grpo_flux,
+    "records = edit_records_dataset(load_edit_items(": _edit_grpo,
     "from trl_ext.rewards import CLIPScoreReward, FlowRTPOReward,": _flow_rtpo,
     "from trl_ext.hub import ModelSources, resolve_pretrained\n\nsources = ModelSources(": _model_sources,
     "from trl_ext.rewards import OpenAICompatibleJudge, VLMJudgeReward": _vlm_judge,
