@@ -41,6 +41,12 @@ class FlowAdapter:
     """The name of the diffusers pipeline class the adapter serves (also in its LoRA model card)."""
     edits_images: ClassVar[bool] = False
     """Whether the family edits a condition image per sample (its `encode_prompts` takes `images`)."""
+    takes_true_cfg_scale: ClassVar[bool] = False
+    negative_rows_apart: ClassVar[bool] = False
+    """Whether true CFG's unconditional inputs are conditioning entries of their own (`negative_...`, one row per
+    image) rather than rows stacked before the conditional ones."""
+    """Whether the family's true CFG is set by `true_cfg_scale` (FLUX.1, beside its guidance embedding's
+    `guidance_scale`); the others' CFG scale is `guidance_scale`."""
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
@@ -48,6 +54,17 @@ class FlowAdapter:
     def uses_true_cfg(self, config: "FlowSamplingConfig") -> bool:
         """Whether each velocity mixes an unconditional and a conditional pass (classifier-free guidance)."""
         return False
+
+    def pipeline_call_kwargs(self, config: "FlowSamplingConfig") -> dict:
+        """The keyword arguments of the pipeline's own `__call__` that render as `config` does without SDE noise
+        (steps, size, prompt length, guidance), for the model card's usage example."""
+        return {
+            "num_inference_steps": config.num_inference_steps,
+            "height": config.height,
+            "width": config.width,
+            "max_sequence_length": config.max_sequence_length,
+            "guidance_scale": config.guidance_scale,
+        }
 
     def lora_exclude_modules(self) -> list[str] | None:
         """Modules among the LoRA targets whose output never reaches the velocity: they get no adapter (a LoRA weight
@@ -117,7 +134,8 @@ class FlowAdapter:
         config: "FlowSamplingConfig",
     ) -> dict[str, torch.Tensor]:
         """The rows of `conditioning` (encoded for `batch_size` images) that belong to the images `indices`."""
-        rows = torch.cat([indices, indices + batch_size]) if self.uses_true_cfg(config) else indices
+        stacked = self.uses_true_cfg(config) and not self.negative_rows_apart
+        rows = torch.cat([indices, indices + batch_size]) if stacked else indices
         return {name: value[rows] for name, value in conditioning.items()}
 
     @staticmethod

@@ -20,8 +20,9 @@ What FLUX does its own way, as diffusers' `FluxPipeline` does it:
 - conditioning is T5's sequence embeddings plus CLIP-L's pooled embedding, with zero text position ids and (row,
   column) image position ids for the rotary embedding;
 - guidance is distilled into the transformer: `guidance_scale` is fed to its guidance embedding (FLUX.1-dev; a
-  transformer without one, FLUX.1-schnell, ignores it) and there is no true classifier-free guidance, so one pass
-  per step;
+  transformer without one, FLUX.1-schnell, ignores it), one pass per step; true classifier-free guidance is optional
+  (`true_cfg_scale > 1`, as `FluxPipeline(true_cfg_scale=..., negative_prompt=...)`): a second pass on the negative
+  prompt with the same guidance embedding, mixed as neg + s·(cond − neg) without rescaling;
 - the schedule is `linspace(1, 1/T, T)` sigmas shifted by μ, which grows linearly with the number of image tokens
   (the scheduler's dynamic shifting), and the transformer takes the timestep divided by 1000.
 """
@@ -38,13 +39,31 @@ class FluxAdapter(PackedFlowAdapter):
     pipeline_class = "FluxPipeline"
     family_name = "FLUX"
 
+    takes_true_cfg_scale = True
+    negative_rows_apart = True
+
+    def uses_true_cfg(self, config: FlowSamplingConfig) -> bool:
+        return config.true_cfg_scale > 1.0
+
+    def pipeline_call_kwargs(self, config: FlowSamplingConfig) -> dict:
+        kwargs = super().pipeline_call_kwargs(config)
+        if self.uses_true_cfg(config):
+            kwargs.update(true_cfg_scale=config.true_cfg_scale, negative_prompt=config.negative_prompt)
+        return kwargs
+
     def encode_prompts(
         self, prompts: list[str], config: FlowSamplingConfig, device: torch.device
     ) -> dict[str, torch.Tensor]:
-        embeds, pooled, _ = self.pipeline.encode_prompt(
-            prompt=prompts, prompt_2=None, device=device, max_sequence_length=config.max_sequence_length
-        )
-        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+        def encode(texts: list[str], prefix: str) -> dict[str, torch.Tensor]:
+            embeds, pooled, _ = self.pipeline.encode_prompt(
+                prompt=texts, prompt_2=None, device=device, max_sequence_length=config.max_sequence_length
+            )
+            return {f"{prefix}encoder_hidden_states": embeds, f"{prefix}pooled_projections": pooled}
+
+        conditioning = encode(prompts, "")
+        if self.uses_true_cfg(config):
+            conditioning.update(encode([config.negative_prompt] * len(prompts), "negative_"))
+        return conditioning
 
     def initial_noise(
         self,
@@ -71,16 +90,26 @@ class FluxAdapter(PackedFlowAdapter):
         dtype = self.transformer_dtype(transformer)
         height, width = self.latent_size(config.height), self.latent_size(config.width)
         image_ids = self.pipeline._prepare_latent_image_ids(batch, height // 2, width // 2, device, dtype)
-        text_ids = torch.zeros(conditioning["encoder_hidden_states"].shape[1], 3, device=device, dtype=dtype)
-        return transformer(
-            hidden_states=latents.to(dtype),
-            timestep=self.row_timesteps(timestep, batch).to(latents.dtype) / 1000,
-            guidance=self.guidance_input(transformer, config, batch, device),
-            txt_ids=text_ids,
-            img_ids=image_ids,
-            **conditioning,
-            return_dict=False,
-        )[0]
+        timestep = self.row_timesteps(timestep, batch).to(latents.dtype) / 1000
+        guidance = self.guidance_input(transformer, config, batch, device)
+
+        def velocity(prefix: str) -> torch.Tensor:
+            embeds = conditioning[f"{prefix}encoder_hidden_states"]
+            return transformer(
+                hidden_states=latents.to(dtype),
+                timestep=timestep,
+                guidance=guidance,
+                pooled_projections=conditioning[f"{prefix}pooled_projections"],
+                encoder_hidden_states=embeds,
+                txt_ids=torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+
+        conditional = velocity("")
+        if not self.uses_true_cfg(config):
+            return conditional
+        return self.mix_guidance(velocity("negative_"), conditional, config.true_cfg_scale)
 
     def decode(self, latents: torch.Tensor, config: FlowSamplingConfig) -> torch.Tensor:
         return self.decode_with_vae(self.unpack(latents, config))

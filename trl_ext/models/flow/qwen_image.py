@@ -40,9 +40,17 @@ class QwenImageAdapter(PackedFlowAdapter):
 
     pipeline_class = "QwenImagePipeline"
     family_name = "Qwen-Image"
+    negative_rows_apart = True
 
     def uses_true_cfg(self, config: FlowSamplingConfig) -> bool:
         return config.guidance_scale > 1.0
+
+    def pipeline_call_kwargs(self, config: FlowSamplingConfig) -> dict:
+        kwargs = super().pipeline_call_kwargs(config)
+        del kwargs["guidance_scale"]  # the pipeline's guidance_scale is a guidance embedding's, which it has not
+        if not self.uses_true_cfg(config):
+            return {**kwargs, "true_cfg_scale": 1.0}
+        return {**kwargs, "true_cfg_scale": config.guidance_scale, "negative_prompt": NEGATIVE_PROMPT}
 
     def lora_exclude_modules(self) -> list[str] | None:
         # every block is dual-stream and the last one's text output is discarded: its text projection is unused
@@ -65,15 +73,6 @@ class QwenImageAdapter(PackedFlowAdapter):
         if self.uses_true_cfg(config):
             conditioning.update(self._encode([NEGATIVE_PROMPT] * len(prompts), "negative_", config, device))
         return conditioning
-
-    def select_conditioning(
-        self,
-        conditioning: dict[str, torch.Tensor],
-        indices: torch.Tensor,
-        batch_size: int,
-        config: FlowSamplingConfig,
-    ) -> dict[str, torch.Tensor]:
-        return {name: value[indices] for name, value in conditioning.items()}  # one row per image, negatives apart
 
     def initial_noise(
         self,

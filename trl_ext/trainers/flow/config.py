@@ -47,6 +47,14 @@ class FlowGRPOConfig(GroupPolicyConfig):
             Classifier-free guidance scale (<= 1: none).
         noise_level (`float`, *optional*, defaults to `0.7`):
             SDE noise level a (> 0: the ODE sampler has no log-probabilities).
+        sde_type (`Literal["sde", "cps"]`, *optional*, defaults to `"sde"`):
+            The stochastic step: Flow-GRPO's SDE, or coefficient-preserving sampling (CPS, Flow-GRPO-Fast's
+            `sde_type="cps"`, `noise_level` <= 1) with its Gaussian log-probability ([`~trl_ext.models.flow.sde`]).
+        true_cfg_scale (`float`, *optional*, defaults to `1.0`):
+            True classifier-free guidance for FLUX.1 (`FluxPipeline`'s `true_cfg_scale`, beside the guidance
+            embedding's `guidance_scale`); <= 1: none. The other families take their CFG scale from `guidance_scale`.
+        negative_prompt (`str`, *optional*, defaults to `""`):
+            The negative prompt of FLUX.1's true CFG.
         resolution (`int`, *optional*, defaults to `512`):
             Image height and width; a multiple of the VAE factor times the patch size (checked by the trainer).
         max_sequence_length (`int`, *optional*, defaults to `256`):
@@ -71,6 +79,14 @@ class FlowGRPOConfig(GroupPolicyConfig):
             Coefficient of the exact Gaussian KL to the base model (LoRA disabled); 0 disables it.
         timestep_fraction (`float`, *optional*, defaults to `0.99`):
             Fraction of the denoising steps trained on (the first int(T · fraction)).
+        sde_window_size (`int`, *optional*):
+            SDE window (Flow-GRPO-Fast / MixGRPO): sample only this many consecutive steps with the SDE, the others
+            with the deterministic ODE step (no noise, no log-probability, no gradient), and train on the window's
+            steps only. `None`: every step is sampled with the SDE and the first int(T · timestep_fraction) trained.
+        sde_window_range (`list[int]`, *optional*):
+            (lo, hi): the window lies within steps [lo, hi); its start is drawn uniformly from lo..hi −
+            sde_window_size for each rollout batch, the same on every process (Flow-GRPO-Fast's `sde_window_range`).
+            Default: (0, int(T · timestep_fraction)), the steps `timestep_fraction` trains; hi may not exceed that.
         num_mini_batches (`int`, *optional*, defaults to `1`):
             Optimizer updates per rollout batch.
         reward_weights (`list[float]`, *optional*):
@@ -111,11 +127,28 @@ class FlowGRPOConfig(GroupPolicyConfig):
         default=4.5, metadata={"help": "CFG scale for rollouts and recomputation (<= 1: none)."}
     )
     noise_level: float = field(default=0.7, metadata={"help": "SDE noise level a (Flow-GRPO: 0.7)."})
+    sde_type: Literal["sde", "cps"] = field(
+        default="sde",
+        metadata={
+            "help": "The stochastic step: 'sde' (Flow-GRPO) or 'cps' (coefficient-preserving sampling, "
+            "Flow-GRPO-Fast; noise_level <= 1), each with its Gaussian log-probability."
+        },
+    )
+    true_cfg_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "FLUX.1 only: true classifier-free guidance with `negative_prompt` (FluxPipeline's "
+            "`true_cfg_scale`), beside the guidance embedding's `guidance_scale`; <= 1: none."
+        },
+    )
+    negative_prompt: str = field(default="", metadata={"help": "The negative prompt of FLUX.1's true CFG."})
     resolution: int = field(default=512, metadata={"help": "Image height and width in pixels."})
     max_sequence_length: int = field(default=256, metadata={"help": "T5 prompt length."})
     condition_area: int | None = field(
         default=None,
-        metadata={"help": "Condition-image pixel area of the image editor (Qwen-Image-Edit); None: the pipeline's 1024²."},
+        metadata={
+            "help": "Condition-image pixel area of the image editor (Qwen-Image-Edit); None: the pipeline's 1024²."
+        },
     )
     scale_rewards: Literal["group", "batch", "none"] = field(
         default="batch",
@@ -133,6 +166,22 @@ class FlowGRPOConfig(GroupPolicyConfig):
     )
     timestep_fraction: float = field(
         default=0.99, metadata={"help": "Fraction of the denoising steps trained on (the first int(T * fraction))."}
+    )
+    sde_window_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "SDE window (Flow-GRPO-Fast / MixGRPO): sample this many consecutive steps with the SDE and the "
+            "others with the deterministic ODE step (no log-probability, no gradient); only the window's steps are "
+            "trained. None: every step is SDE and the first int(T * timestep_fraction) are trained."
+        },
+    )
+    sde_window_range: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "lo hi: the SDE window lies within steps [lo, hi), its start drawn uniformly from lo..hi - "
+            "sde_window_size per rollout batch (the same on every process). Default: 0 and int(T * "
+            "timestep_fraction), the steps timestep_fraction trains; hi may not exceed that."
+        },
     )
     lora_r: int = field(default=32, metadata={"help": "LoRA rank of the transformer's attention projections."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha."})
@@ -194,6 +243,59 @@ class FlowGRPOConfig(GroupPolicyConfig):
             raise ValueError("num_inference_steps * timestep_fraction must leave at least one step to train on.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        self._check_sde_window()
+
+    def _check_sde_window(self) -> None:
+        """Validate `sde_type` and the SDE window against `num_inference_steps` and `timestep_fraction`."""
+        steps, trained = self.num_inference_steps, int(self.num_inference_steps * self.timestep_fraction)
+        if self.sde_type not in ("sde", "cps"):
+            raise ValueError(f"sde_type must be 'sde' or 'cps', got {self.sde_type!r}.")
+        if self.sde_type == "cps" and self.noise_level > 1:
+            raise ValueError(
+                f"noise_level={self.noise_level} with sde_type='cps': CPS's noise is sigma' * sin(noise_level * pi / 2), "
+                "so noise_level must be in (0, 1] (above 1 it repeats 2 - noise_level)."
+            )
+        if self.sde_window_size is None:
+            if self.sde_window_range is not None:
+                raise ValueError("sde_window_range needs sde_window_size (the number of SDE steps in the window).")
+            window_end = trained
+        else:
+            if not 1 <= self.sde_window_size <= steps:
+                raise ValueError(
+                    f"sde_window_size must be in [1, num_inference_steps={steps}], got {self.sde_window_size}."
+                )
+            if self.sde_window_range is not None:
+                self.sde_window_range = [int(bound) for bound in self.sde_window_range]  # (a tuple, from Python)
+            low, high = self.sde_window_bounds()
+            if self.sde_window_range is not None and (len(self.sde_window_range) != 2 or not 0 <= low < high <= steps):
+                raise ValueError(
+                    f"sde_window_range must be two steps lo < hi in [0, num_inference_steps={steps}], got "
+                    f"{self.sde_window_range}."
+                )
+            if high - low < self.sde_window_size:
+                raise ValueError(
+                    f"sde_window_range={[low, high]} holds {high - low} steps, fewer than sde_window_size="
+                    f"{self.sde_window_size}."
+                )
+            if high > trained:
+                raise ValueError(
+                    f"sde_window_range={[low, high]} lets the SDE window reach step {high - 1}, but timestep_fraction="
+                    f"{self.timestep_fraction} trains only the first {trained} of {steps} steps: set "
+                    f"timestep_fraction=1.0 to train a window anywhere, or keep hi <= {trained}."
+                )
+            window_end = high
+        if self.sde_type == "cps" and window_end == steps:
+            raise ValueError(
+                "sde_type='cps' cannot train the last step: CPS's std there is sigma' * sin(noise_level * pi / 2) = 0 "
+                "(sigma' = 0), a deterministic step without a log-probability. Keep timestep_fraction < 1, or an SDE "
+                "window that ends before the last step."
+            )
+
+    def sde_window_bounds(self) -> tuple[int, int]:
+        """(lo, hi) of the SDE window's range: `sde_window_range`, or (0, int(T · timestep_fraction))."""
+        if self.sde_window_range is not None:
+            return self.sde_window_range[0], self.sde_window_range[-1]
+        return 0, int(self.num_inference_steps * self.timestep_fraction)
 
     def sampling_config(self) -> FlowSamplingConfig:
         """The sampling settings of rollouts and of the recomputation of their log-probabilities."""
@@ -204,5 +306,8 @@ class FlowGRPOConfig(GroupPolicyConfig):
             height=self.resolution,
             width=self.resolution,
             max_sequence_length=self.max_sequence_length,
+            sde_type=self.sde_type,
+            true_cfg_scale=self.true_cfg_scale,
+            negative_prompt=self.negative_prompt,
             condition_area=self.condition_area,
         )

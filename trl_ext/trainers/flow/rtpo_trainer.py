@@ -40,7 +40,7 @@ class FlowRTPOTrainer(FlowGRPOTrainer):
     Without a `prompt_editor` it is [`FlowGRPOTrainer`].
 
     Args:
-        pipeline, reward_funcs, train_dataset, callbacks:
+        pipeline, reward_funcs, train_dataset, callbacks, held_out_reward_funcs:
             As for [`FlowGRPOTrainer`].
         args ([`FlowRTPOConfig`]):
             Configuration: Flow-GRPO's and the editor's options.
@@ -57,6 +57,7 @@ class FlowRTPOTrainer(FlowGRPOTrainer):
         train_dataset: Dataset | list[str],
         prompt_editor: PromptEditorPolicy | None = None,
         callbacks: list[TrainerCallback] | None = None,
+        held_out_reward_funcs: RewardFunc | list[RewardFunc] | None = None,
     ):
         if prompt_editor is not None:
             if not isinstance(args, FlowRTPOConfig):
@@ -70,7 +71,7 @@ class FlowRTPOTrainer(FlowGRPOTrainer):
                     "num_edits_per_prompt with an editor)."
                 )
         self.prompt_editor = prompt_editor  # set first: it decides `images_per_prompt`, which the parent reads
-        super().__init__(pipeline, reward_funcs, args, train_dataset, callbacks)
+        super().__init__(pipeline, reward_funcs, args, train_dataset, callbacks, held_out_reward_funcs)
         if prompt_editor is not None:
             # its own optimizer, not prepared: it steps once per training step, outside gradient accumulation
             self.editor_optimizer = self.create_optimizer(list(prompt_editor.parameters()), args.editor_learning_rate)

@@ -31,7 +31,7 @@ from ...models.flow import (
     trajectory_step_log_prob,
 )
 from ...rl.advantages import compute_advantages
-from ...rl.scoring import RewardFunc
+from ...rl.scoring import RewardFunc, RewardScorer
 from ..group_update import GroupPolicyTrainer, PolicyTerm
 from .config import FlowGRPOConfig
 
@@ -73,6 +73,15 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             family needs a `source_image` column (PIL images), which the VLM judge's reward reads too.
         callbacks (list of `transformers.TrainerCallback`, *optional*): Called at the events of `transformers.Trainer`'s
             loop (`on_step_end`, `on_log`, `on_save`, ...); they can stop training through `control`.
+        held_out_reward_funcs (callable or list of callables, *optional*):
+            Reward functions never trained on (the same convention as `reward_funcs`), a guard against reward hacking:
+            every `sample_steps` steps they score the saved sample images, and their scores are logged as
+            `held_out/reward`, `held_out/rewards/<name>/mean`, ... beside the training reward. A training reward that
+            rises while a held-out one falls is a policy gaming its reward.
+
+    Every `sample_steps` steps the trainer also logs image statistics of the saved samples that drift when a policy
+    hacks its reward ([`~trl_ext.evaluation.image_statistics.image_statistics`]: `images/dark_fraction`,
+    `images/colour_entropy`, `images/high_frequency`), in a log entry of their own at that step.
     """
 
     _name = "Flow-GRPO"
@@ -85,6 +94,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         args: FlowGRPOConfig,
         train_dataset: Dataset | list[str],
         callbacks: list[TrainerCallback] | None = None,
+        held_out_reward_funcs: RewardFunc | list[RewardFunc] | None = None,
     ):
         from diffusers.training_utils import cast_training_params
         from peft import LoraConfig
@@ -95,12 +105,18 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             pipeline = load_flow_pipeline(pipeline, dtype=weight_dtype)  # an unsupported class fails here
             pipeline.vae.to(torch.float32)  # decode in fp32, as Flow-GRPO does
         self.adapter = flow_adapter(pipeline)
+        if args.true_cfg_scale > 1 and not self.adapter.takes_true_cfg_scale:
+            raise ValueError(
+                f"true_cfg_scale={args.true_cfg_scale} sets FLUX.1's true CFG; {self.adapter.pipeline_class} takes its "
+                "classifier-free guidance scale from guidance_scale."
+            )
         self.pipeline = pipeline.to(self.accelerator.device)
         self.pipeline.set_progress_bar_config(disable=True)
         for name, module in pipeline.components.items():
             if isinstance(module, torch.nn.Module) and name != "transformer":
                 module.requires_grad_(False)  # text encoders, VAE
         self._set_reward_funcs(reward_funcs, args.reward_weights)
+        self.held_out_scorer = RewardScorer(held_out_reward_funcs) if held_out_reward_funcs else None
         if isinstance(train_dataset, list):
             train_dataset = Dataset.from_dict({"prompt": train_dataset})
         if "prompt" not in train_dataset.column_names or len(train_dataset) == 0:
@@ -166,6 +182,22 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 model.enable_adapters()
         return ((mean - reference.mean) ** 2 / (2 * std**2)).mean(dim=tuple(range(1, mean.dim())))
 
+    def sde_window(self) -> tuple[int, int] | None:
+        """The SDE window [start, end) of this step's rollouts (`None` without `sde_window_size`: every step is
+        sampled with the SDE). Its start is drawn uniformly from `lo..hi − sde_window_size` (`sde_window_range` =
+        (lo, hi): the window lies within steps [lo, hi), as in Flow-GRPO-Fast) by a generator seeded with `seed` and
+        the global step, so every process draws the same window and a resumed run draws the uninterrupted run's."""
+        import numpy as np
+
+        args = self.args
+        if args.sde_window_size is None:
+            return None
+        low, high = args.sde_window_bounds()
+        start = int(
+            np.random.default_rng([args.seed, self.global_step]).integers(low, high - args.sde_window_size + 1)
+        )
+        return start, start + args.sde_window_size
+
     def training_step(self) -> dict[str, float]:
         """Sample one rollout batch, score it, and make `num_mini_batches` clipped policy-gradient updates, each over
         micro-batches of `per_device_train_batch_size` images."""
@@ -180,6 +212,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         `group_ids`. Returns the logs and the images' rewards (NaN: unscored), or `None` for the rewards when no
         process scored any image (the step is skipped and counted: no update)."""
         args = self.args
+        window = self.sde_window()
         with torch.no_grad():
             trajectory = sample_trajectories(
                 self.adapter,
@@ -188,6 +221,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 generator=self._generator,
                 transformer=self.accelerator.unwrap_model(self.transformer),
                 images=self._condition_images(columns),
+                sde_window=window,
             )
         rewards_per_func, rewards, unscored = self.scorer(prompts, **columns, images=trajectory.images)
         advantages = compute_advantages(rewards, group_ids, scale=args.scale_rewards).clamp(
@@ -198,10 +232,11 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             self.skipped_steps += 1
             return logs, None
 
-        num_train_steps = int(args.num_inference_steps * args.timestep_fraction)
+        # the window's steps, else the first int(T * timestep_fraction)
+        train_steps = range(*window) if window else range(int(args.num_inference_steps * args.timestep_fraction))
 
         def policy_terms(micro_batch: torch.Tensor) -> Iterator[PolicyTerm]:
-            for step in range(num_train_steps):
+            for step in train_steps:
                 out = trajectory_step_log_prob(self.transformer, trajectory, step, self.sampling, micro_batch)
                 kl = None
                 if args.beta > 0:
@@ -210,9 +245,11 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
 
         logs.update(
             self.group_policy_update(
-                policy_terms, advantages, unscored, trajectory.log_probs.device, num_terms=num_train_steps
+                policy_terms, advantages, unscored, trajectory.log_probs.device, num_terms=len(train_steps)
             )
         )
+        if window:
+            logs[f"{self.metric_prefix}/sde_window_start"] = window[0]
         if self.ema is not None and (self.state.global_step + 1) % args.ema_update_interval == 0:
             self.ema.step(self.trainable_params)
         return logs, rewards
@@ -236,13 +273,20 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         """Render `prompts` (default: the first `num_sample_prompts` training prompts, with their source images for an
         editing family; else `images`) with a fixed seed and the EMA weights (the live ones without EMA), and save
         them as PNG files in `directory` (default: `output_dir/samples/step-<global_step>`). Returns the file paths."""
-        from ...rewards.utils import to_pil_images
+        prompts, _, samples = self._render_samples(prompts, images)
+        return self._write_samples(prompts, samples, directory)
 
+    def _render_samples(
+        self, prompts: list[str] | None = None, images: list | None = None
+    ) -> tuple[list[str], dict[str, list], torch.Tensor]:
+        """[`save_samples`]'s rendering: the prompts, their dataset columns (the default prompts' rows; none for given
+        prompts) and the images (B, 3, H, W), rounded to the 8 bits a PNG file keeps."""
+        columns = {}
         if prompts is None:
             rows = self.train_dataset.select(range(min(self.args.num_sample_prompts, len(self.train_dataset))))
-            prompts = rows["prompt"]
-            images = rows[SOURCE_IMAGE_COLUMN] if self.adapter.edits_images else None
-        directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
+            prompts = list(rows["prompt"])
+            columns = {name: list(rows[name]) for name in rows.column_names if name != "prompt"}
+            images = columns[SOURCE_IMAGE_COLUMN] if self.adapter.edits_images else None
         with torch.no_grad(), self.ema_weights():
             samples = sample_trajectories(
                 self.adapter,
@@ -252,19 +296,41 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
                 transformer=self.accelerator.unwrap_model(self.transformer),
                 images=images,
             )
+        return prompts, columns, (samples.images.float().clamp(0, 1) * 255).round() / 255
+
+    def _write_samples(self, prompts: list[str], images: torch.Tensor, directory: str | None = None) -> list[str]:
+        """Save `images` as `directory/000.png`, ... and the prompts as `prompts.txt` (on the main process)."""
+        from ...rewards.utils import to_pil_images
+
         if not self.accelerator.is_main_process:
             return []
+        directory = directory or os.path.join(self.args.output_dir, "samples", f"step-{self.global_step}")
         os.makedirs(directory, exist_ok=True)
         paths = [os.path.join(directory, f"{i:03d}.png") for i in range(len(prompts))]
-        for path, image in zip(paths, to_pil_images(samples.images)):
+        for path, image in zip(paths, to_pil_images(images)):
             image.save(path)
         with open(os.path.join(directory, "prompts.txt"), "w") as f:
             f.write("\n".join(prompts) + "\n")
         return paths
 
+    def sample_metrics(self, prompts: list[str], columns: dict[str, list], images: torch.Tensor) -> dict[str, float]:
+        """The reward-hacking guard's metrics of sample images: their image statistics (`images/...`) and, with
+        `held_out_reward_funcs`, the held-out rewards' logs (`held_out/reward`, `held_out/rewards/<name>/mean`, ...:
+        the training reward's log names under `held_out/`). Every process computes them on the same samples."""
+        from ...evaluation.image_statistics import image_statistics
+
+        metrics = image_statistics(images)
+        if self.held_out_scorer is not None:
+            rewards_per_func, rewards, _ = self.held_out_scorer(prompts, **columns, images=images)
+            logs = self.held_out_scorer.logs(rewards_per_func, rewards)
+            metrics.update({f"held_out/{name}": value for name, value in logs.items()})
+        return metrics
+
     def _on_step_end(self) -> None:
         if self.args.sample_steps and self.global_step % self.args.sample_steps == 0:
-            self.save_samples()
+            prompts, columns, images = self._render_samples()
+            self._write_samples(prompts, images)
+            self.log(self.sample_metrics(prompts, columns, images))
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Save the LoRA weights (`pytorch_lora_weights.safetensors`, loadable with `pipe.load_lora_weights`) and a
@@ -280,9 +346,19 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         self.create_model_card(output_dir)
 
     def create_model_card(self, output_dir: str) -> None:
-        """Write `README.md`: method, paper, base model, reward functions and configuration."""
+        """Write `README.md`: method, paper, base model, reward functions and configuration, and a usage example that
+        loads the base model with the family's pipeline class, the LoRA with its `load_lora_weights`, and (for a
+        text-to-image family) renders a training prompt with the sampling settings trained with (steps, size,
+        guidance as the pipeline's `__call__` takes it)."""
         trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
         pipeline_class = self.adapter.pipeline_class  # the family's class, which loads any subclass's weights
+        render = ""
+        if not self.adapter.edits_images:
+            call = ", ".join(
+                [repr(self.train_dataset[0]["prompt"])]
+                + [f"{k}={v!r}" for k, v in self.adapter.pipeline_call_kwargs(self.sampling).items()]
+            )
+            render = f"\nimage = pipe({call}).images[0]"
         self._write_model_card(
             output_dir,
             model_card_name(self.pipeline.config._name_or_path),
@@ -293,7 +369,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             usage=(
                 f"from diffusers import {pipeline_class}\n\n"
                 f'pipe = {pipeline_class}.from_pretrained("{{base_model}}")\n'
-                'pipe.load_lora_weights("{model_name}")'
+                'pipe.load_lora_weights("{model_name}")' + render.replace("{", "{{").replace("}", "}}")
             ),
             tags=["flow-grpo", "lora", "text-to-image"],
             library_name="diffusers",
