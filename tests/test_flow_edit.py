@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from test_flow_families import _perturb_lora, check_kl_is_the_gaussian_kl, check_saved_lora_loads
+from test_flow_grpo import TINY_FLOW_ARGS
 
 from trl_ext import FlowGRPOConfig, FlowGRPOTrainer
 from trl_ext.evaluation.image_edit import edit_records_dataset, load_edit_items
@@ -21,24 +22,13 @@ from trl_ext.testing import save_tiny_qwen_image_edit
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONDITION_AREA = 64 * 64  # the pipeline's 1024² would take minutes per rollout on CPU
-EDIT_ARGS = dict(
-    use_cpu=True,
-    report_to="none",
-    per_device_train_batch_size=4,
-    num_generations=4,
-    num_inference_steps=3,
-    resolution=32,
-    max_sequence_length=32,
-    condition_area=CONDITION_AREA,
-    lora_r=4,
-    lora_alpha=8,
-    learning_rate=3e-2,
-    beta=0.0,
-    max_steps=1,
-    disable_tqdm=True,
-    save_strategy="no",
-    seed=0,
-)
+EDIT_ARGS = {
+    **TINY_FLOW_ARGS,
+    "per_device_train_batch_size": 4,
+    "num_inference_steps": 3,
+    "max_sequence_length": 32,
+    "condition_area": CONDITION_AREA,
+}
 
 
 @pytest.fixture(scope="module")
