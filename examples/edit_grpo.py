@@ -26,9 +26,10 @@ accelerate launch --config_file accelerate_configs/single_gpu.yaml examples/edit
     --output_dir edit-grpo-qwen-image-edit --bf16 True --max_steps 300
 ```
 
-Outputs: the LoRA and its card in `output_dir`, the two benchmark runs in `output_dir/benchmark/{base,trained}`
-(`report.md`, `report.json`, a chart each) and the side-by-side comparison in `output_dir/benchmark/comparison.md`
-(`comparison.json`, `comparison.png`: mean per category of each and their difference).
+Outputs: the LoRA and its card in `output_dir`, the two benchmark runs (replacing a previous run's) in
+`output_dir/benchmark/{base,trained}` (`report.md`, `report.json`, a chart each) and the side-by-side comparison in
+`output_dir/benchmark/comparison.md` (`comparison.json`, `comparison.png`: mean per category of each and their
+difference).
 
 Offline on CPU with a tiny random editor and judge (the tiny judge puts little probability on digits, so `--tiny` sets
 `--min_digit_mass 0`):
@@ -40,6 +41,7 @@ python examples/edit_grpo.py --tiny --output_dir outputs/edit_grpo
 
 import gc
 import os
+import shutil
 from dataclasses import dataclass, field
 
 from example_utils import on_main_process, parse_args, print_on_main_process
@@ -172,6 +174,7 @@ def main(script_args: EditScriptArguments, training_args: FlowGRPOConfig) -> Non
 
     if PartialState().is_main_process:  # the benchmark runs once, on the held-out records
         root = os.path.join(training_args.output_dir, "benchmark")
+        shutil.rmtree(root, ignore_errors=True)  # a previous run's edits belong to a previous LoRA
         reports = {
             "base": benchmark(script_args, training_args, model, None, held_out, judge, os.path.join(root, "base")),
             "trained": benchmark(
