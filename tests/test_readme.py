@@ -106,6 +106,11 @@ def _flow_grpo_flux(directory: str) -> list[tuple[str, str]]:
     return [('"black-forest-labs/FLUX.1-dev"', repr(path)), ("max_steps=300", "max_steps=1")]
 
 
+def _flow_grpo_qwen_image(directory: str) -> list[tuple[str, str]]:
+    path = testing.save_tiny_qwen_image(os.path.join(directory, "qwen-image"))
+    return [('"Qwen/Qwen-Image"', repr(path)), ("max_steps=300", "max_steps=1"), ("sample_steps=50", "sample_steps=1")]
+
+
 def _local_copies(directory: str) -> str:
     """The red-teaming models under the names `ModelSources` looks for by default (the last part of each Hub id)."""
     models = os.path.join(directory, "models")
@@ -168,6 +173,7 @@ CASES = {
     "from trl_ext import DiscreteDiffusionPPOConfig, DiscreteDiffusionPPOTrainer, SEDDModel": _sedd_ppo,
     "def brightness(prompts, images, **kwargs):": _flow_grpo,
     'FlowGRPOTrainer("black-forest-labs/FLUX.1-dev"': _flow_grpo_flux,
+    'FlowGRPOTrainer("Qwen/Qwen-Image", contrast': _flow_grpo_qwen_image,
     "records = edit_records_dataset(load_edit_items(": _edit_grpo,
     "from trl_ext.rewards import CLIPScoreReward, FlowRTPOReward,": _flow_rtpo,
     "from trl_ext.hub import ModelSources, resolve_pretrained\n\nsources = ModelSources(": _model_sources,
