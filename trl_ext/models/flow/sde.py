@@ -42,7 +42,9 @@ mean over latent elements of log N(x'; mean, std²), and the KL between two such
 Difference from the original code (`yifan123/flow_grpo`, `sde_step_with_logprob(..., sde_type="cps")`): the same
 mean and std, but its "log-probability" is −mean((x' − mean)²), without the 1/(2·std²) factor and the normalising
 terms, so its log-ratios are ours times 2·std² (a per-step constant): the ratio is 1 on-policy in both, but a clip
-range tuned for the original's CPS (1e-5 in its fast configs) is far tighter than the same value here.
+range tuned for the original's CPS (1e-5 in its fast configs) is far tighter than the same value here. CPS's std
+shrinks with σ', so the density of a late step (small σ') is very sharp and its ratio moves far with a small update:
+train CPS on early steps (Flow-GRPO-Fast's windows lie in the first half of the trajectory).
 
 An SDE window (Flow-GRPO-Fast, MixGRPO) samples only the steps [start, end) with the SDE (or CPS) and takes the
 deterministic noise-free step everywhere else ([`sample_trajectories`]'s `sde_window`): the ODE steps have no

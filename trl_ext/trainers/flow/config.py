@@ -50,6 +50,8 @@ class FlowGRPOConfig(GroupPolicyConfig):
         sde_type (`Literal["sde", "cps"]`, *optional*, defaults to `"sde"`):
             The stochastic step: Flow-GRPO's SDE, or coefficient-preserving sampling (CPS, Flow-GRPO-Fast's
             `sde_type="cps"`, `noise_level` <= 1) with its Gaussian log-probability ([`~trl_ext.models.flow.sde`]).
+            CPS's std σ'·sin(a·π/2) shrinks with σ': train it on early steps (an SDE window in the first half, as
+            Flow-GRPO-Fast), where its density is not too sharp for the clipped ratio.
         true_cfg_scale (`float`, *optional*, defaults to `1.0`):
             True classifier-free guidance for FLUX.1 (`FluxPipeline`'s `true_cfg_scale`, beside the guidance
             embedding's `guidance_scale`); <= 1: none. The other families take their CFG scale from `guidance_scale`.
