@@ -54,7 +54,10 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
     advantages per prompt; and optimises the clipped surrogate on the per-step ratio
     exp(log π_θ(x_{t+1}|x_t) − log π_old(x_{t+1}|x_t)) plus β·KL to the base model (the same transformer with LoRA
     disabled). The KL per step is the exact one between the two Gaussian transitions, ‖μ_θ − μ_ref‖²/(2·std²),
-    averaged over latent elements like the log-probabilities. [`FlowRTPOTrainer`] adds the Flow-RTPO prompt editor.
+    averaged over latent elements like the log-probabilities. With `sde_window_size` (Flow-GRPO-Fast / MixGRPO) only
+    a window of consecutive steps is sampled with the SDE and trained, the others with the deterministic ODE step
+    ([`sde_window`]); `sde_type="cps"` takes the coefficient-preserving step. [`FlowRTPOTrainer`] adds the Flow-RTPO
+    prompt editor.
 
     Args:
         pipeline (`str`, `StableDiffusion3Pipeline`, `FluxPipeline` or `QwenImagePipeline`):
