@@ -217,7 +217,8 @@ def test_ratio_is_one_and_the_recorded_probabilities_are_recomputed(gemma_path, 
     assert logs["kl"] == 0.0 and logs["grad_norm"] > 0
     assert logs["diffusion_lm/trace_recompute_error"] < 1e-4
     trainer.save_model(str(tmp_path / "out"))
-    assert "DiffusionGemmaForBlockDiffusion" in (tmp_path / "out" / "README.md").read_text()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "DiffusionGemmaForBlockDiffusion" in card and "sampled trajectory's log-probability" in card
 
 
 def test_grpo_raises_a_target_token_frequency(gemma_path, tmp_path):

@@ -339,8 +339,12 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             self.base_model_name,
             summary=(
                 f"A {family} diffusion language model fine-tuned with `trl_ext.DiffusionLMGRPOTrainer`: GRPO whose "
-                f"sequence log-likelihood is the `{self.args.estimator}` estimate with "
-                f"{self.args.num_likelihood_samples} draws on common random numbers."
+                f"sequence log-likelihood is the `{self.args.estimator}` estimate "
+                + (
+                    "(the sampled trajectory's log-probability)."
+                    if self.args.estimator == "trace"
+                    else f"with {self.args.num_likelihood_samples} draws on common random numbers."
+                )
             ),
             usage=DIFFUSION_GEMMA_USAGE if isinstance(self.adapter, DiffusionGemmaAdapter) else MASKED_USAGE,
             tags=["diffusion-lm", "diffusion-gemma" if family != "masked" else "masked-diffusion", "grpo"],
