@@ -26,10 +26,10 @@ _import_structure = {
     "models.prompt_editor": ["PromptEditorPolicy"],
     "models.sedd": ["SEDDConfig", "SEDDModel"],
     "models.vec2text_inversion": ["Vec2TextInverter"],
-    "trainers.sedd.sft_config": ["DiscreteDiffusionSFTConfig"],
-    "trainers.sedd.sft_trainer": ["DiscreteDiffusionSFTTrainer"],
-    "trainers.sedd.ppo_config": ["DiscreteDiffusionPPOConfig"],
-    "trainers.sedd.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
+    "trainers.diffusion_lm.sft_config": ["DiscreteDiffusionSFTConfig"],
+    "trainers.diffusion_lm.sft_trainer": ["DiscreteDiffusionSFTTrainer"],
+    "trainers.diffusion_lm.ppo_config": ["DiscreteDiffusionPPOConfig"],
+    "trainers.diffusion_lm.ppo_trainer": ["DiscreteDiffusionPPOTrainer"],
     "trainers.diffusion_lm.config": ["DiffusionLMGRPOConfig"],
     "trainers.diffusion_lm.trainer": ["DiffusionLMGRPOTrainer"],
     "trainers.flow.config": ["FlowGRPOConfig"],
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from .pipelines.config import RLHFConfig
     from .pipelines.pipeline import RLHFPipeline
     from .trainers.diffusion_lm.config import DiffusionLMGRPOConfig
+    from .trainers.diffusion_lm.ppo_config import DiscreteDiffusionPPOConfig
+    from .trainers.diffusion_lm.ppo_trainer import DiscreteDiffusionPPOTrainer
+    from .trainers.diffusion_lm.sft_config import DiscreteDiffusionSFTConfig
+    from .trainers.diffusion_lm.sft_trainer import DiscreteDiffusionSFTTrainer
     from .trainers.diffusion_lm.trainer import DiffusionLMGRPOTrainer
     from .trainers.flow.config import FlowGRPOConfig
     from .trainers.flow.rtpo_config import FlowRTPOConfig
@@ -64,10 +68,6 @@ if TYPE_CHECKING:
     from .trainers.grpo.trainer import ExtendedGRPOTrainer
     from .trainers.ppo.config import PPOConfig
     from .trainers.ppo.trainer import PPOTrainer
-    from .trainers.sedd.ppo_config import DiscreteDiffusionPPOConfig
-    from .trainers.sedd.ppo_trainer import DiscreteDiffusionPPOTrainer
-    from .trainers.sedd.sft_config import DiscreteDiffusionSFTConfig
-    from .trainers.sedd.sft_trainer import DiscreteDiffusionSFTTrainer
     from .trainers.tprl.config import TPRLGRPOConfig
     from .trainers.tprl.trainer import TPRLGRPOTrainer
 else:

@@ -11,10 +11,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Trainers: one folder per method (`grpo/`, `tprl/`, `flow/`, `diffusion_lm/`, `sedd/`, `ppo/`) and the shared pieces
-of the trainers that own their loop: `loop.RLLoopTrainer` (the loop contract), `checkpointing` (complete-or-absent
-checkpoints and bit-identical resume), `hub_push` (`push_to_hub` / `hub_strategy`), `group_update.GroupPolicyTrainer`
-(the one clipped group-policy update of Diffusion-LM GRPO / SEDD PPO and Flow-GRPO) and `validation` (config checks).
+"""Trainers: one folder per method (`grpo/`, `tprl/`, `flow/`, `diffusion_lm/` with SEDD's PPO and SFT, `ppo/`) and the
+shared pieces of the trainers that own their loop: `loop.RLLoopTrainer` (the loop contract), `checkpointing`
+(complete-or-absent checkpoints and bit-identical resume), `hub_push` (`push_to_hub` / `hub_strategy`),
+`group_update.GroupPolicyTrainer` (the one clipped group-policy update of Diffusion-LM GRPO / SEDD PPO and Flow-GRPO)
+with its config base `group_config.GroupPolicyConfig`, and `validation` (config checks).
 
 Names: one concept, one name, TRL's. `PPOConfig` keeps the names of TRL's last PPOConfig (a TRL PPO script ports by
 changing its import); every other config uses `trl.GRPOConfig`'s. This table is the reference (tests/test_names.py

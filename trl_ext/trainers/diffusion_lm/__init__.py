@@ -12,4 +12,5 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Discrete diffusion language models: [`DiffusionLMGRPOTrainer`] (any family, the likelihood estimator as an
-option)."""
+option), and for SEDD [`DiscreteDiffusionPPOTrainer`] (its entry point with SEDD's defaults and names) and
+[`DiscreteDiffusionSFTTrainer`] (score-entropy fine-tuning)."""

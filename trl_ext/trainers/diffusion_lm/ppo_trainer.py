@@ -23,9 +23,9 @@ from transformers import TrainerCallback
 from ...models.diffusion_lm import SEDDAdapter
 from ...models.sedd import SEDDModel
 from ...rl.scoring import RewardFunc
-from ..diffusion_lm.trainer import DiffusionLMGRPOTrainer
 from .ppo_config import DiscreteDiffusionPPOConfig
 from .sft_trainer import SEDD_USAGE
+from .trainer import DiffusionLMGRPOTrainer
 
 
 class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
