@@ -189,9 +189,13 @@ def main(script_args: EditScriptArguments, training_args: FlowGRPOConfig) -> Non
         }
         comparison = write_comparison(root, reports)
         micro = comparison["overall"]["micro"]
+        base, trained, difference = (
+            "n/a (nothing scored)" if value is None else f"{value:.3f}"
+            for value in (micro["base"]["mean"], micro["trained"]["mean"], micro["difference"])
+        )
         print(
-            f"Held-out benchmark ({len(held_out)} records): base {micro['base']['mean']}, trained "
-            f"{micro['trained']['mean']}, difference {micro['difference']}; see {root}/comparison.md"
+            f"Held-out benchmark ({len(held_out)} records): base {base}, trained {trained}, difference {difference}; "
+            f"see {root}/comparison.md"
         )
     PartialState().wait_for_everyone()
 
