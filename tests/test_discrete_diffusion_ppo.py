@@ -169,6 +169,10 @@ def test_trace_ratio_is_one_recorded_probabilities_recomputed_and_it_trains(sedd
     trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history]
     assert np.mean(rewards[:5]) < 0.1 and np.mean(rewards[-5:]) > 0.5, rewards
+    trainer.save_model(tmp_path / "trace")  # the card says which likelihood trained it (it said "ELBO" for every run)
+    card = (tmp_path / "trace" / "README.md").read_text()
+    assert "PPO whose sequence log-likelihood is the `trace` estimate" in card and "ELBO" not in card
+    assert 'SEDDModel.from_pretrained("trace")' in card and SEDDModel.from_pretrained(str(tmp_path / "trace"))
     uniform = save_tiny_sedd(tmp_path / "uniform", tokens=len(tokenizer), graph_type="uniform", noise_type="geometric")
     with pytest.raises(ValueError, match="supports elbo"):
         DiscreteDiffusionPPOTrainer(

@@ -75,6 +75,11 @@ class DiffusionLMAdapter:
 
     mask_token_id: int
     estimators: tuple[str, ...] = ("elbo", "mean_field", "trace")  # the likelihood estimators the family supports
+    # the model card of a trained policy: what the model is, how to load it ("{model_name}": the saved directory's
+    # name or Hub id), and the family's tags
+    card_description: str
+    card_usage: str
+    card_tags: tuple[str, ...]
 
     def prepare_model(self, model: torch.nn.Module) -> None:
         """Set up a loaded policy for training (e.g. freeze parts text RL never runs); nothing by default."""

@@ -140,6 +140,12 @@ class DiffusionGemmaAdapter(DiffusionLMAdapter):
 
     mask_token_id = -1  # no mask token: the canvas is noised uniformly
     estimators = ("trace",)
+    card_description = "DiffusionGemma block diffusion language model"
+    card_usage = """from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+model = DiffusionGemmaForBlockDiffusion.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
+    card_tags = ("diffusion-gemma",)
 
     def __init__(
         self,

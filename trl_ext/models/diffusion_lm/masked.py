@@ -53,6 +53,12 @@ def num_transfer_tokens(num_masked: torch.Tensor, steps: int) -> torch.Tensor:
     return base + (torch.arange(steps, device=num_masked.device).unsqueeze(0) < remainder).long()
 
 
+MASKED_USAGE = """from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+model = AutoModelForMaskedLM.from_pretrained("{model_name}")
+tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
+
+
 class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
     """The masked-diffusion-LM family.
 
@@ -77,6 +83,10 @@ class MaskedDiffusionLMAdapter(DiffusionLMAdapter):
     diffu-GRPO takes its log-softmax over the whole vocabulary, the mask token included, so its log-probabilities are
     lower by log(1 − p(mask)) at each position.)
     """
+
+    card_description = "masked diffusion language model"
+    card_usage = MASKED_USAGE
+    card_tags = ("masked-diffusion",)
 
     def __init__(
         self,

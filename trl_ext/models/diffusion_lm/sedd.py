@@ -23,6 +23,11 @@ from ..sedd.sampling import masked_row_log_scores, predictor_kappa, transition_p
 from .base import DiffusionLMAdapter, DiffusionLMSample, Trajectory
 
 
+SEDD_USAGE = """from trl_ext import SEDDModel
+
+model = SEDDModel.from_pretrained("{model_name}")"""
+
+
 class SEDDAdapter(DiffusionLMAdapter):
     """SEDD (score-entropy discrete diffusion).
 
@@ -33,6 +38,12 @@ class SEDDAdapter(DiffusionLMAdapter):
     """
 
     eps = 1e-5  # the sampler's last time (then the denoising step at σ̄(eps)), as generate's default
+    card_description = (
+        "SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion]"
+        "(https://huggingface.co/papers/2310.16834))"
+    )
+    card_usage = SEDD_USAGE
+    card_tags = ("sedd", "discrete-diffusion")
 
     def __init__(self, config, steps: int = 128, predictor: Literal["analytic", "euler"] = "analytic"):
         self.config, self.steps, self.predictor = config, steps, predictor

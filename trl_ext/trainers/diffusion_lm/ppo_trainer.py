@@ -14,8 +14,6 @@
 """[`DiscreteDiffusionPPOTrainer`]: PPO for SEDD discrete diffusion language models on an ELBO likelihood: the SEDD
 entry point of [`~trl_ext.trainers.diffusion_lm.trainer.DiffusionLMGRPOTrainer`]."""
 
-import copy
-
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -24,7 +22,6 @@ from ...models.diffusion_lm import SEDDAdapter
 from ...models.sedd import SEDDModel
 from ...rl.scoring import RewardFunc
 from .ppo_config import DiscreteDiffusionPPOConfig
-from .sft_trainer import SEDD_USAGE
 from .trainer import DiffusionLMGRPOTrainer
 
 
@@ -54,6 +51,7 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
     """
 
     _name = "SEDD-PPO"
+    _method = "PPO"
     metric_prefix = "sedd"
     _forward_bypasses_wrapper = True  # the ELBO calls the policy's submodules (row-chunked head)
 
@@ -103,25 +101,3 @@ class DiscreteDiffusionPPOTrainer(DiffusionLMGRPOTrainer):
         if self.estimator != "elbo":
             return super()._term_metrics(new)
         return {"sedd/elbo_nll": (-new).mean().item()}
-
-    def save_model(self, output_dir: str | None = None) -> None:
-        """Save the policy (LoRA merged into the weights) as a SEDD checkpoint and write the model card."""
-        output_dir = output_dir or self.args.output_dir
-        if not self.accelerator.is_main_process:
-            return
-        model = self.accelerator.unwrap_model(self.model)
-        if self.args.use_peft:
-            model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(output_dir)
-        self._write_model_card(
-            output_dir,
-            self.base_model_name,
-            summary=(
-                "A SEDD discrete diffusion language model ([Score Entropy Discrete Diffusion]"
-                "(https://huggingface.co/papers/2310.16834)) fine-tuned with `trl_ext.DiscreteDiffusionPPOTrainer`: PPO "
-                f"whose sequence log-likelihood is a {self.args.num_sigma_samples}-sample ELBO estimate evaluated on "
-                "common random numbers."
-            ),
-            usage=SEDD_USAGE,
-            tags=["sedd", "discrete-diffusion", "ppo"],
-        )

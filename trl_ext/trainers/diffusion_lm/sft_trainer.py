@@ -20,14 +20,10 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from ...hub import model_card_name
+from ...models.diffusion_lm.sedd import SEDD_USAGE
 from ...models.sedd import SEDDModel, get_noise, score_entropy_loss
 from ..loop import RLLoopTrainer
 from .sft_config import DiscreteDiffusionSFTConfig
-
-
-SEDD_USAGE = """from trl_ext import SEDDModel
-
-model = SEDDModel.from_pretrained("{model_name}")"""
 
 
 class DiscreteDiffusionSFTTrainer(RLLoopTrainer):

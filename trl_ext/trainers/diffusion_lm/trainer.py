@@ -39,17 +39,6 @@ from ..group_update import GroupPolicyTrainer, PolicyTerm
 from .config import DiffusionLMGRPOConfig
 
 
-MASKED_USAGE = """from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-model = AutoModelForMaskedLM.from_pretrained("{model_name}")
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
-
-DIFFUSION_GEMMA_USAGE = """from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
-
-model = DiffusionGemmaForBlockDiffusion.from_pretrained("{model_name}")
-tokenizer = AutoTokenizer.from_pretrained("{model_name}")"""
-
-
 class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
     r"""
     GRPO for discrete diffusion language models: masked diffusion LMs in the LLaDA / MDLM convention, and transformers'
@@ -81,6 +70,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
     """
 
     _name = "DiffusionLM-GRPO"
+    _method = "GRPO"  # in the model card
     metric_prefix = "diffusion_lm"
 
     def __init__(
@@ -333,19 +323,19 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(output_dir)
         self.processing_class.save_pretrained(output_dir)
-        family = "DiffusionGemma block" if isinstance(self.adapter, DiffusionGemmaAdapter) else "masked"
+        trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
+        likelihood = (
+            "(the sampled trajectory's log-probability)"
+            if self.estimator == "trace"
+            else f"with {self.num_likelihood_samples} draws on common random numbers"
+        )
         self._write_model_card(
             output_dir,
             self.base_model_name,
             summary=(
-                f"A {family} diffusion language model fine-tuned with `trl_ext.DiffusionLMGRPOTrainer`: GRPO whose "
-                f"sequence log-likelihood is the `{self.args.estimator}` estimate "
-                + (
-                    "(the sampled trajectory's log-probability)."
-                    if self.args.estimator == "trace"
-                    else f"with {self.args.num_likelihood_samples} draws on common random numbers."
-                )
+                f"A {self.adapter.card_description} fine-tuned with `trl_ext.{trainer_class.__name__}`: "
+                f"{self._method} whose sequence log-likelihood is the `{self.estimator}` estimate {likelihood}."
             ),
-            usage=DIFFUSION_GEMMA_USAGE if isinstance(self.adapter, DiffusionGemmaAdapter) else MASKED_USAGE,
-            tags=["diffusion-lm", "diffusion-gemma" if family != "masked" else "masked-diffusion", "grpo"],
+            usage=self.adapter.card_usage,
+            tags=["diffusion-lm", *self.adapter.card_tags, self._method.lower()],
         )
