@@ -84,6 +84,23 @@ def tiny_t5_config(vocab_size: int, d_model: int = 64) -> T5Config:
     )
 
 
+def tiny_clip_text_config(vocab_size: int, max_position_embeddings: int, **overrides) -> CLIPTextConfig:
+    """A 2-layer, 32-wide CLIP text config for the tiny CLIP tokenizer (CLIP's own text tower, SD3's and FLUX's CLIP
+    text encoders); `overrides` set the rest (`projection_dim`, `hidden_act`)."""
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        **overrides,
+    )
+
+
 def build_tiny_bert_tokenizer(model_max_length: int = 128) -> BertTokenizer:
     """An in-memory uncased WordPiece tokenizer over a small word list and single characters; it truncates at
     `model_max_length` (the tiny BERT's position count), as bert-base-uncased's does at 512."""
@@ -105,17 +122,7 @@ def save_tiny_clip(path: str | os.PathLike, seed: int = 0) -> str:
     path = os.fspath(path)
     tokenizer = build_tiny_clip_tokenizer()
     config = CLIPConfig(
-        text_config=CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        ),
+        text_config=tiny_clip_text_config(len(tokenizer), max_position_embeddings=77),
         vision_config=CLIPVisionConfig(
             image_size=32,
             patch_size=8,

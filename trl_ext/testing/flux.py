@@ -16,10 +16,10 @@
 import os
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, T5EncoderModel
+from transformers import CLIPTextModel, T5EncoderModel
 
 from .diffusion import TINY_SD3_MAX_SEQUENCE_LENGTH, fit_tiny_vae_decoder
-from .encoders import build_tiny_clip_tokenizer, build_tiny_t5_tokenizer, tiny_t5_config
+from .encoders import build_tiny_clip_tokenizer, build_tiny_t5_tokenizer, tiny_clip_text_config, tiny_t5_config
 from .text import init_tiny_weights
 
 
@@ -69,18 +69,7 @@ def save_tiny_flux(
     path = os.fspath(path)
     clip_tokenizer = build_tiny_clip_tokenizer(model_max_length=16)
     t5_tokenizer = build_tiny_t5_tokenizer(model_max_length=TINY_FLUX_MAX_SEQUENCE_LENGTH)
-    clip_config = CLIPTextConfig(
-        vocab_size=len(clip_tokenizer),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=16,
-        hidden_act="gelu",
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
+    clip_config = tiny_clip_text_config(len(clip_tokenizer), 16, hidden_act="gelu")
     t5_config = tiny_t5_config(len(t5_tokenizer))
     num_vae_blocks = 4 if published_geometry else 2
     latent_channels = 4

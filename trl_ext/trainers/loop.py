@@ -537,6 +537,12 @@ class RLLoopTrainer(CheckpointMixin, HubPushMixin):
 
     # Outputs
 
+    @property
+    def library_class_name(self) -> str:
+        """The name of the first `trl_ext` class of this trainer's type: what a model card says trained the model (a
+        user's subclass is not ours)."""
+        return next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext.")).__name__
+
     def _write_model_card(
         self,
         output_dir: str,

@@ -323,7 +323,6 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(output_dir)
         self.processing_class.save_pretrained(output_dir)
-        trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
         likelihood = (
             "(the sampled trajectory's log-probability)"
             if self.estimator == "trace"
@@ -333,7 +332,7 @@ class DiffusionLMGRPOTrainer(GroupPolicyTrainer):
             output_dir,
             self.base_model_name,
             summary=(
-                f"A {self.adapter.card_description} fine-tuned with `trl_ext.{trainer_class.__name__}`: "
+                f"A {self.adapter.card_description} fine-tuned with `trl_ext.{self.library_class_name}`: "
                 f"{self._method} whose sequence log-likelihood is the `{self.estimator}` estimate {likelihood}."
             ),
             usage=self.adapter.card_usage,

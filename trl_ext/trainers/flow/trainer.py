@@ -353,7 +353,6 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
         loads the base model with the family's pipeline class, the LoRA with its `load_lora_weights`, and (for a
         text-to-image family) renders a training prompt with the sampling settings trained with (steps, size,
         guidance as the pipeline's `__call__` takes it)."""
-        trainer_class = next(c for c in type(self).__mro__ if c.__module__.startswith("trl_ext."))  # not a user's
         pipeline_class = self.adapter.pipeline_class  # the family's class, which loads any subclass's weights
         render = ""
         if not self.adapter.edits_images:
@@ -366,7 +365,7 @@ class FlowGRPOTrainer(GroupPolicyTrainer):
             output_dir,
             model_card_name(self.pipeline.config._name_or_path),
             summary=(
-                f"LoRA adapter trained with `trl_ext.{trainer_class.__name__}` (Flow-GRPO: GRPO on the SDE denoising "
+                f"LoRA adapter trained with `trl_ext.{self.library_class_name}` (Flow-GRPO: GRPO on the SDE denoising "
                 "trajectories of a flow-matching model, [arXiv 2505.05470](https://huggingface.co/papers/2505.05470))."
             ),
             usage=(
